@@ -1,0 +1,158 @@
+"""The `lzfs` command: parses arguments, calls into the package, prints. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+
+from . import __version__
+from .errors import LzfsError
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def cmd_mkfs(args: argparse.Namespace) -> None:
+    from .store import mkfs
+
+    cfg = mkfs(args.store, avg_pages=args.avg_pages, max_pages=args.max_pages)
+    print(f"created lzfs store {args.store} (format {cfg.version}, blocks of "
+          f"{cfg.avg_pages} pages on average, at most {cfg.max_pages})")
+
+
+def cmd_mount(args: argparse.Namespace) -> None:
+    from . import daemon
+
+    extra = [o for opt in args.o for o in opt.split(",")]
+    if not args.foreground:
+        tail = (["--allow-other"] if args.allow_other else []) + \
+               [f"--cache-mb={args.cache_mb}"] + [f"-o{o}" for o in extra]
+        if args.debug:
+            tail.append("--debug")
+        daemon.spawn(args.store, args.mountpoint, tail, args.log)
+        return
+    _setup_logging(args.log, args.debug)
+    daemon.serve(args.store, args.mountpoint, allow_other=args.allow_other,
+                 cache_mb=args.cache_mb, options=extra, ready_fd=args.ready_fd)
+
+
+def cmd_umount(args: argparse.Namespace) -> None:
+    from .mounts import umount
+
+    umount(args.mountpoint, timeout=args.timeout, lazy=args.lazy)
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    from .store import Store
+
+    store = Store(args.store, readonly=True)
+    try:
+        st = store.stats()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(asdict(st), indent=2))
+        return
+    ratio = st.logical / st.stored if st.stored else float("inf") if st.logical else 1.0
+    rows = [
+        ("files", f"{st.files}"), ("directories", f"{st.directories}"),
+        ("logical size", human(st.logical)), ("zero pages / holes", human(st.zero)),
+        ("referenced data", human(st.referenced)),
+        ("after dedup", human(st.unique)), ("after compression", human(st.stored)),
+        ("overall ratio", f"{ratio:.2f}x"), ("blocks / frames", f"{st.blocks} / {st.frames}"),
+        ("unreferenced blocks", f"{st.garbage_blocks} (lzfs gc removes them)"),
+        ("pack files on disk", human(st.pack_bytes)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+def cmd_gc(args: argparse.Namespace) -> None:
+    from .store import Store
+
+    store = Store(args.store)
+    try:
+        removed, freed = store.gc()
+    finally:
+        store.close()
+    print(f"removed {removed} unreferenced blocks, gave back {human(freed)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lzfs", description=__doc__)
+    p.add_argument("--version", action="version", version=f"lzfs {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("mkfs", help="create an empty store")
+    s.add_argument("store")
+    s.add_argument("--avg-pages", type=int, default=16,
+                   help="average block size in 4 KiB pages (power of two; default 16)")
+    s.add_argument("--max-pages", type=int, default=64,
+                   help="largest block in pages (default 64 = 256 KiB)")
+    s.set_defaults(func=cmd_mkfs)
+
+    s = sub.add_parser("mount", help="mount a store (returns once mounted; -f stays)")
+    s.add_argument("store")
+    s.add_argument("mountpoint")
+    s.add_argument("-f", "--foreground", action="store_true")
+    s.add_argument("-o", action="append", default=[], metavar="OPTS",
+                   help="extra FUSE mount options, comma separated")
+    s.add_argument("--allow-other", action="store_true",
+                   help="let users other than the mounter in (kernel permission checks apply)")
+    s.add_argument("--cache-mb", type=int, default=128,
+                   help="decoded-frame cache size in MiB (default 128)")
+    s.add_argument("--log", help="log file (default: STORE/lzfs.log in the background, "
+                                 "stderr with -f)")
+    s.add_argument("--debug", action="store_true")
+    s.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_mount)
+
+    s = sub.add_parser("umount", help="unmount; returns once everything is on disk")
+    s.add_argument("mountpoint")
+    s.add_argument("--timeout", type=float, default=600.0)
+    s.add_argument("-z", "--lazy", action="store_true")
+    s.set_defaults(func=cmd_umount)
+
+    s = sub.add_parser("stats", help="store-wide sizes: logical, after dedup, after compression")
+    s.add_argument("store")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("gc", help="give back the space of blocks no file uses (store unmounted)")
+    s.add_argument("store")
+    s.set_defaults(func=cmd_gc)
+    return p
+
+
+def _setup_logging(path: str | None, debug: bool) -> None:
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LzfsError as exc:
+        print(f"lzfs: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lzfs: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

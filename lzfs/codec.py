@@ -1,0 +1,180 @@
+"""Block hashing and frame encoding.
+
+Two units, on purpose:
+
+* a *block* is the unit of deduplication: a run of whole pages cut by the chunker, named by its
+  XXH3-128 content hash (optionally keyed by a dedup domain, see :func:`block_hash`);
+* a *frame* is the unit of compression and of I/O: consecutive new blocks compressed together
+  as one raw LZ4 block (no size prefix, the format nvCOMP's batched LZ4 decompressor takes), at
+  most ``FRAME_MAX`` bytes of raw data, so a random 4 KiB read never decompresses more than that.
+
+Small blocks compress worse than large ones (64 KiB groups of pages: 2.81x against 3.29x for the
+whole file, see docs/format.md); grouping them into frames wins most of that back without
+giving up page-granular dedup.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+import lz4.block
+import xxhash
+
+from .errors import CorruptDataError
+
+PAGE = 4096
+FRAME_MAX = 256 * 1024
+ZERO_PAGE = bytes(PAGE)
+
+
+class Codec(IntEnum):
+    RAW = 1
+    LZ4 = 2
+
+
+# A frame is stored incompressed unless LZ4 saves at least this fraction: an incompressible
+# frame then costs one memcpy to read instead of a decompression.
+MIN_SAVING = 1 / 32
+
+HASH_LEN = 16
+
+
+def block_hash(data: bytes | memoryview, seed: int = 0) -> bytes:
+    """XXH3-128 of a block. ``seed`` is the store's dedup-domain key: blocks hashed under
+    different seeds never match, so tenants that must not share cannot probe each other."""
+    return xxhash.xxh3_128_digest(data, seed)
+
+
+def page_fingerprint(page: bytes | memoryview) -> int:
+    """A 64-bit hash of one page, used only to choose cut points (not for identity)."""
+    return xxhash.xxh3_64_intdigest(page)
+
+
+def payload_checksum(payload: bytes | memoryview) -> int:
+    return xxhash.xxh3_64_intdigest(payload)
+
+
+def compress(raw: bytes | bytearray | memoryview) -> tuple[Codec, bytes]:
+    packed = lz4.block.compress(raw, store_size=False)
+    if len(packed) <= len(raw) * (1 - MIN_SAVING):
+        return Codec.LZ4, packed
+    return Codec.RAW, bytes(raw)
+
+
+def decompress(codec: int, payload: bytes, raw_len: int) -> bytes:
+    if codec == Codec.RAW:
+        if len(payload) != raw_len:
+            raise CorruptDataError(f"raw frame is {len(payload)} bytes, expected {raw_len}")
+        return payload
+    if codec == Codec.LZ4:
+        try:
+            out = lz4.block.decompress(payload, uncompressed_size=raw_len)
+        except lz4.block.LZ4BlockError as exc:
+            raise CorruptDataError(f"LZ4 frame does not decode: {exc}") from None
+        if len(out) != raw_len:
+            raise CorruptDataError(f"LZ4 frame decodes to {len(out)} bytes, expected {raw_len}")
+        return out
+    raise CorruptDataError(f"unknown codec {codec}")
+
+
+# ---- frame records, as laid down in pack files (docs/format.md) ------------------------------
+
+FRAME_MAGIC = b"LZFR"
+FRAME_VERSION = 1
+# magic, version, codec, block count, raw length, stored (payload) length, payload checksum
+_FRAME_HEAD = struct.Struct("<4sBBHIIQ")
+# per block: length, content hash
+_FRAME_ENTRY = struct.Struct(f"<I{HASH_LEN}s")
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    codec: int
+    raw_len: int
+    stored_len: int
+    checksum: int
+    blocks: tuple[tuple[int, bytes], ...]  # (length, hash) in frame order
+
+    @property
+    def header_len(self) -> int:
+        return _FRAME_HEAD.size + _FRAME_ENTRY.size * len(self.blocks)
+
+    @property
+    def record_len(self) -> int:
+        return self.header_len + self.stored_len
+
+
+def encode_frame(blocks: list[tuple[bytes, bytes]]) -> tuple[FrameHeader, bytes]:
+    """Compress ``blocks`` (list of (hash, raw bytes)) into one frame record.
+
+    Returns the header and the whole record (header, block table, payload)."""
+    raw = b"".join(data for _, data in blocks)
+    if len(raw) > 0xFFFFFFFF or len(blocks) > 0xFFFF:
+        raise ValueError("frame too large")
+    codec, payload = compress(raw)
+    head = FrameHeader(
+        codec=codec,
+        raw_len=len(raw),
+        stored_len=len(payload),
+        checksum=payload_checksum(payload),
+        blocks=tuple((len(data), h) for h, data in blocks),
+    )
+    parts = [
+        _FRAME_HEAD.pack(FRAME_MAGIC, FRAME_VERSION, codec, len(blocks), head.raw_len,
+                         head.stored_len, head.checksum)
+    ]
+    parts.extend(_FRAME_ENTRY.pack(n, h) for n, h in head.blocks)
+    parts.append(payload)
+    return head, b"".join(parts)
+
+
+def parse_frame_header(buf: bytes | memoryview) -> FrameHeader:
+    """Parse the header and block table at the start of ``buf``.
+
+    Raises CorruptDataError when ``buf`` does not hold a well-formed header (too short, wrong
+    magic or version, a block table that does not add up)."""
+    if len(buf) < _FRAME_HEAD.size:
+        raise CorruptDataError("truncated frame header")
+    magic, version, codec, count, raw_len, stored_len, checksum = _FRAME_HEAD.unpack_from(buf)
+    if magic != FRAME_MAGIC:
+        raise CorruptDataError("bad frame magic")
+    if version != FRAME_VERSION:
+        raise CorruptDataError(f"frame version {version} is not supported")
+    if codec not in (Codec.RAW, Codec.LZ4):
+        raise CorruptDataError(f"unknown codec {codec}")
+    end = _FRAME_HEAD.size + count * _FRAME_ENTRY.size
+    if len(buf) < end:
+        raise CorruptDataError("truncated frame block table")
+    blocks = tuple(
+        _FRAME_ENTRY.unpack_from(buf, _FRAME_HEAD.size + i * _FRAME_ENTRY.size)
+        for i in range(count)
+    )
+    if sum(n for n, _ in blocks) != raw_len:
+        raise CorruptDataError("frame block table does not add up to its raw length")
+    return FrameHeader(codec, raw_len, stored_len, checksum, blocks)
+
+
+def frame_header_len(count: int) -> int:
+    return _FRAME_HEAD.size + count * _FRAME_ENTRY.size
+
+
+def decode_frame(record: bytes, seed: int = 0) -> tuple[FrameHeader, bytes]:
+    """Decode a whole frame record and verify it: payload checksum, then every block's content
+    hash. Any mismatch raises CorruptDataError; wrong bytes are never returned."""
+    head = parse_frame_header(record)
+    payload = record[head.header_len:]
+    if len(payload) != head.stored_len:
+        raise CorruptDataError(
+            f"frame payload is {len(payload)} bytes, header says {head.stored_len}")
+    if payload_checksum(payload) != head.checksum:
+        raise CorruptDataError("frame payload checksum mismatch")
+    raw = decompress(head.codec, payload, head.raw_len)
+    view = memoryview(raw)
+    pos = 0
+    for n, h in head.blocks:
+        if block_hash(view[pos:pos + n], seed) != h:
+            raise CorruptDataError(f"block at frame offset {pos} fails its content hash")
+        pos += n
+    return head, raw

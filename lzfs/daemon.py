@@ -1,0 +1,139 @@
+"""Running a mount: open the store, mount, serve until unmounted or signalled, then store every
+pending byte, commit, and let go of the store lock (which `lzfs umount` waits for).
+
+`lzfs mount` without -f starts this same code as a detached child process and returns once the
+child reports the mount is live (or prints why it is not): simpler and safer than fork() under
+trio, and the child's log goes to STORE/lzfs.log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from .errors import LzfsError
+from .fs import LzfsOperations
+from .store import Store
+from .store.layout import LOG
+
+log = logging.getLogger(__name__)
+
+
+def fuse_options(store: Store, allow_other: bool, extra: list[str]) -> set[str]:
+    opts = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
+    opts.add(f"fsname={store.root}")
+    opts.add("subtype=lzfs")
+    if allow_other:
+        opts.add("allow_other")
+    opts.update(o for o in extra if o)
+    return opts
+
+
+def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
+          cache_mb: int = 128, options: list[str] | None = None, ready_fd: int = -1) -> None:
+    """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP)."""
+    mnt = Path(mountpoint)
+    if not mnt.is_dir():
+        raise LzfsError(f"mount point {mountpoint} does not exist or is not a directory")
+    if os.path.ismount(mnt):
+        raise LzfsError(f"{mountpoint} is already a mount point; unmount it first")
+    store = Store(store_path)
+    try:
+        ops = LzfsOperations(store, cache_bytes=cache_mb << 20)
+        try:
+            pyfuse3.init(ops, str(mnt), fuse_options(store, allow_other, options or []))
+        except RuntimeError as exc:
+            raise LzfsError(f"cannot mount on {mountpoint}: {exc} (is /dev/fuse there, "
+                            f"and are you root or in group fuse?)") from None
+    except BaseException:
+        store.close()
+        raise
+    log.info("mounted %s on %s", store.root, mnt)
+    if ready_fd >= 0:
+        os.write(ready_fd, b"ok\n")
+        os.close(ready_fd)
+    signalled = False
+    try:
+        signalled = trio.run(_main, ops)
+    except BaseException:
+        log.exception("daemon failed; unmounting")
+        try:
+            pyfuse3.close(unmount=True)
+        finally:
+            store.close()
+        raise
+    try:
+        pyfuse3.close(unmount=signalled)
+    finally:
+        store.close()
+    log.info("unmounted %s; store closed", mnt)
+
+
+async def _main(ops: LzfsOperations) -> bool:
+    signalled = False
+    async with trio.open_nursery() as nursery:
+        ops.attach(nursery)
+        nursery.start_soon(ops.committer)
+
+        async def on_signal() -> None:
+            nonlocal signalled
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+                async for signum in sigs:
+                    log.info("signal %d: unmounting", signum)
+                    signalled = True
+                    pyfuse3.terminate()
+                    return
+
+        nursery.start_soon(on_signal)
+        await pyfuse3.main()
+        await ops.shutdown()
+        nursery.cancel_scope.cancel()
+    return signalled
+
+
+def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str | None,
+          timeout: float = 60.0) -> None:
+    """Start `lzfs mount -f` detached and wait until it has mounted (or failed)."""
+    store_root = Path(store_path).resolve()
+    log_path = Path(log_file) if log_file else store_root / LOG
+    r, w = os.pipe()
+    with open(log_path, "ab", buffering=0) as logf:
+        os.chmod(log_path, 0o600)
+        cmd = [sys.executable, "-m", "lzfs", "mount", "-f", "--ready-fd", str(w),
+               "--log", str(log_path), str(store_root), str(Path(mountpoint).resolve()),
+               *argv_tail]
+        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                 pass_fds=(w,), start_new_session=True)
+    os.close(w)
+    deadline = time.monotonic() + timeout
+    got = b""
+    with os.fdopen(r, "rb") as ready:
+        got = ready.read(3)  # "ok\n" once mounted; EOF if the child died first
+    if got == b"ok\n":
+        return
+    try:
+        code = child.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        child.kill()
+        code = -9
+    tail = _last_error(log_path)
+    raise LzfsError(f"mount failed (daemon exit {code}): {tail}")
+
+
+def _last_error(log_path: Path) -> str:
+    try:
+        lines = log_path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        if "lzfs:" in line or "Error" in line or "error" in line:
+            return line.strip()
+    return lines[-1].strip() if lines else "no log"

@@ -1,0 +1,413 @@
+"""The FUSE protocol adapter: turns pyfuse3 requests into namespace and file-map calls.
+
+What a file looks like is decided in namespace.py (names, attributes) and filemap.py (bytes);
+this class keeps only the state the kernel protocol itself needs (open handles, lookup counts)
+and maps failures to errnos. Handlers run as trio tasks on one thread: SQLite is only touched
+here, compression and decompression happen in worker threads started by the file maps.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyfuse3
+import trio
+
+from .errors import CorruptDataError
+from .filemap import FileMap
+from .namespace import FsError, Inode, Namespace, now_ns
+from .prefetch import FrameCache, Readahead
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+ATTR_TIMEOUT = 1.0
+ENTRY_TIMEOUT = 5.0
+COMMIT_INTERVAL = 5.0  # seconds between background commits while anything changed
+
+
+@dataclass
+class Handle:
+    ino: int
+    writable: bool
+    ra: Readahead = field(default_factory=Readahead)
+
+
+class LzfsOperations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, store: Store, cache_bytes: int = 128 << 20) -> None:
+        super().__init__()
+        self.store = store
+        self.ns = Namespace(store.db)
+        self.cache = FrameCache(store, cache_bytes)
+        self.files: dict[int, FileMap] = {}
+        self.handles: dict[int, Handle] = {}
+        self.lookups: dict[int, int] = {}
+        self._next_fh = 1
+        self.nursery: trio.Nursery | None = None
+        self.gate = trio.Lock()  # held while committing: no frame is registered meanwhile
+        self._committed_changes = -1
+        self._purge_orphans()
+        self.store.commit()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Give background work (encoders, prefetch, commits) a nursery to run in."""
+        self.nursery = nursery
+        self.cache.nursery = nursery
+        for fm in self.files.values():
+            fm.nursery = nursery
+
+    async def committer(self) -> None:
+        while True:
+            await trio.sleep(COMMIT_INTERVAL)
+            try:
+                await self.commit()
+            except Exception:
+                log.exception("background commit failed")
+
+    async def commit(self) -> None:
+        changes = self.store.db.conn.total_changes
+        if changes == self._committed_changes:
+            return
+        async with self.gate:
+            await trio.to_thread.run_sync(self.store.sync_packs)
+            self.store.commit_meta()
+            self._committed_changes = self.store.db.conn.total_changes
+
+    async def shutdown(self) -> None:
+        """Store every pending byte and commit: called after the kernel let go of the mount."""
+        for ino, fm in list(self.files.items()):
+            try:
+                await fm.flush()
+            except Exception:
+                log.exception("inode %d: could not store its last bytes", ino)
+        await self.commit()
+
+    def _purge_orphans(self) -> None:
+        for ino in self.ns.orphans():
+            log.info("removing orphan inode %d (unlinked while open before the last stop)", ino)
+            self._purge(ino)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _attrs(self, node: Inode) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.id
+        a.generation = 0
+        a.entry_timeout = ENTRY_TIMEOUT
+        a.attr_timeout = ATTR_TIMEOUT
+        a.st_mode = node.mode
+        a.st_nlink = node.nlink
+        a.st_uid = node.uid
+        a.st_gid = node.gid
+        a.st_rdev = node.rdev
+        fm = self.files.get(node.id)
+        size, stored = (fm.size, int(fm.stored)) if fm is not None else (node.size, node.stored)
+        a.st_size = size
+        a.st_blksize = 128 * 1024
+        a.st_blocks = (stored + 511) // 512
+        a.st_atime_ns = node.atime_ns
+        a.st_mtime_ns = node.mtime_ns
+        a.st_ctime_ns = node.ctime_ns
+        return a
+
+    def _counted(self, node: Inode) -> pyfuse3.EntryAttributes:
+        self.lookups[node.id] = self.lookups.get(node.id, 0) + 1
+        return self._attrs(node)
+
+    def _filemap(self, ino: int) -> FileMap:
+        fm = self.files.get(ino)
+        if fm is None:
+            node = self.ns.get(ino)
+            fm = FileMap.load(ino, node.size, self.store, self.cache, self._persist_size,
+                              gate=self.gate)
+            fm.nursery = self.nursery
+            self.files[ino] = fm
+        return fm
+
+    def _persist_size(self, ino: int, size: int, stored: int) -> None:
+        self.ns.set_attrs(ino, size=size, stored=stored)
+
+    def _purge(self, ino: int) -> None:
+        """Drop a nameless inode with no handles: its extents' references, then the row."""
+        db = self.store.db
+        db.execute("UPDATE blocks SET refs = refs - (SELECT COUNT(*) FROM extents "
+                   "WHERE ino=? AND block=blocks.id) WHERE id IN "
+                   "(SELECT block FROM extents WHERE ino=?)", (ino, ino))
+        db.execute("DELETE FROM extents WHERE ino=?", (ino,))
+        self.ns.delete(ino)
+        self.files.pop(ino, None)
+
+    def _maybe_purge(self, ino: int) -> None:
+        fm = self.files.get(ino)
+        if self.lookups.get(ino, 0) > 0 or (fm is not None and fm.opens > 0):
+            return
+        try:
+            node = self.ns.get(ino)
+        except FsError:
+            return
+        if node.nlink == 0:
+            self._purge(ino)
+
+    def _new_fh(self, handle: Handle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = handle
+        return fh
+
+    # ---- names -------------------------------------------------------------------------------
+
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None):
+        with _errno():
+            if name == b".":
+                ino = parent_inode
+            elif name == b"..":
+                ino = self.ns.parent_of(parent_inode)
+            else:
+                ino = self.ns.lookup(parent_inode, name)
+            return self._counted(self.ns.get(ino))
+
+    async def forget(self, inode_list) -> None:
+        for ino, n in inode_list:
+            left = self.lookups.get(ino, 0) - n
+            if left > 0:
+                self.lookups[ino] = left
+            else:
+                self.lookups.pop(ino, None)
+                try:
+                    self._maybe_purge(ino)
+                except Exception:  # forget must not fail
+                    log.exception("forget of inode %d", ino)
+
+    async def getattr(self, inode: int, ctx: Any = None):
+        with _errno():
+            return self._attrs(self.ns.get(inode))
+
+    async def setattr(self, inode: int, attr, fields, fh, ctx):
+        with _errno():
+            node = self.ns.get(inode)
+            changes: dict[str, int] = {}
+            t = now_ns()
+            if fields.update_size:
+                if not node.is_reg:
+                    raise FsError(errno.EINVAL)
+                fm = self._filemap(inode)
+                await fm.truncate(attr.st_size)
+                changes["mtime_ns"] = t
+                self._drop_idle(inode)
+            if fields.update_mode:
+                changes["mode"] = (node.mode & ~0o7777) | (attr.st_mode & 0o7777)
+            if fields.update_uid:
+                changes["uid"] = attr.st_uid
+            if fields.update_gid:
+                changes["gid"] = attr.st_gid
+            if fields.update_atime:
+                changes["atime_ns"] = attr.st_atime_ns
+            if fields.update_mtime:
+                changes["mtime_ns"] = attr.st_mtime_ns
+            changes["ctime_ns"] = attr.st_ctime_ns if fields.update_ctime else t
+            self.ns.set_attrs(inode, **changes)
+            return self._attrs(self.ns.get(inode))
+
+    async def readlink(self, inode: int, ctx):
+        with _errno():
+            node = self.ns.get(inode)
+            if node.target is None:
+                raise FsError(errno.EINVAL)
+            return node.target
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx):
+        with _errno():
+            node = self.ns.create(parent_inode, name, stat.S_IFDIR | (mode & ~ctx.umask & 0o7777),
+                                  ctx.uid, ctx.gid)
+            return self._counted(node)
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx):
+        with _errno():
+            if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+                raise FsError(errno.EPERM)  # no device nodes in a snapshot store
+            node = self.ns.create(parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid, rdev)
+            return self._counted(node)
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx):
+        with _errno():
+            if len(target) > 4095:
+                raise FsError(errno.ENAMETOOLONG)
+            node = self.ns.create(parent_inode, name, stat.S_IFLNK | 0o777, ctx.uid, ctx.gid,
+                                  target=target)
+            return self._counted(node)
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx):
+        with _errno():
+            return self._counted(self.ns.link(inode, new_parent_inode, new_name))
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx):
+        with _errno():
+            node = self.ns.unlink(parent_inode, name, want_dir=False)
+            if node.nlink == 0:
+                self._maybe_purge(node.id)
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx):
+        with _errno():
+            node = self.ns.unlink(parent_inode, name, want_dir=True)
+            self._maybe_purge(node.id)
+
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        with _errno():
+            replaced = self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new,
+                                      flags)
+            if replaced is not None and replaced.nlink == 0:
+                self._maybe_purge(replaced.id)
+
+    # ---- directories -------------------------------------------------------------------------
+
+    async def opendir(self, inode: int, ctx):
+        with _errno():
+            if not self.ns.get(inode).is_dir:
+                raise FsError(errno.ENOTDIR)
+            return inode
+
+    async def readdir(self, fh: int, start_id: int, token) -> None:
+        with _errno():
+            after = start_id
+            while True:
+                rows = self.ns.readdir(fh, after)
+                if not rows:
+                    return
+                for dentry_id, name, ino in rows:
+                    node = self.ns.get(ino)
+                    if not pyfuse3.readdir_reply(token, name, self._attrs(node), dentry_id):
+                        return
+                    self.lookups[ino] = self.lookups.get(ino, 0) + 1
+                    after = dentry_id
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        with _errno():
+            await self.commit()
+
+    async def statfs(self, ctx):
+        with _errno():
+            vfs = os.statvfs(self.store.root)
+            s = pyfuse3.StatvfsData()
+            s.f_bsize = vfs.f_bsize
+            s.f_frsize = vfs.f_frsize
+            s.f_blocks = vfs.f_blocks
+            s.f_bfree = vfs.f_bfree
+            s.f_bavail = vfs.f_bavail
+            files = self.ns.count()
+            s.f_files = files + vfs.f_ffree
+            s.f_ffree = vfs.f_ffree
+            s.f_favail = vfs.f_favail
+            s.f_namemax = 255
+            return s
+
+    # ---- files -------------------------------------------------------------------------------
+
+    async def open(self, inode: int, flags: int, ctx):
+        with _errno():
+            node = self.ns.get(inode)
+            if node.is_dir:
+                raise FsError(errno.EISDIR)
+            if not node.is_reg:
+                raise FsError(errno.EINVAL)
+            fm = self._filemap(inode)
+            writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+            if flags & os.O_TRUNC and writable:
+                await fm.truncate(0)
+                self.ns.set_attrs(inode, mtime_ns=now_ns(), ctime_ns=now_ns())
+            fm.opens += 1
+            return self._file_info(self._new_fh(Handle(inode, writable)), writable)
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx):
+        with _errno():
+            node = self.ns.create(parent_inode, name, stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
+                                  ctx.uid, ctx.gid)
+            fm = self._filemap(node.id)
+            fm.opens += 1
+            fh = self._new_fh(Handle(node.id, True))
+            return self._file_info(fh, True), self._counted(node)
+
+    @staticmethod
+    def _file_info(fh: int, writable: bool) -> pyfuse3.FileInfo:
+        # Read-only opens bypass the page cache: CRIU reads each image once, with large preadv
+        # calls that then arrive whole (up to 1 MiB) instead of as 128 KiB readahead pieces.
+        return pyfuse3.FileInfo(fh=fh, direct_io=not writable, keep_cache=False)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        with _errno():
+            h = self.handles[fh]
+            return await self.files[h.ino].read(off, size, h.ra)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        with _errno():
+            h = self.handles[fh]
+            await self.files[h.ino].write(off, buf)
+            return len(buf)
+
+    async def flush(self, fh: int) -> None:
+        with _errno():
+            h = self.handles[fh]
+            if h.writable:
+                await self.files[h.ino].flush()
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        with _errno():
+            h = self.handles[fh]
+            await self.files[h.ino].flush()
+            await self.commit()
+
+    async def release(self, fh: int) -> None:
+        with _errno():
+            h = self.handles.pop(fh)
+            fm = self.files.get(h.ino)
+            if fm is None:
+                return
+            fm.opens -= 1
+            if h.writable:
+                await fm.flush()
+            if fm.opens == 0:
+                self._drop_idle(h.ino)
+                self._maybe_purge(h.ino)
+
+    def _drop_idle(self, ino: int) -> None:
+        fm = self.files.get(ino)
+        if fm is not None and fm.opens == 0 and not fm.dirty:
+            del self.files[ino]
+
+
+class _errno:
+    """Context manager mapping failures to FUSEError: FsError carries its errno, OSError
+    (ENOSPC from a pack write, say) keeps its own, corrupt data is EIO and is logged."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, etype, exc, tb) -> bool:
+        if exc is None or isinstance(exc, pyfuse3.FUSEError):
+            return False
+        if isinstance(exc, FsError):
+            raise pyfuse3.FUSEError(exc.errno) from None
+        if isinstance(exc, CorruptDataError):
+            log.error("corrupt data: %s", exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        if isinstance(exc, OSError) and exc.errno:
+            log.error("I/O error: %s", exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        if isinstance(exc, KeyError):
+            raise pyfuse3.FUSEError(errno.EBADF) from None
+        if isinstance(exc, Exception):
+            log.exception("internal error")
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        return False

@@ -1,0 +1,70 @@
+"""Finding lzfs mounts in /proc/self/mountinfo and taking them down cleanly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LzfsError
+from .store.layout import StoreLock
+
+
+@dataclass(frozen=True)
+class Mount:
+    mountpoint: Path
+    store: Path
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def lzfs_mounts() -> list[Mount]:
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, source = right.split()[:2]
+            if fstype == "fuse.lzfs":
+                found.append(Mount(Path(_unescape(left.split()[4])), Path(_unescape(source))))
+    return found
+
+
+def find_mount(path: str | os.PathLike) -> Mount | None:
+    target = Path(path).resolve()
+    for m in lzfs_mounts():
+        if m.mountpoint == target:
+            return m
+    return None
+
+
+def umount(mountpoint: str, timeout: float = 300.0, lazy: bool = False) -> Mount:
+    """Unmount, then wait until the daemon has stored and committed everything and exited."""
+    m = find_mount(mountpoint)
+    if m is None:
+        raise LzfsError(f"{mountpoint} is not an lzfs mount point")
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    cmd = [tool, "-u"] if tool else ["umount"]
+    if lazy:
+        cmd.append("-z")
+    res = subprocess.run([*cmd, str(m.mountpoint)], capture_output=True, text=True)
+    if res.returncode != 0:
+        msg = (res.stderr or res.stdout).strip()
+        raise LzfsError(f"cannot unmount {m.mountpoint}: {msg} (is a file still open there? "
+                        f"'fuser -vm {m.mountpoint}' shows who holds it)")
+    lock = StoreLock(m.store)
+    lock.acquire(wait=timeout)  # the daemon holds it until its last commit is on disk
+    lock.release()
+    return m

@@ -1,0 +1,244 @@
+"""Inodes, directory entries and symlinks, as rows of the metadata DB.
+
+Only names and attributes live here; a file's bytes are the business of filemap.py. Every method
+is synchronous and runs on the DB thread; callers map LookupError/FileExistsError/... to errnos.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from dataclasses import dataclass
+
+from .store.db import MetaDB
+
+ROOT_INODE = 1
+
+
+class FsError(Exception):
+    """An errno for the FUSE layer to return."""
+
+    def __init__(self, err: int) -> None:
+        super().__init__(os.strerror(err))
+        self.errno = err
+
+
+@dataclass(slots=True)
+class Inode:
+    id: int
+    mode: int
+    uid: int
+    gid: int
+    rdev: int
+    nlink: int
+    size: int
+    stored: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    target: bytes | None
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_reg(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+
+_COLS = "id, mode, uid, gid, rdev, nlink, size, stored, atime_ns, mtime_ns, ctime_ns, target"
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+class Namespace:
+    def __init__(self, db: MetaDB) -> None:
+        self.db = db
+        if self.db.execute("SELECT 1 FROM inodes WHERE id=?", (ROOT_INODE,)).fetchone() is None:
+            t = now_ns()
+            self.db.execute(
+                "INSERT INTO inodes(id, mode, uid, gid, nlink, atime_ns, mtime_ns, ctime_ns) "
+                "VALUES (?,?,?,?,2,?,?,?)",
+                (ROOT_INODE, stat.S_IFDIR | 0o755, os.getuid(), os.getgid(), t, t, t))
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def get(self, ino: int) -> Inode:
+        row = self.db.execute(f"SELECT {_COLS} FROM inodes WHERE id=?", (ino,)).fetchone()
+        if row is None:
+            raise FsError(errno.ENOENT)
+        return Inode(*row)
+
+    def lookup(self, parent: int, name: bytes) -> int:
+        row = self.db.execute("SELECT ino FROM dentries WHERE parent=? AND name=?",
+                              (parent, name)).fetchone()
+        if row is None:
+            raise FsError(errno.ENOENT)
+        return row[0]
+
+    def parent_of(self, ino: int) -> int:
+        row = self.db.execute("SELECT parent FROM dentries WHERE ino=? LIMIT 1", (ino,)).fetchone()
+        return row[0] if row else ROOT_INODE
+
+    def readdir(self, parent: int, after: int, limit: int = 256) -> list[tuple[int, bytes, int]]:
+        """(dentry id, name, ino) after dentry id ``after``, in id order."""
+        return self.db.execute(
+            "SELECT id, name, ino FROM dentries WHERE parent=? AND id>? ORDER BY id LIMIT ?",
+            (parent, after, limit)).fetchall()
+
+    def is_empty(self, ino: int) -> bool:
+        return self.db.execute("SELECT 1 FROM dentries WHERE parent=? LIMIT 1",
+                               (ino,)).fetchone() is None
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM inodes").fetchone()[0]
+
+    # ---- changing --------------------------------------------------------------------------
+
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+               rdev: int = 0, target: bytes | None = None) -> Inode:
+        self._check_dir(parent)
+        if len(name) > 255:
+            raise FsError(errno.ENAMETOOLONG)
+        if self.db.execute("SELECT 1 FROM dentries WHERE parent=? AND name=?",
+                           (parent, name)).fetchone():
+            raise FsError(errno.EEXIST)
+        t = now_ns()
+        nlink = 2 if stat.S_ISDIR(mode) else 1
+        size = len(target) if target is not None else 0
+        cur = self.db.execute(
+            "INSERT INTO inodes(mode, uid, gid, rdev, nlink, size, atime_ns, mtime_ns, ctime_ns,"
+            " target) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (mode, uid, gid, rdev, nlink, size, t, t, t, target))
+        ino = cur.lastrowid
+        self.db.execute("INSERT INTO dentries(parent, name, ino) VALUES (?,?,?)",
+                        (parent, name, ino))
+        self._touch_dir(parent, t, nlink_delta=1 if stat.S_ISDIR(mode) else 0)
+        return self.get(ino)
+
+    def link(self, ino: int, parent: int, name: bytes) -> Inode:
+        self._check_dir(parent)
+        node = self.get(ino)
+        if node.is_dir:
+            raise FsError(errno.EPERM)
+        if self.db.execute("SELECT 1 FROM dentries WHERE parent=? AND name=?",
+                           (parent, name)).fetchone():
+            raise FsError(errno.EEXIST)
+        t = now_ns()
+        self.db.execute("INSERT INTO dentries(parent, name, ino) VALUES (?,?,?)",
+                        (parent, name, ino))
+        self.db.execute("UPDATE inodes SET nlink=nlink+1, ctime_ns=? WHERE id=?", (t, ino))
+        self._touch_dir(parent, t)
+        return self.get(ino)
+
+    def unlink(self, parent: int, name: bytes, want_dir: bool) -> Inode:
+        """Remove a name. Returns the inode as it is afterwards (nlink 0: no name left)."""
+        ino = self.lookup(parent, name)
+        node = self.get(ino)
+        if want_dir:
+            if not node.is_dir:
+                raise FsError(errno.ENOTDIR)
+            if not self.is_empty(ino):
+                raise FsError(errno.ENOTEMPTY)
+        elif node.is_dir:
+            raise FsError(errno.EISDIR)
+        t = now_ns()
+        self.db.execute("DELETE FROM dentries WHERE parent=? AND name=?", (parent, name))
+        nlink = 0 if node.is_dir else node.nlink - 1
+        self.db.execute("UPDATE inodes SET nlink=?, ctime_ns=? WHERE id=?", (nlink, t, ino))
+        self._touch_dir(parent, t, nlink_delta=-1 if node.is_dir else 0)
+        node.nlink = nlink
+        return node
+
+    def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes,
+               flags: int) -> Inode | None:
+        """Move a name. Returns the inode that lost its name to the move (replaced), if any."""
+        ino = self.lookup(old_parent, old_name)
+        node = self.get(ino)
+        self._check_dir(new_parent)
+        if len(new_name) > 255:
+            raise FsError(errno.ENAMETOOLONG)
+        if node.is_dir and self._is_ancestor(ino, new_parent):
+            raise FsError(errno.EINVAL)
+        try:
+            target_ino = self.lookup(new_parent, new_name)
+        except FsError:
+            target_ino = None
+        if flags & _RENAME_EXCHANGE:
+            if target_ino is None:
+                raise FsError(errno.ENOENT)
+            self.db.execute("UPDATE dentries SET ino=? WHERE parent=? AND name=?",
+                            (target_ino, old_parent, old_name))
+            self.db.execute("UPDATE dentries SET ino=? WHERE parent=? AND name=?",
+                            (ino, new_parent, new_name))
+            t = now_ns()
+            self._touch_dir(old_parent, t)
+            self._touch_dir(new_parent, t)
+            return None
+        if target_ino == ino:
+            return None
+        replaced = None
+        if target_ino is not None:
+            if flags & _RENAME_NOREPLACE:
+                raise FsError(errno.EEXIST)
+            target = self.get(target_ino)
+            if target.is_dir != node.is_dir:
+                raise FsError(errno.EISDIR if target.is_dir else errno.ENOTDIR)
+            replaced = self.unlink(new_parent, new_name, want_dir=target.is_dir)
+        t = now_ns()
+        self.db.execute("UPDATE dentries SET parent=?, name=? WHERE parent=? AND name=?",
+                        (new_parent, new_name, old_parent, old_name))
+        self.db.execute("UPDATE inodes SET ctime_ns=? WHERE id=?", (t, ino))
+        if node.is_dir and old_parent != new_parent:
+            self._touch_dir(old_parent, t, nlink_delta=-1)
+            self._touch_dir(new_parent, t, nlink_delta=1)
+        else:
+            self._touch_dir(old_parent, t)
+            self._touch_dir(new_parent, t)
+        return replaced
+
+    def set_attrs(self, ino: int, **fields: int) -> None:
+        if not fields:
+            return
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self.db.execute(f"UPDATE inodes SET {cols} WHERE id=?", (*fields.values(), ino))
+
+    def delete(self, ino: int) -> None:
+        """Drop an inode row whose last name is gone (its extents are the caller's)."""
+        self.db.execute("DELETE FROM inodes WHERE id=? AND nlink=0", (ino,))
+
+    def orphans(self) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM inodes WHERE nlink=0")]
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _check_dir(self, ino: int) -> None:
+        row = self.db.execute("SELECT mode, nlink FROM inodes WHERE id=?", (ino,)).fetchone()
+        if row is None:
+            raise FsError(errno.ENOENT)
+        if not stat.S_ISDIR(row[0]):
+            raise FsError(errno.ENOTDIR)
+        if row[1] == 0:
+            raise FsError(errno.ENOENT)  # a removed directory takes no new names
+
+    def _touch_dir(self, ino: int, t: int, nlink_delta: int = 0) -> None:
+        self.db.execute("UPDATE inodes SET mtime_ns=?, ctime_ns=?, nlink=nlink+? WHERE id=?",
+                        (t, t, nlink_delta, ino))
+
+    def _is_ancestor(self, ino: int, of: int) -> bool:
+        cur = of
+        while True:
+            if cur == ino:
+                return True
+            if cur == ROOT_INODE:
+                return False
+            cur = self.parent_of(cur)
+
+
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2

@@ -1,0 +1,178 @@
+"""Decoded-frame cache and restore-order readahead.
+
+CRIU's restorer reads each pages image forward with large preadv calls (the premapped path
+page by page, forward too). Decompressing on demand inside each FUSE request leaves the second
+core idle and puts LZ4 on the critical path; instead, reads tell a per-handle `Readahead` where
+they are, and it keeps frames ahead of the reader decoding on a worker thread, so the request
+handler mostly copies bytes that are already there.
+
+Hand-offs are batched (a few MiB of frames per thread call): a thread hand-off per 256 KiB
+frame costs more than it saves (measured, see docs/benchmarks.md). lz4 and xxhash release the
+GIL, so the worker decodes while the trio thread answers FUSE.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable
+
+import trio
+
+from .errors import CorruptDataError
+from .store import FrameLoc, Store
+
+log = logging.getLogger(__name__)
+
+BATCH_BYTES = 4 << 20  # raw bytes of frames decoded per thread hand-off
+
+
+class FrameCache:
+    """LRU of decoded frames, bounded in bytes, shared by every open file.
+
+    A frame being decoded has an Event in ``_inflight``: a reader that needs it waits for that
+    decode instead of starting another."""
+
+    def __init__(self, store: Store, budget: int = 128 << 20) -> None:
+        self.store = store
+        self.budget = budget
+        self._frames: OrderedDict[int, bytes] = OrderedDict()
+        self._bytes = 0
+        self._inflight: dict[int, trio.Event] = {}
+        self._failed: dict[int, CorruptDataError] = {}
+        self._prefetch_limiter = trio.CapacityLimiter(1)
+        self.nursery: trio.Nursery | None = None
+        self.hits = self.misses = self.prefetched = 0
+
+    def _put(self, frame_id: int, data: bytes) -> None:
+        if frame_id in self._frames:
+            return
+        self._frames[frame_id] = data
+        self._bytes += len(data)
+        while self._bytes > self.budget and len(self._frames) > 1:
+            _, old = self._frames.popitem(last=False)
+            self._bytes -= len(old)
+
+    def drop(self, frame_ids: Iterable[int]) -> None:
+        for f in frame_ids:
+            data = self._frames.pop(f, None)
+            if data is not None:
+                self._bytes -= len(data)
+
+    def _decode_batch(self, locs: list[tuple[int, FrameLoc]]
+                      ) -> list[tuple[int, bytes | CorruptDataError]]:
+        out: list[tuple[int, bytes | CorruptDataError]] = []
+        for fid, loc in locs:
+            try:
+                out.append((fid, self.store.read_frame(loc)))
+            except CorruptDataError as exc:
+                out.append((fid, exc))
+        return out
+
+    async def _decode(self, frame_ids: list[int], limiter: trio.CapacityLimiter | None) -> None:
+        """Decode frames not cached or in flight; marks them in flight meanwhile."""
+        todo = [f for f in frame_ids if f not in self._frames and f not in self._inflight]
+        if not todo:
+            return
+        events = {f: trio.Event() for f in todo}
+        self._inflight.update(events)
+        try:
+            locs = [(f, self.store.frame_loc(f)) for f in todo]
+            results = await trio.to_thread.run_sync(self._decode_batch, locs, limiter=limiter)
+            for fid, res in results:
+                if isinstance(res, CorruptDataError):
+                    self._failed[fid] = res
+                else:
+                    self._put(fid, res)
+        except CorruptDataError as exc:
+            for f in todo:
+                self._failed[f] = exc
+        finally:
+            for f, ev in events.items():
+                del self._inflight[f]
+                ev.set()
+
+    async def get(self, frame_ids: list[int]) -> dict[int, bytes]:
+        """Decoded frames by id. Raises CorruptDataError if one fails its checks."""
+        out: dict[int, bytes] = {}
+        missing = []
+        for f in frame_ids:
+            data = self._frames.get(f)
+            if data is not None:
+                self._frames.move_to_end(f)
+                out[f] = data
+                self.hits += 1
+            else:
+                missing.append(f)
+        if missing:
+            self.misses += len(missing)
+            await self._decode([f for f in missing if f not in self._inflight], None)
+            for f in missing:
+                ev = self._inflight.get(f)
+                if ev is not None:
+                    await ev.wait()
+                if f in self._failed:
+                    raise self._failed.pop(f)
+                data = self._frames.get(f)
+                if data is None:  # evicted between decode and now: decode again, for us only
+                    loc = self.store.frame_loc(f)
+                    data = await trio.to_thread.run_sync(self.store.read_frame, loc)
+                out[f] = data
+        return out
+
+    def prefetch(self, frame_ids: list[int]) -> None:
+        """Start decoding these frames in the background (no-op without a nursery)."""
+        if self.nursery is None:
+            return
+        todo = [f for f in frame_ids if f not in self._frames and f not in self._inflight]
+        if not todo:
+            return
+        self.prefetched += len(todo)
+        batch: list[int] = []
+        size = 0
+        for f in todo:
+            batch.append(f)
+            size += self.store.frame_loc(f).raw
+            if size >= BATCH_BYTES:
+                self.nursery.start_soon(self._background, batch)
+                batch, size = [], 0
+        if batch:
+            self.nursery.start_soon(self._background, batch)
+
+    async def _background(self, frame_ids: list[int]) -> None:
+        try:
+            await self._decode(frame_ids, self._prefetch_limiter)
+        except Exception:  # a prefetch is a hint: the reader that needs the frame reports
+            log.exception("prefetch of %d frames failed", len(frame_ids))
+
+    def describe(self) -> dict[str, int]:
+        return {"frames": len(self._frames), "bytes": self._bytes, "budget": self.budget,
+                "hits": self.hits, "misses": self.misses, "prefetched": self.prefetched}
+
+
+class Readahead:
+    """Per open handle: grows a window while reads are sequential (or forward within the
+    window, as the premapped restore path reads), and asks the cache to decode ahead."""
+
+    MIN_WINDOW = 1 << 20
+    MAX_WINDOW = 32 << 20
+
+    def __init__(self) -> None:
+        self.next_off = 0
+        self.window = self.MIN_WINDOW
+        self.issued_to = 0
+
+    def advise(self, off: int, end: int) -> tuple[int, int] | None:
+        """Record a read of [off, end); returns a range to prefetch, if any."""
+        if self.next_off <= off <= self.next_off + self.window:
+            self.window = min(self.window * 2, self.MAX_WINDOW)
+        else:
+            self.window = self.MIN_WINDOW
+            self.issued_to = end
+        self.next_off = end
+        target = end + self.window
+        start = max(self.issued_to, end)
+        if target - start < self.window // 4:
+            return None
+        self.issued_to = target
+        return start, target

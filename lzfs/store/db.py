@@ -1,0 +1,146 @@
+"""The metadata database. `create_tables` is the canonical reference for the schema.
+
+One connection, used from one thread (the daemon's trio thread). A transaction is always open:
+every change since the last `commit()` is one unit, so a crash rolls the store back to the
+last commit, never to a state in between (packs are truncated to match, see packs.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ..errors import CorruptDataError
+
+SCHEMA_VERSION = 1
+
+
+def create_tables(db: sqlite3.Connection) -> None:
+    """Create the schema in one transaction (executescript runs outside the open one)."""
+    db.executescript(f"BEGIN; {_SCHEMA}; INSERT INTO meta VALUES ('schema_version', "
+                     f"{SCHEMA_VERSION}); COMMIT;")
+
+
+_SCHEMA = """
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value
+        );
+        -- One row per file, directory or symlink. nlink = 0 marks an orphan: unlinked while
+        -- still open or looked up; removed at forget/release, or at the next mount.
+        CREATE TABLE inodes (
+            id        INTEGER PRIMARY KEY,
+            mode      INTEGER NOT NULL,
+            uid       INTEGER NOT NULL,
+            gid       INTEGER NOT NULL,
+            rdev      INTEGER NOT NULL DEFAULT 0,
+            nlink     INTEGER NOT NULL,
+            size      INTEGER NOT NULL DEFAULT 0,  -- logical size; bytes no extent covers are 0
+            stored    INTEGER NOT NULL DEFAULT 0,  -- compressed bytes of its extents (st_blocks)
+            atime_ns  INTEGER NOT NULL,
+            mtime_ns  INTEGER NOT NULL,
+            ctime_ns  INTEGER NOT NULL,
+            target    BLOB                         -- symlink target, else NULL
+        );
+        -- Directory entries. id orders readdir and is its offset: stable under insert/delete.
+        CREATE TABLE dentries (
+            id      INTEGER PRIMARY KEY AUTOINCREMENT,
+            parent  INTEGER NOT NULL REFERENCES inodes(id),
+            name    BLOB NOT NULL,
+            ino     INTEGER NOT NULL REFERENCES inodes(id),
+            UNIQUE (parent, name)
+        );
+        CREATE INDEX dentries_ino ON dentries(ino);
+        -- A file's block map: [off, off+len) holds block `block`. Gaps are zeros (holes and
+        -- all-zero pages are never stored).
+        CREATE TABLE extents (
+            ino    INTEGER NOT NULL,
+            off    INTEGER NOT NULL,
+            len    INTEGER NOT NULL,
+            block  INTEGER NOT NULL REFERENCES blocks(id),
+            PRIMARY KEY (ino, off)
+        ) WITHOUT ROWID;
+        CREATE INDEX extents_block ON extents(block);
+        -- Deduplicated blocks, named by content hash. refs = number of extents naming it; a
+        -- block at 0 stays until gc so that a later write of the same content can revive it.
+        CREATE TABLE blocks (
+            id     INTEGER PRIMARY KEY,
+            hash   BLOB NOT NULL UNIQUE,
+            frame  INTEGER NOT NULL REFERENCES frames(id),
+            foff   INTEGER NOT NULL,  -- offset of the block in its frame's raw data
+            len    INTEGER NOT NULL,
+            refs   INTEGER NOT NULL
+        );
+        CREATE INDEX blocks_frame ON blocks(frame);
+        -- Compressed frames: the record (header, block table, payload) at pack/off, rlen bytes.
+        CREATE TABLE frames (
+            id      INTEGER PRIMARY KEY,
+            pack    INTEGER NOT NULL REFERENCES packs(id),
+            off     INTEGER NOT NULL,
+            rlen    INTEGER NOT NULL,   -- whole record length in the pack
+            stored  INTEGER NOT NULL,   -- payload length
+            raw     INTEGER NOT NULL,   -- decompressed length
+            codec   INTEGER NOT NULL
+        );
+        -- Pack files and how far each is committed: bytes past `size` are an uncommitted tail,
+        -- cut off at the next open.
+        CREATE TABLE packs (
+            id    INTEGER PRIMARY KEY,
+            size  INTEGER NOT NULL
+        );
+"""
+
+
+class MetaDB:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        new = not path.exists()
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA foreign_keys=OFF")
+            self.conn.execute("PRAGMA cache_size=-65536")
+            if new:
+                path.chmod(0o600)
+            if new:
+                create_tables(self.conn)
+            self.conn.execute("BEGIN")
+            self._check()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptDataError(f"{path}: metadata database is damaged: {exc}; "
+                                   f"run 'lzfs fsck' on the store") from None
+
+    def _check(self) -> None:
+        try:
+            row = self.conn.execute(
+                "SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptDataError(f"{self.path}: not an lzfs metadata database ({exc})") from None
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise CorruptDataError(f"{self.path}: unexpected schema version {row}")
+
+    def execute(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, args)
+
+    def executemany(self, sql: str, rows) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, rows)
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+        self.conn.execute("BEGIN")
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+        self.conn.execute("BEGIN")
+
+    def close(self, commit: bool = True) -> None:
+        if commit:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.DatabaseError:
+            pass
+        self.conn.close()

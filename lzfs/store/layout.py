@@ -1,0 +1,145 @@
+"""The store directory: what `lzfs mkfs` lays down, its versioned config, and its lock.
+
+    STORE/
+      lzfs.json     format marker, version, chunking parameters (fixed at mkfs: they decide
+                    which pages dedup against which)
+      meta.db       SQLite (WAL): namespace, block maps, block and frame tables
+      packs/        append-only pack files of compressed frames
+      lock          flock()ed by the one process that has the store open for writing
+      lzfs.log      the daemon's log when it runs in the background
+
+Everything is private to its owner (0700 directories, 0600 files): a store holds process memory.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import FormatVersionError, NotAStoreError, StoreBusyError
+
+FORMAT_NAME = "lzfs"
+FORMAT_VERSION = 1
+CONFIG = "lzfs.json"
+DB = "meta.db"
+PACKS = "packs"
+LOCK = "lock"
+LOG = "lzfs.log"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    format: str = FORMAT_NAME
+    version: int = FORMAT_VERSION
+    avg_pages: int = 16
+    max_pages: int = 64
+    created: float = 0.0
+
+
+def mkfs(path: str | os.PathLike, avg_pages: int = 16, max_pages: int = 64) -> StoreConfig:
+    """Create an empty store at ``path`` (which may exist but must be empty)."""
+    root = Path(path)
+    if root.exists():
+        if not root.is_dir():
+            raise NotAStoreError(f"{root} exists and is not a directory")
+        if any(root.iterdir()):
+            if (root / CONFIG).exists():
+                raise NotAStoreError(f"{root} already holds an lzfs store")
+            raise NotAStoreError(f"{root} is not empty; mkfs wants an empty or new directory")
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    (root / PACKS).mkdir(mode=0o700, exist_ok=True)
+    cfg = StoreConfig(avg_pages=avg_pages, max_pages=max_pages, created=time.time())
+    tmp = root / (CONFIG + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(cfg), f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, root / CONFIG)
+    # the schema is created by the first open, inside one transaction
+    from .db import MetaDB
+
+    MetaDB(root / DB).close()
+    _fsync_dir(root)
+    return cfg
+
+
+def read_config(path: str | os.PathLike) -> StoreConfig:
+    root = Path(path)
+    cfg_path = root / CONFIG
+    if not root.is_dir():
+        raise NotAStoreError(f"{root}: no such directory")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except FileNotFoundError:
+        raise NotAStoreError(f"{root} is not an lzfs store (no {CONFIG}); create one with "
+                             f"'lzfs mkfs {root}'") from None
+    except (OSError, ValueError) as exc:
+        raise NotAStoreError(f"{cfg_path} is unreadable: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+        raise NotAStoreError(f"{cfg_path} is not an lzfs store config")
+    version = raw.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{root} has store format version {version}; this lzfs reads up to "
+            f"{FORMAT_VERSION}: upgrade lzfs")
+    known = {k: raw[k] for k in StoreConfig.__dataclass_fields__ if k in raw}
+    return StoreConfig(**known)
+
+
+class StoreLock:
+    """An exclusive flock on STORE/lock, held for as long as a daemon (or fsck, gc) has the
+    store open. `lzfs umount` waits on it: once it can take the lock, the daemon has written
+    everything and exited."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / LOCK
+        self.fd = -1
+
+    def acquire(self, wait: float = 0.0) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = self.holder()
+                    os.close(self.fd)
+                    self.fd = -1
+                    who = f" (pid {holder})" if holder else ""
+                    raise StoreBusyError(
+                        f"store {self.path.parent} is in use by another lzfs process{who}; "
+                        f"unmount it first ('lzfs umount MOUNTPOINT')") from None
+                time.sleep(0.05)
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def holder(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,193 @@
+"""Append-only pack files holding frame records.
+
+A pack starts with a 16-byte header (``LZFSPACK``, u32 version, u32 pack id) followed by frame
+records back to back (codec.encode_frame). Records are only ever appended; the database says
+how much of each pack is committed, and anything past that is a tail written by a daemon that
+died before its commit: `recover()` cuts it off. Space is given back by gc punching holes over
+dead frames (the file keeps its size and offsets, so no frame ever moves).
+
+Appends come from worker threads (compression runs off the trio thread) and are serialised by a
+lock; reads use pread on shared descriptors and need no lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import threading
+from pathlib import Path
+
+from ..errors import CorruptDataError
+
+PACK_MAGIC = b"LZFSPACK"
+PACK_VERSION = 1
+PACK_HEADER = struct.Struct("<8sII")
+PACK_LIMIT = 1 << 30  # start a new pack past 1 GiB: keeps gc's hole punching and fsck local
+
+
+def pack_name(pack_id: int) -> str:
+    return f"{pack_id:08d}.pack"
+
+
+class PackSet:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self._lock = threading.Lock()
+        self._read_fds: dict[int, int] = {}
+        self._write_id = 0
+        self._write_fd = -1
+        self._write_end = 0
+        self._dirty: set[int] = set()
+        self._ends: dict[int, int] = {}
+
+    # ---- opening ---------------------------------------------------------------------------
+
+    def recover(self, committed: dict[int, int]) -> list[str]:
+        """Bring the pack files in line with the committed sizes. Returns what it did."""
+        actions = []
+        for entry in sorted(self.dir.iterdir()):
+            if not entry.name.endswith(".pack"):
+                continue
+            try:
+                pid = int(entry.name[:-5])
+            except ValueError:
+                continue
+            if pid not in committed:
+                entry.unlink()
+                actions.append(f"removed uncommitted pack {entry.name}")
+                continue
+            size = entry.stat().st_size
+            if size > committed[pid]:
+                os.truncate(entry, committed[pid])
+                actions.append(f"cut uncommitted tail of {entry.name}: {size - committed[pid]} bytes")
+        return actions
+
+    def missing(self, committed: dict[int, int]) -> list[int]:
+        return [pid for pid, size in committed.items()
+                if size > 0 and not (self.dir / pack_name(pid)).exists()]
+
+    def start(self, committed: dict[int, int]) -> None:
+        """Choose the pack to append to: the newest if it has room, else a new one."""
+        if committed:
+            last = max(committed)
+            if committed[last] < PACK_LIMIT and (self.dir / pack_name(last)).exists():
+                self._open_for_write(last, committed[last])
+                return
+        self._new_pack(max(committed, default=0) + 1)
+
+    def _open_for_write(self, pack_id: int, end: int) -> None:
+        if self._write_fd >= 0:
+            os.close(self._write_fd)
+        self._write_fd = os.open(self.dir / pack_name(pack_id), os.O_WRONLY)
+        self._write_id = pack_id
+        self._write_end = end
+
+    def _new_pack(self, pack_id: int) -> None:
+        path = self.dir / pack_name(pack_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION, pack_id))
+        finally:
+            os.close(fd)
+        self._open_for_write(pack_id, PACK_HEADER.size)
+        self._ends[pack_id] = PACK_HEADER.size
+        self._dirty.add(pack_id)
+
+    # ---- writing (any thread) --------------------------------------------------------------
+
+    def append(self, records: list[bytes]) -> list[tuple[int, int]]:
+        """Append records; returns (pack id, offset) for each. Raises OSError (ENOSPC...) with
+        nothing recorded: a partial record past the committed size is cut off at next open."""
+        out = []
+        with self._lock:
+            for rec in records:
+                if self._write_end + len(rec) > PACK_LIMIT and self._write_end > PACK_HEADER.size:
+                    self._new_pack(self._write_id + 1)
+                off = self._write_end
+                view = memoryview(rec)
+                done = 0
+                while done < len(rec):
+                    done += os.pwrite(self._write_fd, view[done:], off + done)
+                self._write_end = off + len(rec)
+                self._ends[self._write_id] = self._write_end
+                self._dirty.add(self._write_id)
+                out.append((self._write_id, off))
+        return out
+
+    def sizes(self) -> dict[int, int]:
+        """End offsets of every pack appended to in this session (to record in the DB)."""
+        with self._lock:
+            return dict(self._ends)
+
+    def sync(self) -> None:
+        """fsync every pack written to since the last sync (call before the DB commit)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        for pid in dirty:
+            fd = os.open(self.dir / pack_name(pid), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if dirty:
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # ---- reading (any thread) --------------------------------------------------------------
+
+    def read(self, pack_id: int, off: int, length: int) -> bytes:
+        fd = self._read_fds.get(pack_id)
+        if fd is None:
+            try:
+                fd = os.open(self.dir / pack_name(pack_id), os.O_RDONLY)
+            except FileNotFoundError:
+                raise CorruptDataError(f"pack {pack_name(pack_id)} is missing") from None
+            with self._lock:
+                old = self._read_fds.setdefault(pack_id, fd)
+            if old != fd:
+                os.close(fd)
+                fd = old
+        data = os.pread(fd, length, off)
+        if len(data) != length:
+            raise CorruptDataError(
+                f"pack {pack_name(pack_id)} is truncated: wanted {length} bytes at {off}, "
+                f"got {len(data)}")
+        return data
+
+    def punch(self, pack_id: int, off: int, length: int) -> None:
+        """Give the space of a dead frame back to the file system."""
+        fd = os.open(self.dir / pack_name(pack_id), os.O_RDWR)
+        try:
+            if _libc.fallocate(fd, _FALLOC_PUNCH, ctypes.c_long(off), ctypes.c_long(length)):
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), str(self.dir / pack_name(pack_id)))
+        finally:
+            os.close(fd)
+
+    def remove(self, pack_id: int) -> None:
+        fd = self._read_fds.pop(pack_id, None)
+        if fd is not None:
+            os.close(fd)
+        (self.dir / pack_name(pack_id)).unlink(missing_ok=True)
+
+    @property
+    def write_id(self) -> int:
+        return self._write_id
+
+    def close(self) -> None:
+        for fd in self._read_fds.values():
+            os.close(fd)
+        self._read_fds.clear()
+        if self._write_fd >= 0:
+            os.close(self._write_fd)
+            self._write_fd = -1
+
+
+# FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (os has no fallocate(2), only posix_fallocate)
+_FALLOC_PUNCH = 0x02 | 0x01
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]

@@ -1,0 +1,296 @@
+"""The block store: content-addressed blocks in compressed frames, with reference counts.
+
+Writing a run of file data takes four steps, split so the expensive ones run off the trio
+thread and the database is touched only from it:
+
+1. ``prepare`` (any thread): cut into blocks at page-granular content-defined points, hash each;
+2. ``resolve`` (DB thread): which hashes the store already holds;
+3. ``pack_new`` (any thread): compress the new blocks into frames and append them to a pack;
+4. ``register`` (DB thread): record frames and blocks.
+
+The caller then records extents and counts references (``incref``). ``ingest_sync`` runs all
+four in the calling thread, for tools and tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from ..chunker import Chunker
+from ..codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, encode_frame
+from ..errors import CorruptDataError
+from . import layout
+from .db import MetaDB
+from .packs import PackSet
+
+log = logging.getLogger(__name__)
+_S_IFMT = 0o170000
+
+
+class Cut(NamedTuple):
+    """One piece of prepared data: a block (hash set) or a run of zero pages (hash None)."""
+    start: int  # offset in the prepared buffer
+    length: int
+    hash: bytes | None
+
+
+class BlockRef(NamedTuple):
+    id: int
+    frame: int
+    foff: int  # offset of the block in its frame's raw data
+
+
+class FrameWrite(NamedTuple):
+    header: FrameHeader
+    pack: int
+    off: int
+    rlen: int
+
+
+class FrameLoc(NamedTuple):
+    pack: int
+    off: int
+    rlen: int
+    stored: int
+    raw: int
+
+
+@dataclass
+class StoreStats:
+    files: int
+    directories: int
+    logical: int          # sum of file sizes
+    referenced: int       # bytes of block data the files reference (with repeats)
+    unique: int           # bytes of distinct live blocks
+    stored: int           # compressed bytes of the frames holding live blocks
+    zero: int             # logical bytes not backed by any block (zero pages, holes)
+    blocks: int
+    frames: int
+    garbage_blocks: int   # blocks no extent references (gc removes them)
+    pack_bytes: int       # bytes the pack files occupy on disk
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike, *, dedup_key: bytes | None = None,
+                 readonly: bool = False, lock_wait: float = 0.0) -> None:
+        """Open a store. ``readonly`` opens it beside a running daemon (for stats and
+        reports): no lock, no recovery, nothing written."""
+        self.root = Path(root).resolve()
+        self.config = layout.read_config(self.root)
+        self.readonly = readonly
+        self.lock = layout.StoreLock(self.root)
+        if not readonly:
+            self.lock.acquire(wait=lock_wait)
+        try:
+            self.db = MetaDB(self.root / layout.DB)
+            self.chunker = Chunker(self.config.avg_pages, self.config.max_pages)
+            self.seed = _seed_from_key(dedup_key)
+            self.packs = PackSet(self.root / layout.PACKS)
+            committed = dict(self.db.execute("SELECT id, size FROM packs").fetchall())
+            if not readonly:
+                for action in self.packs.recover(committed):
+                    log.warning("recovery: %s", action)
+                self.packs.start(committed)
+            self._frame_locs: OrderedDict[int, FrameLoc] = OrderedDict()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def prepare(self, buf: bytes, base: int, final: bool) -> tuple[list[Cut], int]:
+        pieces, consumed = self.chunker.cut(buf, base, final)
+        view = memoryview(buf)
+        seed = self.seed
+        cuts = [Cut(p.start, p.length,
+                    None if p.zero else block_hash(view[p.start:p.start + p.length], seed))
+                for p in pieces]
+        return cuts, consumed
+
+    def resolve(self, hashes: list[bytes]) -> dict[bytes, BlockRef]:
+        """The blocks the store already holds, of those named."""
+        found: dict[bytes, BlockRef] = {}
+        uniq = list(dict.fromkeys(hashes))
+        for i in range(0, len(uniq), 500):
+            part = uniq[i:i + 500]
+            for h, *ref in self.db.execute(
+                    "SELECT hash, id, frame, foff FROM blocks WHERE hash IN "
+                    f"({','.join('?' * len(part))})", part):
+                found[h] = BlockRef(*ref)
+        return found
+
+    def pack_new(self, blocks: list[tuple[bytes, bytes | memoryview]]) -> list[FrameWrite]:
+        """Compress ``blocks`` (hash, data), in order, into frames of at most FRAME_MAX raw
+        bytes, and append them to a pack."""
+        groups: list[list[tuple[bytes, bytes]]] = []
+        size = FRAME_MAX + 1
+        for h, data in blocks:
+            if size + len(data) > FRAME_MAX:
+                groups.append([])
+                size = 0
+            groups[-1].append((h, data))
+            size += len(data)
+        encoded = [encode_frame(g) for g in groups]
+        places = self.packs.append([rec for _, rec in encoded])
+        return [FrameWrite(head, pack, off, len(rec))
+                for (head, rec), (pack, off) in zip(encoded, places)]
+
+    def register(self, frames: list[FrameWrite]) -> dict[bytes, BlockRef]:
+        """Record new frames and their blocks (refs 0). Returns hash -> block.
+
+        Two files written at once can both pack the same new block; the second insert is
+        ignored and its copy in the frame is dead weight that gc reclaims with the frame."""
+        refs: dict[bytes, BlockRef] = {}
+        for fw in frames:
+            cur = self.db.execute(
+                "INSERT INTO frames(pack, off, rlen, stored, raw, codec) VALUES (?,?,?,?,?,?)",
+                (fw.pack, fw.off, fw.rlen, fw.header.stored_len, fw.header.raw_len,
+                 fw.header.codec))
+            frame_id = cur.lastrowid
+            foff = 0
+            for n, h in fw.header.blocks:
+                cur = self.db.execute(
+                    "INSERT OR IGNORE INTO blocks(hash, frame, foff, len, refs) "
+                    "VALUES (?,?,?,?,0)", (h, frame_id, foff, n))
+                if cur.rowcount:
+                    refs[h] = BlockRef(cur.lastrowid, frame_id, foff)
+                else:
+                    refs[h] = BlockRef(*self.db.execute(
+                        "SELECT id, frame, foff FROM blocks WHERE hash=?", (h,)).fetchone())
+                foff += n
+        if frames:
+            self.db.executemany("INSERT OR REPLACE INTO packs(id, size) VALUES (?,?)",
+                                list(self.packs.sizes().items()))
+        return refs
+
+    def incref(self, block_ids: list[int]) -> None:
+        self.db.executemany("UPDATE blocks SET refs = refs + 1 WHERE id = ?",
+                            [(b,) for b in block_ids])
+
+    def decref(self, block_ids: list[int]) -> None:
+        self.db.executemany("UPDATE blocks SET refs = refs - 1 WHERE id = ?",
+                            [(b,) for b in block_ids])
+
+    def ingest_sync(self, buf: bytes, base: int, final: bool = True
+                    ) -> tuple[list[tuple[int, int, BlockRef]], int]:
+        """All four steps in this thread. Returns ([(offset, length, block)], consumed) for the
+        data blocks (zero runs are left out), offsets absolute; references are not counted."""
+        cuts, consumed = self.prepare(buf, base, final)
+        refs = self.resolve([c.hash for c in cuts if c.hash])
+        refs.update(self.register(self.pack_new(self.new_blocks(buf, cuts, refs))))
+        return [(base + c.start, c.length, refs[c.hash]) for c in cuts if c.hash], consumed
+
+    @staticmethod
+    def new_blocks(buf: bytes, cuts: list[Cut], known: dict[bytes, BlockRef]
+                   ) -> list[tuple[bytes, memoryview]]:
+        """The blocks of ``cuts`` the store lacks, each once, in file order."""
+        view = memoryview(buf)
+        new = {c.hash: view[c.start:c.start + c.length]
+               for c in cuts if c.hash and c.hash not in known}
+        return list(new.items())
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def frame_loc(self, frame_id: int) -> FrameLoc:
+        loc = self._frame_locs.get(frame_id)
+        if loc is None:
+            row = self.db.execute("SELECT pack, off, rlen, stored, raw FROM frames WHERE id=?",
+                                  (frame_id,)).fetchone()
+            if row is None:
+                raise CorruptDataError(f"frame {frame_id} is not in the frame table")
+            loc = FrameLoc(*row)
+            self._frame_locs[frame_id] = loc
+            if len(self._frame_locs) > 200_000:
+                self._frame_locs.popitem(last=False)
+        return loc
+
+    def read_frame(self, loc: FrameLoc) -> bytes:
+        """Read, verify and decompress one frame (any thread)."""
+        record = self.packs.read(loc.pack, loc.off, loc.rlen)
+        head, raw = decode_frame(record, self.seed)
+        if head.raw_len != loc.raw or head.stored_len != loc.stored:
+            raise CorruptDataError("frame header disagrees with the frame table")
+        return raw
+
+    # ---- durability ------------------------------------------------------------------------
+
+    def sync_packs(self) -> None:
+        """fsync pack data (any thread). Must precede `commit_meta` for the same changes."""
+        self.packs.sync()
+
+    def commit_meta(self) -> None:
+        self.db.commit()
+
+    def commit(self) -> None:
+        self.sync_packs()
+        self.commit_meta()
+
+    def close(self) -> None:
+        if self.readonly:
+            self.db.conn.close()
+            self.packs.close()
+            return
+        try:
+            self.packs.sync()
+            self.db.close(commit=True)
+            self.packs.close()
+        finally:
+            self.lock.release()
+
+    # ---- accounting ------------------------------------------------------------------------
+
+    def stats(self) -> StoreStats:
+        q = self.db.execute
+        files, logical = q("SELECT COUNT(*), COALESCE(SUM(size),0) FROM inodes "
+                           f"WHERE (mode & {_S_IFMT}) = {stat.S_IFREG}").fetchone()
+        dirs = q(f"SELECT COUNT(*) FROM inodes WHERE (mode & {_S_IFMT}) = {stat.S_IFDIR}").fetchone()[0]
+        referenced = q("SELECT COALESCE(SUM(len),0) FROM extents").fetchone()[0]
+        blocks, unique = q("SELECT COUNT(*), COALESCE(SUM(len),0) FROM blocks "
+                           "WHERE refs > 0").fetchone()
+        garbage = q("SELECT COUNT(*) FROM blocks WHERE refs <= 0").fetchone()[0]
+        frames, stored = q(
+            "SELECT COUNT(*), COALESCE(SUM(rlen),0) FROM frames WHERE id IN "
+            "(SELECT frame FROM blocks WHERE refs > 0)").fetchone()
+        pack_bytes = 0
+        for entry in (self.root / layout.PACKS).iterdir():
+            try:
+                pack_bytes += entry.stat().st_blocks * 512
+            except OSError:
+                pass
+        return StoreStats(files, dirs, logical, referenced, unique, stored,
+                          logical - referenced, blocks, frames, garbage, pack_bytes)
+
+    def gc(self) -> tuple[int, int]:
+        """Drop blocks no extent references; punch out frames left with no live block.
+        Returns (blocks removed, bytes given back). Frames still holding a live block stay
+        whole: their dead bytes are counted as garbage until those blocks die too."""
+        self.commit()
+        dead_frames = self.db.execute(
+            "SELECT id, pack, off, rlen FROM frames WHERE NOT EXISTS "
+            "(SELECT 1 FROM blocks WHERE blocks.frame = frames.id AND blocks.refs > 0)"
+        ).fetchall()
+        removed = self.db.execute("DELETE FROM blocks WHERE refs <= 0 AND frame IN "
+                                  "(SELECT id FROM frames WHERE NOT EXISTS (SELECT 1 FROM blocks b "
+                                  "WHERE b.frame = frames.id AND b.refs > 0))").rowcount
+        self.db.executemany("DELETE FROM frames WHERE id = ?", [(f[0],) for f in dead_frames])
+        self.commit()  # the metadata no longer names them: now their bytes can go
+        freed = 0
+        for frame_id, pack, off, rlen in dead_frames:
+            self._frame_locs.pop(frame_id, None)
+            self.packs.punch(pack, off, rlen)
+            freed += rlen
+        return removed, freed
+
+
+def _seed_from_key(key: bytes | None) -> int:
+    if not key:
+        return 0
+    import xxhash
+
+    return xxhash.xxh3_64_intdigest(key) or 1

@@ -1,0 +1,143 @@
+"""Running real CRIU against a workload process, for tests, the demo and the benchmark.
+
+CRIU is found through one setting: the environment variable LZFS_CRIU (a criu binary or a
+wrapper script; scripts/setup writes the one it installed to .venv/lzfs.env), else `criu` on
+PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class CriuError(RuntimeError):
+    pass
+
+
+def criu_command() -> list[str] | None:
+    env = os.environ.get("LZFS_CRIU")
+    if env:
+        return shlex.split(env)
+    found = shutil.which("criu")
+    return [found] if found else None
+
+
+def criu_unusable_reason() -> str | None:
+    """None when CRIU can dump and restore here, else why not (for test skips)."""
+    cmd = criu_command()
+    if cmd is None:
+        return "no CRIU: set LZFS_CRIU or run scripts/setup"
+    if os.geteuid() != 0:
+        return "CRIU needs root"
+    try:
+        res = subprocess.run([*cmd, "check"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{cmd[0]} does not run: {exc}"
+    if res.returncode != 0:
+        return f"'criu check' fails: {(res.stderr or res.stdout).strip()[-300:]}"
+    return None
+
+
+def run_criu(action: str, images: Path, *args: str, log_name: str | None = None,
+             timeout: float = 600) -> subprocess.CompletedProcess:
+    cmd = criu_command()
+    if cmd is None:
+        raise CriuError("no CRIU (set LZFS_CRIU)")
+    log_name = log_name or f"{action}.log"
+    full = [*cmd, action, "-D", str(images), "-v4", "-o", log_name, *args]
+    res = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
+                         stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise CriuError(f"criu {action} failed ({res.returncode}): "
+                        f"{_log_tail(images / log_name) or res.stderr.strip()}")
+    return res
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [ln for ln in text if "Error" in ln or "error" in ln]
+    return "\n".join((errors or text)[-lines:])
+
+
+@dataclass
+class Workload:
+    """A running (or restored) workload process, talked to through files in ``ctl``."""
+    ctl: Path
+    pid: int
+    checksum: str
+    proc: subprocess.Popen | None = None
+
+    @classmethod
+    def start(cls, ctl: Path, size: str = "300M", profile: str = "llm", seed: int = 1,
+              weights_seed: int = 1234, timeout: float = 300) -> Workload:
+        ctl.mkdir(parents=True, exist_ok=True)
+        for name in ("ready", "result", "trigger", "stop"):
+            (ctl / name).unlink(missing_ok=True)
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lzfs.testing.workload", "--dir", str(ctl), "--size", size,
+             "--profile", profile, "--seed", str(seed), "--weights-seed", str(weights_seed)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, cwd=ctl, env=env)
+        deadline = time.monotonic() + timeout
+        while not (ctl / "ready").exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"workload exited with {proc.returncode} before it was ready")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("workload did not get ready in time")
+            time.sleep(0.05)
+        pid, checksum = (ctl / "ready").read_text().split()
+        return cls(ctl, int(pid), checksum, proc)
+
+    def ask_checksum(self, timeout: float = 120) -> str:
+        (self.ctl / "result").unlink(missing_ok=True)
+        (self.ctl / "trigger").write_text("")
+        deadline = time.monotonic() + timeout
+        while not (self.ctl / "result").exists():
+            if not self.alive():
+                raise RuntimeError(f"workload {self.pid} is gone")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workload {self.pid} did not answer")
+            time.sleep(0.05)
+        return (self.ctl / "result").read_text().strip()
+
+    def alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        try:  # a zombie counts as gone
+            return Path(f"/proc/{self.pid}/stat").read_text().split()[2] != "Z"
+        except OSError:
+            return False
+
+    def wait_gone(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+            self.proc = None  # after a dump its pid may come back as a restored process
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        (self.ctl / "stop").write_text("")
+        self.wait_gone(10)
+        if self.alive():
+            os.kill(self.pid, 9)
+            self.wait_gone(10)

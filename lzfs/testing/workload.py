@@ -1,0 +1,104 @@
+"""A model-server-like process to checkpoint: float16 weights, a zeroed but touched KV cache,
+a text heap. It checksums its memory when asked, so a restore can be shown to be intact.
+
+    python -m lzfs.testing.workload --dir D --size 300M [--profile llm|random|replica] [--seed N]
+
+writes D/ready (its pid and checksum) once its memory is built, then every 50 ms looks for
+D/trigger: when present, it recomputes the checksum into D/result and removes the trigger.
+D/stop makes it exit. It opens files only briefly, so CRIU finds nothing open to restore.
+
+Profiles: `llm` weights, zeroed KV cache and text heap, a third each;
+`random` incompressible bytes; `replica` like `llm`, but the weights depend on --weights-seed
+only, so several replicas share them while their heaps and caches differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+_WORDS = ("the model attends to every token in the context window and the cache keeps keys "
+          "and values for each layer so that generation does not recompute them prompt "
+          "completion request latency batch scheduler sampling temperature logits").split()
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().rstrip("B").rstrip("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def build(profile: str, size: int, seed: int, weights_seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    arrays: list = []
+    if profile == "random":
+        arrays.append(np.frombuffer(rng.bytes(size), dtype=np.uint8).copy())
+        return arrays
+    w_bytes = size // 3
+    kv_bytes = size // 3
+    heap_bytes = size - w_bytes - kv_bytes
+    wrng = np.random.default_rng(weights_seed if profile == "replica" else seed)
+    weights = (wrng.standard_normal(w_bytes // 2, dtype=np.float32) * 0.02).astype(np.float16)
+    arrays.append(weights)
+    kv = np.empty(kv_bytes, dtype=np.uint8)
+    kv.fill(0)  # touched: real pages that hold zeros, as a warmed-up KV cache pool does
+    arrays.append(kv)
+    words = np.array(_WORDS)
+    # text in chunks of ~64 KiB, like tokenizer vocabularies, prompts and logs on a heap
+    made = 0
+    heap: list[bytes] = []
+    while made < heap_bytes:
+        n = min(heap_bytes - made, 1 << 16)
+        picks = rng.integers(0, len(words), size=n // 6 + 1)
+        chunk = (" ".join(words[picks]).encode())[:n]
+        heap.append(chunk)
+        made += len(chunk)
+    arrays.append(heap)
+    return arrays
+
+
+def checksum(arrays: list) -> str:
+    h = xxhash.xxh3_128()
+    for a in arrays:
+        if isinstance(a, list):
+            for b in a:
+                h.update(b)
+        else:
+            h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.rename(tmp, path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--size", default="300M")
+    ap.add_argument("--profile", default="llm", choices=["llm", "random", "replica"])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--weights-seed", type=int, default=1234)
+    args = ap.parse_args()
+    d = Path(args.dir)
+    arrays = build(args.profile, parse_size(args.size), args.seed, args.weights_seed)
+    _write(d / "ready", f"{os.getpid()} {checksum(arrays)}\n")
+    trigger, stop = d / "trigger", d / "stop"
+    while not stop.exists():
+        if trigger.exists():
+            _write(d / "result", checksum(arrays) + "\n")
+            trigger.unlink()
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main()
