@@ -250,7 +250,7 @@ class Store:
         files, logical = q("SELECT COUNT(*), COALESCE(SUM(size),0) FROM inodes "
                            f"WHERE (mode & {_S_IFMT}) = {stat.S_IFREG}").fetchone()
         dirs = q(f"SELECT COUNT(*) FROM inodes WHERE (mode & {_S_IFMT}) = {stat.S_IFDIR}").fetchone()[0]
-        referenced = q("SELECT COALESCE(SUM(len),0) FROM extents").fetchone()[0]
+        referenced = q("SELECT COALESCE(SUM(len * refs),0) FROM blocks WHERE refs > 0").fetchone()[0]
         blocks, unique = q("SELECT COUNT(*), COALESCE(SUM(len),0) FROM blocks "
                            "WHERE refs > 0").fetchone()
         garbage = q("SELECT COUNT(*) FROM blocks WHERE refs <= 0").fetchone()[0]

@@ -69,6 +69,15 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join((errors or text)[-lines:])
 
 
+def become_subreaper() -> None:
+    """Restored processes (criu restore -d) get reparented to us instead of to init, so we can
+    reap them: a zombie would keep its pid, and the next restore of it fails with EEXIST."""
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
 @dataclass
 class Workload:
     """A running (or restored) workload process, talked to through files in ``ctl``."""
@@ -80,6 +89,7 @@ class Workload:
     @classmethod
     def start(cls, ctl: Path, size: str = "300M", profile: str = "llm", seed: int = 1,
               weights_seed: int = 1234, timeout: float = 300) -> Workload:
+        become_subreaper()
         ctl.mkdir(parents=True, exist_ok=True)
         for name in ("ready", "result", "trigger", "stop"):
             (ctl / name).unlink(missing_ok=True)
@@ -115,6 +125,11 @@ class Workload:
     def alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             return False
+        try:  # restored by `criu restore -d`, it is our child (we are a subreaper): reap it
+            if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
+                return False
+        except ChildProcessError:
+            pass
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -141,3 +156,4 @@ class Workload:
         if self.alive():
             os.kill(self.pid, 9)
             self.wait_gone(10)
+        (self.ctl / "stop").unlink(missing_ok=True)  # a later restore of it must run on

@@ -1,0 +1,139 @@
+"""Real CRIU dumping and restoring a real process through a real lzfs mount."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from lzfs.testing.criu import Workload, criu_command, criu_unusable_reason, run_criu
+
+pytestmark = pytest.mark.criu
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _need_criu():
+    reason = criu_unusable_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def workload(tmp_path):
+    started: list[Workload] = []
+
+    def start(**kw) -> Workload:
+        w = Workload.start(tmp_path / f"ctl{len(started)}", **kw)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def _du(path) -> tuple[int, int]:
+    """(apparent bytes, stored bytes) of a tree, as du computes them."""
+    apparent = stored = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            st = os.lstat(os.path.join(dirpath, f))
+            apparent += st.st_size
+            stored += st.st_blocks * 512
+    return apparent, stored
+
+
+def test_dump_kill_restore_keeps_memory_intact(mounted, workload):
+    w = workload(size="240M")
+    snap = mounted.mnt / "server-1"
+    snap.mkdir()
+    run_criu("dump", snap, "-t", str(w.pid), "--shell-job")
+    w.wait_gone()
+    assert not w.alive()
+    names = set(os.listdir(snap))
+    assert {"inventory.img", "pages-1.img", "dump.log"} <= names
+    assert any(n.startswith("pagemap-") for n in names)
+    apparent, stored = _du(snap)
+    assert apparent > 240 << 20
+    assert stored < apparent / 2, (apparent, stored)
+    mounted.remount()  # restore from what is on disk, not from daemon memory
+    run_criu("restore", snap, "--shell-job", "-d")
+    assert w.ask_checksum() == w.checksum
+    assert "stats-restore" in os.listdir(snap)
+
+
+def _dirty_tracking_reason() -> str | None:
+    cmd = criu_command()
+    res = subprocess.run([*cmd, "check", "--feature", "mem_dirty_track"], capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        return ("this kernel has no soft-dirty page tracking (CONFIG_MEM_SOFT_DIRTY is off), "
+                "so CRIU refuses pre-dump --track-mem and any dump with a parent")
+    return None
+
+
+def test_incremental_chain_restores(mounted, workload):
+    reason = _dirty_tracking_reason()
+    if reason:
+        pytest.skip(reason)
+    w = workload(size="160M", seed=2)
+    pre, final = mounted.mnt / "pre", mounted.mnt / "final"
+    pre.mkdir()
+    final.mkdir()
+    run_criu("pre-dump", pre, "-t", str(w.pid), "--shell-job", "--track-mem")
+    run_criu("dump", final, "-t", str(w.pid), "--shell-job", "--track-mem",
+             "--prev-images-dir", "../pre")
+    w.wait_gone()
+    assert os.readlink(final / "parent") == "../pre"
+    # the final dump holds only what changed since the pre-dump
+    assert _du(final)[0] < _du(pre)[0] / 2
+    mounted.remount()
+    run_criu("restore", final, "--shell-job", "-d")
+    assert w.ask_checksum() == w.checksum
+
+
+def test_two_dumps_of_one_process_share_their_pages(mounted, workload):
+    w = workload(size="200M", seed=3)
+    one, two = mounted.mnt / "one", mounted.mnt / "two"
+    one.mkdir()
+    two.mkdir()
+    run_criu("dump", one, "-t", str(w.pid), "--shell-job", "--leave-running")
+    mounted.remount()
+    stored_one = _store_bytes(mounted)
+    run_criu("dump", two, "-t", str(w.pid), "--shell-job", "--leave-running")
+    mounted.remount()
+    stored_two = _store_bytes(mounted)
+    assert stored_two - stored_one < 0.1 * stored_one, (stored_one, stored_two)
+    assert _du(two)[0] > 200 << 20
+
+
+def _store_bytes(mounted) -> int:
+    return sum(p.stat().st_blocks * 512 for p in (mounted.store / "packs").iterdir())
+
+
+def test_auto_dedup_is_refused_and_loses_nothing(mounted, workload):
+    """--auto-dedup punches holes in the images it restored from. lzfs offers no fallocate
+    (pyfuse3 has no handler; lzfs deduplicates by itself), so CRIU must say so in its log and
+    the images must stay whole: restoring them a second time still works."""
+    w = workload(size="64M", seed=4)
+    snap = mounted.mnt / "ad"
+    snap.mkdir()
+    run_criu("dump", snap, "-t", str(w.pid), "--shell-job")
+    w.wait_gone()
+    before = (snap / "pages-1.img").read_bytes()
+    run_criu("restore", snap, "--shell-job", "-d", "--auto-dedup")
+    log = (snap / "restore.log").read_text(errors="replace")
+    assert "Failed to punch holes with fallocate: -95" in log  # -EOPNOTSUPP
+    assert w.ask_checksum() == w.checksum
+    assert (snap / "pages-1.img").read_bytes() == before
+    w.stop()
+    run_criu("restore", snap, "--shell-job", "-d", log_name="restore-again.log")
+    assert w.ask_checksum() == w.checksum
+
+
+def test_criu_is_a_real_criu():
+    cmd = os.environ.get("LZFS_CRIU") or "criu"
+    out = subprocess.run([*cmd.split(), "--version"], capture_output=True, text=True).stdout
+    assert "Version: " in out
+    assert int(out.split("Version: ")[1].split(".")[0]) >= 4

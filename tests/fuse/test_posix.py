@@ -1,0 +1,139 @@
+"""What CRIU (and people with ls, cat, cp) do in an images directory, on a real mount."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+
+
+def test_files_dirs_and_symlinks(mounted):
+    m = mounted.mnt
+    (m / "snap").mkdir()
+    (m / "snap" / "inventory.img").write_bytes(b"\x19\x43\x56\x54" + b"x" * 100)
+    os.symlink("../pre", m / "snap" / "parent")
+    assert os.readlink(m / "snap" / "parent") == "../pre"
+    assert sorted(os.listdir(m / "snap")) == ["inventory.img", "parent"]
+    assert (m / "snap" / "inventory.img").stat().st_size == 104
+    os.rename(m / "snap" / "inventory.img", m / "snap" / "inv2.img")
+    assert not (m / "snap" / "inventory.img").exists()
+    with pytest.raises(OSError) as e:
+        os.rmdir(m / "snap")
+    assert e.value.errno == errno.ENOTEMPTY
+    os.unlink(m / "snap" / "inv2.img")
+    os.unlink(m / "snap" / "parent")
+    os.rmdir(m / "snap")
+    assert os.listdir(m) == []
+
+
+def test_open_flags_criu_uses(mounted):
+    p = mounted.mnt / "pidfile"
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"1234\n")
+    os.close(fd)
+    with pytest.raises(FileExistsError):
+        os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    # the log: O_APPEND, 0600
+    log = mounted.mnt / "dump.log"
+    for line in (b"one\n", b"two\n"):
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.write(fd, line)
+        os.close(fd)
+    assert log.read_bytes() == b"one\ntwo\n"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    # images: O_TRUNC over an older one
+    img = mounted.mnt / "core-1.img"
+    img.write_bytes(b"a" * 10000)
+    fd = os.open(img, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"short")
+    os.close(fd)
+    assert img.read_bytes() == b"short"
+    with pytest.raises(FileNotFoundError):
+        os.open(mounted.mnt / "pages-9.img", os.O_RDONLY)
+
+
+def test_truncate_chmod_utimens_statfs_link(mounted):
+    p = mounted.mnt / "f"
+    p.write_bytes(os.urandom(300_000))
+    data = p.read_bytes()
+    os.truncate(p, 100_000)
+    assert p.read_bytes() == data[:100_000]
+    os.truncate(p, 200_000)
+    assert p.read_bytes() == data[:100_000] + bytes(100_000)
+    os.chmod(p, 0o600)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    os.utime(p, ns=(1_000_000_000, 2_000_000_000))
+    assert p.stat().st_mtime_ns == 2_000_000_000
+    os.link(p, mounted.mnt / "g")
+    assert p.stat().st_nlink == 2
+    assert (mounted.mnt / "g").read_bytes() == p.read_bytes()
+    vfs = os.statvfs(mounted.mnt)
+    assert vfs.f_blocks > 0 and vfs.f_namemax == 255
+    fd = os.open(p, os.O_RDWR)
+    os.fsync(fd)
+    os.close(fd)
+
+
+def test_sizes_are_exact_and_du_shows_stored_bytes(mounted):
+    p = mounted.mnt / "pages-1.img"
+    page = os.urandom(4096)
+    with open(p, "wb") as f:
+        f.write(page * 256)          # 1 MiB of one repeated page: compresses to almost nothing
+        f.write(bytes(4 << 20))      # zero pages: stored as nothing
+        f.write(os.urandom(12345))   # an odd tail
+    st = p.stat()
+    assert st.st_size == (1 << 20) + (4 << 20) + 12345
+    assert st.st_blocks * 512 < 200_000
+
+
+def test_odd_and_overlong_names(mounted):
+    for name in ["sp ace", "new\nline", "ünïcödé", "a" * 255, "-dash", "*?[]"]:
+        (mounted.mnt / name).write_text(name)
+        assert (mounted.mnt / name).read_text() == name
+    with pytest.raises(OSError) as e:
+        (mounted.mnt / ("b" * 256)).write_text("x")
+    assert e.value.errno == errno.ENAMETOOLONG
+
+
+def test_unlinked_open_file_stays_readable(mounted):
+    p = mounted.mnt / "tmp"
+    data = os.urandom(500_000)
+    p.write_bytes(data)
+    with open(p, "rb") as f:
+        os.unlink(p)
+        assert f.read() == data
+    assert not p.exists()
+
+
+def test_content_survives_remount(mounted):
+    files = {f"d/f{i}": os.urandom(i * 70_001) + bytes(i * 8192) for i in range(6)}
+    (mounted.mnt / "d").mkdir()
+    for name, data in files.items():
+        (mounted.mnt / name).write_bytes(data)
+    mounted.remount()
+    for name, data in files.items():
+        assert (mounted.mnt / name).read_bytes() == data
+
+
+def test_fallocate_is_refused_so_auto_dedup_cannot_silently_do_nothing(mounted):
+    p = mounted.mnt / "pages-1.img"
+    p.write_bytes(os.urandom(65536))
+    fd = os.open(p, os.O_RDWR)
+    try:
+        with pytest.raises(OSError) as e:
+            _punch_hole(fd, 0, 4096)
+        assert e.value.errno in (errno.EOPNOTSUPP, errno.ENOSYS)
+    finally:
+        os.close(fd)
+
+
+def _punch_hole(fd: int, off: int, length: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    if libc.fallocate(fd, 0x03, off, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

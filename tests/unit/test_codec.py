@@ -1,0 +1,76 @@
+"""Frame encoding: round trips, incompressible data, and every kind of damage is caught."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lzfs.codec import (FRAME_MAX, Codec, block_hash, decode_frame, encode_frame,
+                        parse_frame_header)
+from lzfs.errors import CorruptDataError
+
+
+def _blocks(*datas: bytes, seed: int = 0) -> list[tuple[bytes, bytes]]:
+    return [(block_hash(d, seed), d) for d in datas]
+
+
+def test_compressible_frame_round_trips_and_is_smaller():
+    blocks = _blocks(b"abc" * 20000, b"hello world " * 3000)
+    head, rec = encode_frame(blocks)
+    assert head.codec == Codec.LZ4
+    assert head.stored_len < head.raw_len // 4
+    head2, raw = decode_frame(rec)
+    assert raw == b"".join(d for _, d in blocks)
+    assert head2.blocks == head.blocks
+
+
+def test_incompressible_frame_is_stored_raw():
+    data = os.urandom(FRAME_MAX)
+    head, rec = encode_frame(_blocks(data))
+    assert head.codec == Codec.RAW
+    assert decode_frame(rec)[1] == data
+
+
+@pytest.mark.parametrize("where", ["magic", "payload", "table", "truncate"])
+def test_damaged_frame_is_refused(where):
+    data = b"lzfs " * 10000
+    head, rec = encode_frame(_blocks(data[:20000], data[20000:]))
+    buf = bytearray(rec)
+    if where == "magic":
+        buf[0] ^= 1
+    elif where == "payload":
+        buf[-10] ^= 0x40
+    elif where == "table":
+        buf[head.header_len - 1] ^= 1  # last byte of the last block hash
+    else:
+        del buf[-5:]
+    with pytest.raises(CorruptDataError):
+        decode_frame(bytes(buf))
+
+
+def test_hash_domains_do_not_match():
+    data = b"same page" * 455
+    assert block_hash(data, 0) != block_hash(data, 77)
+    head, rec = encode_frame(_blocks(data, seed=77))
+    assert decode_frame(rec, seed=77)[1] == data
+    with pytest.raises(CorruptDataError):
+        decode_frame(rec, seed=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_garbage_never_parses_as_a_frame(junk):
+    with pytest.raises(CorruptDataError):
+        decode_frame(junk)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=5000), min_size=1, max_size=8))
+def test_any_blocks_round_trip(datas):
+    blocks = _blocks(*datas)
+    head, rec = encode_frame(blocks)
+    assert parse_frame_header(rec).raw_len == sum(map(len, datas))
+    assert decode_frame(rec)[1] == b"".join(datas)

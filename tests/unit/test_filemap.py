@@ -1,0 +1,188 @@
+"""A file's block map against a reference bytes object: writes at every alignment, overwrites,
+sparse files, truncate up and down, with and without the background encoder, and reloaded
+from the database."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lzfs import filemap
+from lzfs.codec import PAGE
+from lzfs.filemap import FileMap
+from lzfs.prefetch import FrameCache, Readahead
+from lzfs.store import Store, mkfs
+
+SIZES: dict[int, tuple[int, int]] = {}
+
+
+def _persist(ino: int, size: int, stored: int) -> None:
+    SIZES[ino] = (size, stored)
+
+
+def _data(kind: str, n: int, seed: int) -> bytes:
+    rnd = random.Random(seed)
+    if kind == "zero":
+        return bytes(n)
+    if kind == "text":
+        return (b"restore me %d " % seed * (n // 12 + 1))[:n]
+    if kind == "pages":  # whole pages, some zero: what a pages image holds
+        out = b"".join(bytes(PAGE) if rnd.random() < 0.3 else rnd.randbytes(PAGE)
+                       for _ in range(n // PAGE + 1))
+        return out[:n]
+    return rnd.randbytes(n)
+
+
+op = st.one_of(
+    st.tuples(st.just("write"), st.integers(0, 3 << 20), st.integers(1, 600_000),
+              st.sampled_from(["rand", "zero", "text", "pages"]), st.integers(0, 1000)),
+    st.tuples(st.just("append"), st.integers(1, 1_200_000),
+              st.sampled_from(["rand", "zero", "text", "pages"]), st.integers(0, 1000)),
+    st.tuples(st.just("truncate"), st.integers(0, 4 << 20)),
+    st.tuples(st.just("flush")),
+    st.tuples(st.just("reload")),
+)
+
+
+async def _check(fm: FileMap, ref: bytearray, rnd: random.Random) -> None:
+    assert fm.size == len(ref)
+    assert await fm.read(0, len(ref) + 10) == bytes(ref)
+    for _ in range(5):
+        off = rnd.randrange(0, len(ref) + 2)
+        n = rnd.choice([1, 7, PAGE - 1, PAGE, PAGE + 1, 65536, 1 << 20])
+        assert await fm.read(off, n) == bytes(ref[off:off + n])
+
+
+def _run(tmp_path, ops, background: bool) -> None:
+    store_dir = Path(tempfile.mkdtemp(dir=tmp_path)) / "s"
+    mkfs(store_dir)
+    store = Store(store_dir)
+    rnd = random.Random(1)
+
+    async def main() -> None:
+        cache = FrameCache(store, 8 << 20)
+        ref = bytearray()
+        fm = FileMap(7, 0, store, cache, [], _persist)
+        async with trio.open_nursery() as nursery:
+            if background:
+                fm.nursery = nursery
+                cache.nursery = nursery
+            for o in ops:
+                if o[0] == "write":
+                    _, off, n, kind, seed = o
+                    data = _data(kind, n, seed)
+                    await fm.write(off, data)
+                    if off > len(ref):
+                        ref.extend(bytes(off - len(ref)))
+                    ref[off:off + n] = data
+                elif o[0] == "append":
+                    _, n, kind, seed = o
+                    data = _data(kind, n, seed)
+                    await fm.write(len(ref), data)
+                    ref.extend(data)
+                elif o[0] == "truncate":
+                    await fm.truncate(o[1])
+                    del ref[o[1]:]
+                    ref.extend(bytes(o[1] - len(ref)))
+                elif o[0] == "flush":
+                    await fm.flush()
+                    assert SIZES[7][0] == len(ref)
+                else:
+                    await fm.flush()
+                    fm = FileMap.load(7, SIZES[7][0], store, cache, _persist)
+                    if background:
+                        fm.nursery = nursery
+                await _check(fm, ref, rnd)
+            await fm.flush()
+            nursery.cancel_scope.cancel()
+        # references add up: every extent holds one
+        refs = store.db.execute("SELECT COALESCE(SUM(refs),0) FROM blocks").fetchone()[0]
+        exts = store.db.execute("SELECT COUNT(*) FROM extents").fetchone()[0]
+        assert refs == exts
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("background", [False, True])
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ops=st.lists(op, min_size=1, max_size=12))
+def test_file_map_matches_reference(tmp_path, monkeypatch, background, ops):
+    monkeypatch.setattr(filemap, "BATCH", 256 * 1024)
+    _run(tmp_path, ops, background)
+
+
+def test_reads_at_every_alignment(tmp_path):
+    data = _data("pages", 300 * 1024, 3) + _data("rand", 5000, 4)
+    _run(tmp_path, [("append", len(data), "pages", 3)], False)
+    mkfs(tmp_path / "a")
+    store = Store(tmp_path / "a")
+
+    async def main():
+        fm = FileMap(1, 0, store, FrameCache(store), [], _persist)
+        await fm.write(0, data)
+        await fm.flush()
+        for off in list(range(0, 3 * PAGE + 2, 509)) + [len(data) - 1, len(data)]:
+            for n in (1, 511, PAGE, 3 * PAGE + 5, 70000):
+                assert await fm.read(off, n) == data[off:off + n]
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
+
+
+def test_sparse_file_stores_nothing_for_holes(tmp_path):
+    mkfs(tmp_path / "a")
+    store = Store(tmp_path / "a")
+
+    async def main():
+        fm = FileMap(1, 0, store, FrameCache(store), [], _persist)
+        await fm.write(100 << 20, b"end")
+        await fm.flush()
+        assert fm.size == (100 << 20) + 3
+        assert await fm.read((100 << 20) - 2, 10) == b"\0\0end"
+        assert fm.stored < 100
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
+
+
+def test_sequential_reads_prefetch_ahead(tmp_path):
+    mkfs(tmp_path / "a")
+    store = Store(tmp_path / "a")
+    data = os.urandom(6 << 20)
+
+    async def main():
+        cache = FrameCache(store, 64 << 20)
+        async with trio.open_nursery() as nursery:
+            cache.nursery = nursery
+            fm = FileMap(1, 0, store, cache, [], _persist)
+            await fm.write(0, data)
+            await fm.flush()
+            cache.drop(list(cache._frames))
+            ra = Readahead()
+            out = bytearray()
+            for off in range(0, len(data), 1 << 20):
+                out += await fm.read(off, 1 << 20, ra)
+                await trio.sleep(0.01)
+            assert bytes(out) == data
+            assert cache.prefetched > 0
+            assert cache.hits > cache.misses
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
