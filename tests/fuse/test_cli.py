@@ -1,0 +1,109 @@
+"""The lzfs command and the mount(8) helper, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lzfs.mounts import find_mount
+from tests.conftest import fuse_unusable_reason, lzfs_cmd
+
+pytestmark = pytest.mark.skipif(fuse_unusable_reason() is not None,
+                                reason=fuse_unusable_reason() or "")
+
+
+def test_mount_t_fuse_lzfs_uses_the_helper(tmp_path):
+    if not Path("/sbin/mount.fuse.lzfs").exists():
+        pytest.skip("mount helper not installed (scripts/setup links /sbin/mount.fuse.lzfs)")
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    mnt.mkdir()
+    lzfs_cmd("mkfs", str(store))
+    res = subprocess.run(["mount", "-t", "fuse.lzfs", "-o", "defaults", str(store), str(mnt)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    try:
+        m = find_mount(mnt)
+        assert m is not None and m.store == store
+        (mnt / "x").write_bytes(b"via mount(8)")
+    finally:
+        lzfs_cmd("umount", str(mnt))
+    lzfs_cmd("mount", str(store), str(mnt))
+    try:
+        assert (mnt / "x").read_bytes() == b"via mount(8)"
+    finally:
+        lzfs_cmd("umount", str(mnt))
+
+
+def test_umount_waits_until_everything_is_committed(tmp_path):
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    mnt.mkdir()
+    lzfs_cmd("mkfs", str(store))
+    lzfs_cmd("mount", str(store), str(mnt))
+    data = os.urandom(20 << 20)
+    (mnt / "big").write_bytes(data)
+    lzfs_cmd("umount", str(mnt))
+    # the daemon is gone and the store is free: a writer can open it at once
+    from lzfs.store import Store
+    s = Store(store)
+    try:
+        st = s.stats()
+        assert st.logical == len(data)
+        assert st.unique == len(data)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("case", ["missing-mountpoint", "not-a-store", "busy-store",
+                                  "already-mounted", "newer-format"])
+def test_bad_mounts_fail_with_one_line_and_change_nothing(tmp_path, case):
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    mnt.mkdir()
+    lzfs_cmd("mkfs", str(store))
+    other = None
+    if case == "missing-mountpoint":
+        mnt = tmp_path / "nowhere"
+    elif case == "not-a-store":
+        store = tmp_path / "plain"
+        store.mkdir()
+    elif case in ("busy-store", "already-mounted"):
+        other = tmp_path / "mnt2"
+        other.mkdir()
+        lzfs_cmd("mount", str(store), str(other))
+        if case == "already-mounted":
+            store2 = tmp_path / "store2"
+            lzfs_cmd("mkfs", str(store2))
+            store, mnt = store2, other
+    elif case == "newer-format":
+        cfg = store / "lzfs.json"
+        cfg.write_text(cfg.read_text().replace('"version": 1', '"version": 7'))
+    before = sorted(p.name for p in store.iterdir()) if store.exists() else None
+    try:
+        res = lzfs_cmd("mount", str(store), str(mnt), check=False)
+        assert res.returncode != 0
+        err = res.stderr.strip()
+        assert err.startswith("lzfs: ") and "\n" not in err, err
+        if before is not None and case != "busy-store":
+            assert sorted(p.name for p in store.iterdir() if p.name != "lzfs.log") == \
+                [n for n in before if n != "lzfs.log"]
+    finally:
+        if other is not None:
+            lzfs_cmd("umount", str(other))
+
+
+def test_umount_of_something_else_is_refused(tmp_path):
+    res = lzfs_cmd("umount", str(tmp_path), check=False)
+    assert res.returncode == 1
+    assert "not an lzfs mount point" in res.stderr
+
+
+def test_commands_on_a_plain_directory_fail_clearly(tmp_path):
+    for args in (["stats", str(tmp_path)], ["gc", str(tmp_path)]):
+        res = lzfs_cmd(*args, check=False)
+        assert res.returncode == 1
+        assert "not an lzfs store" in res.stderr
+    assert os.listdir(tmp_path) == []
+    assert shutil.which("fusermount3")
