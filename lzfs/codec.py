@@ -56,7 +56,21 @@ def payload_checksum(payload: bytes | memoryview) -> int:
     return xxhash.xxh3_64_intdigest(payload)
 
 
+def _looks_incompressible(raw: bytes | bytearray | memoryview) -> bool:
+    """Compress four pages sampled across the frame: if LZ4 saves nothing on them, the frame
+    is almost surely weights or other high-entropy data, and compressing it whole would cost
+    ~0.7 s per GiB for nothing (measured on float16 weights: ratio 1.00 at 1.4 GB/s)."""
+    n = len(raw)
+    if n < 8 * PAGE:
+        return False
+    view = memoryview(raw)
+    sample = b"".join(view[i:i + PAGE] for i in (0, n // 4, n // 2, (3 * n) // 4 - PAGE))
+    return len(lz4.block.compress(sample, store_size=False)) > len(sample) * (1 - MIN_SAVING)
+
+
 def compress(raw: bytes | bytearray | memoryview) -> tuple[Codec, bytes]:
+    if _looks_incompressible(raw):
+        return Codec.RAW, bytes(raw)
     packed = lz4.block.compress(raw, store_size=False)
     if len(packed) <= len(raw) * (1 - MIN_SAVING):
         return Codec.LZ4, packed

@@ -21,12 +21,13 @@ from typing import NamedTuple
 
 import trio
 
+from .codec import PAGE
 from .prefetch import FrameCache, Readahead
 from .store import BlockRef, Store
 
 log = logging.getLogger(__name__)
 
-BATCH = 2 << 20        # encode once this much is pending
+BATCH = 4 << 20        # encode once this much is pending
 MAX_PENDING = 16 << 20  # writers wait beyond this
 
 
@@ -108,7 +109,7 @@ class FileMap:
         pend = None
         p_lo, p_hi = max(off, self._pend_off), min(end, self._pend_off + self._pend_len)
         if self._pend_len and p_lo < p_hi:
-            pend = (p_lo - off, self._pending_bytes()[p_lo - self._pend_off:p_hi - self._pend_off])
+            pend = (p_lo - off, self._pending_slice(p_lo, p_hi))
         if ra is not None:
             ahead = ra.advise(off, end)
             if ahead is not None:
@@ -134,10 +135,18 @@ class FileMap:
             i += 1
         return list(out)
 
-    def _pending_bytes(self) -> bytes:
-        if len(self._pend) != 1:
-            self._pend = [b"".join(self._pend)] if self._pend else []
-        return self._pend[0] if self._pend else b""
+    def _pending_slice(self, lo: int, hi: int) -> bytes:
+        """Bytes [lo, hi) of the file from the pending list (absolute offsets)."""
+        out = []
+        pos = self._pend_off
+        for chunk in self._pend:
+            end = pos + len(chunk)
+            if end > lo and pos < hi:
+                out.append(chunk[max(lo - pos, 0):min(hi, end) - pos])
+            if end >= hi:
+                break
+            pos = end
+        return b"".join(out)
 
     # ---- writing ---------------------------------------------------------------------------
 
@@ -162,7 +171,7 @@ class FileMap:
                 else:
                     await self._rewrite(off, data)
             self.size = max(self.size, off + len(data))
-            if self._pend_len >= BATCH and not self._encoding:
+            if self._pend_len >= self._batch and not self._encoding:
                 self._start_encoder()
         while self._pend_len > MAX_PENDING and self._encoding:
             self._progress = trio.Event()
@@ -184,8 +193,9 @@ class FileMap:
 
     async def _encoder(self) -> None:
         try:
-            while self._pend_len >= BATCH and self._error is None:
-                await self._encode_pending(final=False)
+            while self._pend_len >= self._batch and self._error is None:
+                if not await self._encode_pending(final=False):
+                    break  # no cut point yet (cannot happen past _batch, but never spin)
                 self._progress.set()
         except Exception as exc:  # reported to the writer at its next write/flush
             log.error("inode %d: storing data at offset %d failed: %s", self.ino,
@@ -196,20 +206,36 @@ class FileMap:
             self._idle.set()
             self._progress.set()
 
-    async def _encode_pending(self, final: bool) -> None:
-        """Store the pending bytes as blocks: all of them if ``final``, else up to the last
-        cut point. The pending buffer shrinks only once the extents are recorded, so readers
-        see every byte in exactly one of the two places at any checkpoint."""
-        buf = self._pending_bytes()
+    @property
+    def _batch(self) -> int:
+        """Bytes to hand to one non-final encode: enough that it always holds a cut point
+        (a block is at most max_pages pages, plus an unaligned head)."""
+        return BATCH + (self.store.chunker.max_pages + 1) * PAGE
+
+    async def _encode_pending(self, final: bool) -> int:
+        """Store the pending bytes as blocks: all of them if ``final``, else a batch of them up
+        to its last cut point. The pending list shrinks only once the extents are recorded, so
+        readers see every byte in exactly one of the two places at any checkpoint."""
+        take, n = 0, 0
+        for chunk in self._pend:  # whole write requests, so each byte is copied once here
+            take += 1
+            n += len(chunk)
+            if n >= self._batch and not final:
+                break
+        buf = self._pend[0] if take == 1 else b"".join(self._pend[:take])
         base = self._pend_off
-        new_exts, consumed = await self._ingest(buf, base, final)
+        new_exts, consumed = await self._ingest(buf, base, final and take == len(self._pend))
         if consumed:
             self._add_exts(new_exts)
-            rest = b"".join(self._pend)[consumed:]
-            self._pend = [rest] if rest else []
-            self._pend_len = len(rest)
+            del self._pend[:take]
+            if consumed < len(buf):
+                self._pend.insert(0, buf[consumed:])
+            self._pend_len -= consumed
             self._pend_off = base + consumed
             self._persist_now()
+        if final and self._pend_len:
+            consumed += await self._encode_pending(final=True)
+        return consumed
 
     async def _ingest(self, buf: bytes, base: int, final: bool) -> tuple[list[Ext], int]:
         store = self.store

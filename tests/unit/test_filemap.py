@@ -186,3 +186,30 @@ def test_sequential_reads_prefetch_ahead(tmp_path):
         trio.run(main)
     finally:
         store.close()
+
+
+def test_unaligned_stream_with_background_encoder_finishes(tmp_path):
+    """An unaligned head leaves a batch with no cut point short of max_pages: the encoder must
+    wait for more data instead of spinning (it once did)."""
+    mkfs(tmp_path / "a")
+    store = Store(tmp_path / "a")
+    data = os.urandom(5 << 20)
+
+    async def main():
+        cache = FrameCache(store)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                fm = FileMap(1, 0, store, cache, [], _persist)
+                fm.nursery = nursery
+                await fm.write(0, data[:100])
+                for off in range(100, len(data), 256 * 1024):
+                    await fm.write(off, data[off:off + 256 * 1024])
+                    await trio.sleep(0)
+                await fm.flush()
+                assert await fm.read(0, len(data)) == data
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
