@@ -93,10 +93,31 @@ async def _main(ops: LzfsOperations) -> bool:
                     return
 
         nursery.start_soon(on_signal)
+        nursery.start_soon(_dump_tasks_on_sigusr1)
         await pyfuse3.main()
         await ops.shutdown()
         nursery.cancel_scope.cancel()
     return signalled
+
+
+async def _dump_tasks_on_sigusr1() -> None:
+    """`kill -USR1 DAEMON` logs every trio task and where it waits: for diagnosing a hang."""
+    with trio.open_signal_receiver(signal.SIGUSR1) as sigs:
+        async for _ in sigs:
+            root = trio.lowlevel.current_root_task()
+            lines: list[str] = []
+
+            def walk(task: trio.lowlevel.Task, depth: int) -> None:
+                where = " <- ".join(f"{f.f_code.co_name}:{lineno}"
+                                    for f, lineno in task.iter_await_frames())
+                lines.append(f"{'  ' * depth}{task.name}: {where}")
+                for nursery in task.child_nurseries:
+                    for child in nursery.child_tasks:
+                        walk(child, depth + 1)
+
+            if root is not None:
+                walk(root, 0)
+            log.warning("trio tasks:\n%s", "\n".join(lines))
 
 
 def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str | None,

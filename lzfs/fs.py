@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,8 @@ class LzfsOperations(pyfuse3.Operations):
         self.nursery: trio.Nursery | None = None
         self.gate = trio.Lock()  # held while committing: no frame is registered meanwhile
         self._committed_changes = -1
+        # (op, size rounded up to a power of two) -> count: what the kernel really sends us
+        self.request_sizes: Counter[tuple[str, int]] = Counter()
         self._purge_orphans()
         self.store.commit()
 
@@ -91,6 +94,10 @@ class LzfsOperations(pyfuse3.Operations):
             except Exception:
                 log.exception("inode %d: could not store its last bytes", ino)
         await self.commit()
+        if self.request_sizes:
+            log.info("request sizes: %s", ", ".join(
+                f"{op} <={size // 1024}KiB: {n}" for (op, size), n in sorted(
+                    self.request_sizes.items())))
 
     def _purge_orphans(self) -> None:
         for ino in self.ns.orphans():
@@ -348,11 +355,13 @@ class LzfsOperations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         with _errno():
             h = self.handles[fh]
+            self.request_sizes["read", _bucket(size)] += 1
             return await self.files[h.ino].read(off, size, h.ra)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         with _errno():
             h = self.handles[fh]
+            self.request_sizes["write", _bucket(len(buf))] += 1
             await self.files[h.ino].write(off, buf)
             return len(buf)
 
@@ -385,6 +394,10 @@ class LzfsOperations(pyfuse3.Operations):
         fm = self.files.get(ino)
         if fm is not None and fm.opens == 0 and not fm.dirty:
             del self.files[ino]
+
+
+def _bucket(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
 
 
 class _errno:
