@@ -10,14 +10,7 @@ from dataclasses import asdict
 
 from . import __version__
 from .errors import LzfsError
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+from .render import human
 
 
 def cmd_mkfs(args: argparse.Namespace) -> None:
@@ -76,6 +69,40 @@ def cmd_stats(args: argparse.Namespace) -> None:
         print(f"{k:<{width}}  {v}")
 
 
+def _open_readonly(path: str):
+    """A store opened beside a running daemon. Given a mount point, first ask the daemon to
+    commit (fsync on the mount's root directory does that), so figures are current."""
+    import os
+
+    from .mounts import find_mount
+    from .store import Store
+
+    m = find_mount(path)
+    if m is not None:
+        fd = os.open(m.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return Store(m.store, readonly=True)
+    return Store(path, readonly=True)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from . import report, render
+
+    store = _open_readonly(args.path)
+    try:
+        data = {"snapshot": report.snapshot_report, "file": report.file_report,
+                "region": report.region_report}[args.by](store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        render.print_report(data)
+
+
 def cmd_gc(args: argparse.Namespace) -> None:
     from .store import Store
 
@@ -126,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("store")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("report", help="what each snapshot costs: logical, stored, unique, shared")
+    s.add_argument("path", metavar="STORE_OR_MOUNT")
+    s.add_argument("--by", choices=["snapshot", "file", "region"], default="snapshot")
+    s.add_argument("--json", action="store_true", help="machine-readable (docs/report.md)")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("gc", help="give back the space of blocks no file uses (store unmounted)")
     s.add_argument("store")

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cli import human
+from ..render import human
 from .criu import Workload, criu_command, criu_unusable_reason, run_criu
 
 

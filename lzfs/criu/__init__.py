@@ -1,0 +1,1 @@
+"""Reading CRIU images (for reports; the filesystem itself treats images as opaque bytes)."""

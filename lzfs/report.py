@@ -1,0 +1,278 @@
+"""Dedup accounting: what each snapshot (or file, or memory region) costs and shares.
+
+Every live block lands in exactly one bucket per snapshot: unique to it, or shared with the
+others named; so unique + shared adds up to what the snapshot references, and the unique
+figures of all snapshots plus the shared blocks add up to the store (the model of `borg
+analyze`). Byte figures come in two currencies:
+
+* ``*_raw``: uncompressed bytes of distinct blocks (exact, independent of compression);
+* stored bytes: each block's share of its compressed frame (``len * frame_stored / frame_raw``).
+
+A snapshot is a directory that directly holds CRIU images (inventory.img, pagemap-*.img or
+pages-*.img); it is complete when inventory.img is there (CRIU writes it last).
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+from .criu import images
+from .errors import ImageFormatError
+from .namespace import ROOT_INODE
+from .store import Store
+
+_IMAGE = re.compile(rb"^(inventory\.img|pagemap-\d+\.img|pages-\d+\.img)$")
+OUTSIDE = "(outside snapshots)"
+
+
+@dataclass
+class Figures:
+    name: str
+    files: int = 0
+    logical: int = 0
+    zero: int = 0
+    referenced: int = 0       # bytes backed by blocks, repeats included
+    distinct_raw: int = 0     # distinct block bytes it references
+    stored: float = 0.0       # compressed bytes of those blocks
+    unique_raw: int = 0       # distinct block bytes no other group references
+    unique: float = 0.0       # their compressed bytes: what deleting it frees
+    shared: float = 0.0       # stored - unique
+    shared_with: dict[str, float] = field(default_factory=dict)
+    complete: bool | None = None
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.distinct_raw / self.stored if self.stored else 1.0
+
+    @property
+    def dedup_ratio(self) -> float:
+        return self.referenced / self.distinct_raw if self.distinct_raw else 1.0
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for k in ("stored", "unique", "shared"):
+            d[k] = round(d[k])
+        d["shared_with"] = {k: round(v) for k, v in self.shared_with.items()}
+        d["compression_ratio"] = round(self.compression_ratio, 3)
+        d["dedup_ratio"] = round(self.dedup_ratio, 3)
+        return d
+
+
+@dataclass
+class Tree:
+    """Paths of the namespace, computed once from the dentries table."""
+    path: dict[int, str]          # ino -> path (first name found)
+    is_dir: dict[int, bool]
+    size: dict[int, int]
+    snapshot_of: dict[int, str]   # file ino -> snapshot name (or OUTSIDE)
+    snapshots: dict[str, int]     # snapshot name -> its directory inode
+    children: dict[int, list[tuple[bytes, int]]]
+
+
+def load_tree(store: Store) -> Tree:
+    db = store.db
+    modes = {i: (m, s) for i, m, s in db.execute("SELECT id, mode, size FROM inodes")}
+    children: dict[int, list[tuple[bytes, int]]] = defaultdict(list)
+    for parent, name, ino in db.execute("SELECT parent, name, ino FROM dentries ORDER BY id"):
+        children[parent].append((name, ino))
+    path = {ROOT_INODE: ""}
+    is_dir = {i: stat.S_ISDIR(m) for i, (m, _) in modes.items()}
+    snapshots: dict[str, int] = {}
+    snapshot_of: dict[int, str] = {}
+    stack = [ROOT_INODE]
+    while stack:
+        d = stack.pop()
+        kids = children.get(d, [])
+        base = path[d]
+        if any(_IMAGE.match(name) for name, _ in kids):
+            snapshots[base or "."] = d
+        for name, ino in kids:
+            if ino in path:
+                continue
+            path[ino] = f"{base}/{name.decode(errors='replace')}".lstrip("/")
+            if is_dir.get(ino):
+                stack.append(ino)
+    for ino, p in path.items():
+        if not is_dir.get(ino) and stat.S_ISREG(modes[ino][0]):
+            parent = p.rpartition("/")[0] or "."
+            snapshot_of[ino] = parent if parent in snapshots else OUTSIDE
+    return Tree(path, is_dir, {i: s for i, (_, s) in modes.items()}, snapshot_of, snapshots,
+                children)
+
+
+def _block_shares(store: Store) -> dict[int, tuple[int, float]]:
+    """block id -> (raw length, compressed share) for live blocks."""
+    return {b: (n, n * st / raw if raw else 0.0) for b, n, st, raw in store.db.execute(
+        "SELECT b.id, b.len, f.stored, f.raw FROM blocks b JOIN frames f ON f.id = b.frame "
+        "WHERE b.refs > 0")}
+
+
+def account(store: Store, group_of: dict[int, str], tree: Tree) -> dict[str, Figures]:
+    """Figures per group, for any grouping of file inodes (snapshot, file)."""
+    figs: dict[str, Figures] = {}
+    for ino, g in group_of.items():
+        f = figs.setdefault(g, Figures(g))
+        f.files += 1
+        f.logical += tree.size.get(ino, 0)
+    holders: dict[int, set[str]] = defaultdict(set)
+    for ino, block, n in store.db.execute("SELECT ino, block, len FROM extents"):
+        g = group_of.get(ino)
+        if g is None:
+            continue
+        figs[g].referenced += n
+        holders[block].add(g)
+    shares = _block_shares(store)
+    for block, groups in holders.items():
+        raw, share = shares.get(block, (0, 0.0))
+        for g in groups:
+            f = figs[g]
+            f.distinct_raw += raw
+            f.stored += share
+            if len(groups) == 1:
+                f.unique_raw += raw
+                f.unique += share
+            else:
+                f.shared += share
+                for other in groups:
+                    if other != g:
+                        f.shared_with[other] = f.shared_with.get(other, 0.0) + share
+    for f in figs.values():
+        f.zero = f.logical - f.referenced
+    return figs
+
+
+def snapshot_report(store: Store) -> dict:
+    tree = load_tree(store)
+    figs = account(store, tree.snapshot_of, tree)
+    for name, f in figs.items():
+        if name in tree.snapshots:
+            f.complete = any(n == b"inventory.img"
+                             for n, _ in tree.children.get(tree.snapshots[name], []))
+    st = store.stats()
+    names = sorted(n for n in figs if n != OUTSIDE) + ([OUTSIDE] if OUTSIDE in figs else [])
+    return {
+        "schema": "lzfs-report/1",
+        "by": "snapshot",
+        "store": str(store.root),
+        "totals": {
+            "logical": st.logical, "zero": st.zero, "referenced": st.referenced,
+            "unique_raw": st.unique, "stored": st.stored, "pack_bytes": st.pack_bytes,
+            "garbage_blocks": st.garbage_blocks,
+            "dedup_ratio": round(st.referenced / st.unique, 3) if st.unique else 1.0,
+            "compression_ratio": round(st.unique / st.stored, 3) if st.stored else 1.0,
+            "overall_ratio": round(st.logical / st.stored, 3) if st.stored else 1.0,
+        },
+        "groups": [figs[n].to_json() for n in names],
+        "matrix": {n: {m: round(figs[n].shared_with.get(m, 0.0)) for m in names if m != n}
+                   for n in names},
+    }
+
+
+def file_report(store: Store) -> dict:
+    tree = load_tree(store)
+    group_of = {ino: tree.path[ino] for ino in tree.snapshot_of}
+    figs = account(store, group_of, tree)
+    return {"schema": "lzfs-report/1", "by": "file", "store": str(store.root),
+            "groups": [figs[n].to_json() for n in sorted(figs)]}
+
+
+def read_file(store: Store, ino: int, size: int) -> bytes:
+    """A whole (small) file's bytes, straight from the store: for parsing images."""
+    out = bytearray(size)
+    for off, n, frame, foff in store.db.execute(
+            "SELECT e.off, e.len, b.frame, b.foff FROM extents e JOIN blocks b "
+            "ON b.id = e.block WHERE e.ino=? ORDER BY e.off", (ino,)):
+        raw = store.read_frame(store.frame_loc(frame))
+        out[off:off + n] = raw[foff:foff + n]
+    return bytes(out[:size])
+
+
+def region_report(store: Store) -> dict:
+    """Per snapshot, per memory region (VMA name): logical, zero, unique and shared bytes of
+    the pages CRIU stored for it, and which snapshots share them."""
+    tree = load_tree(store)
+    block_groups: dict[int, set[str]] = defaultdict(set)
+    for ino, block in store.db.execute("SELECT ino, block FROM extents"):
+        g = tree.snapshot_of.get(ino)
+        if g is not None and g != OUTSIDE:
+            block_groups[block].add(g)
+    out_snaps = []
+    errors = []
+    for snap, dino in sorted(tree.snapshots.items()):
+        files = {name.decode(errors="replace"): ino for name, ino in tree.children.get(dino, [])}
+        regions: dict[str, dict] = {}
+        try:
+            file_names = {}
+            if "files.img" in files:
+                file_names = images.parse_files(
+                    read_file(store, files["files.img"], tree.size[files["files.img"]]),
+                    f"{snap}/files.img")
+            for fname, ino in sorted(files.items()):
+                m = re.match(r"^pagemap-(\d+)\.img$", fname)
+                if not m:
+                    continue
+                pid = m.group(1)
+                pm = images.parse_pagemap(read_file(store, ino, tree.size[ino]),
+                                          f"{snap}/{fname}")
+                vmas = []
+                if f"mm-{pid}.img" in files:
+                    mm_ino = files[f"mm-{pid}.img"]
+                    vmas = images.parse_mm(read_file(store, mm_ino, tree.size[mm_ino]),
+                                           f"{snap}/mm-{pid}.img")
+                pages_ino = files.get(f"pages-{pm.pages_id}.img")
+                exts = [] if pages_ino is None else store.db.execute(
+                    "SELECT off, len, block FROM extents WHERE ino=? ORDER BY off",
+                    (pages_ino,)).fetchall()
+                _attribute(snap, pm, vmas, file_names, exts, block_groups, regions)
+        except ImageFormatError as exc:
+            errors.append(str(exc))
+            continue
+        out_snaps.append({"snapshot": snap, "regions": [
+            {"region": k, **v} for k, v in sorted(regions.items(), key=lambda kv: -kv[1]["logical"])]})
+    return {"schema": "lzfs-report/1", "by": "region", "store": str(store.root),
+            "snapshots": out_snaps, "errors": errors}
+
+
+def _attribute(snap: str, pm: images.Pagemap, vmas: list[images.Vma], names: dict[int, str],
+               exts: list[tuple[int, int, int]], block_groups: dict[int, set[str]],
+               regions: dict[str, dict]) -> None:
+    import bisect
+
+    starts = [v.start for v in vmas]
+    ext_offs = [e[0] for e in exts]
+    for vaddr, off, length in pm.page_runs():
+        # split the run at VMA boundaries
+        pos = 0
+        while pos < length:
+            va = vaddr + pos
+            i = bisect.bisect_right(starts, va) - 1
+            if i >= 0 and va < vmas[i].end:
+                name = vmas[i].region(names)
+                end = min(length, pos + vmas[i].end - va)
+            else:
+                name = "[unmapped]"
+                end = length
+            r = regions.setdefault(name, {"logical": 0, "zero": 0, "unique_raw": 0,
+                                          "shared_raw": 0, "shared_with": {}})
+            r["logical"] += end - pos
+            lo, hi = off + pos, off + end
+            covered = 0
+            j = max(bisect.bisect_right(ext_offs, lo) - 1, 0)
+            while j < len(exts) and exts[j][0] < hi:
+                e_off, e_len, block = exts[j]
+                n = min(hi, e_off + e_len) - max(lo, e_off)
+                if n > 0:
+                    covered += n
+                    others = block_groups.get(block, set()) - {snap}
+                    if others:
+                        r["shared_raw"] += n
+                        for o in others:
+                            r["shared_with"][o] = r["shared_with"].get(o, 0) + n
+                    else:
+                        r["unique_raw"] += n
+                j += 1
+            r["zero"] += (end - pos) - covered
+            pos = end
