@@ -104,8 +104,26 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
+    import os
+
+    from .mounts import find_mount
     from .store import Store
 
+    m = find_mount(args.store)
+    if m is not None:  # the daemon owns the store: ask it (setxattr on .lzfs runs its gc)
+        before = Store(m.store, readonly=True)
+        try:
+            pack_before = before.stats().pack_bytes
+        finally:
+            before.close()
+        os.setxattr(m.mountpoint / ".lzfs", "user.lzfs.gc", b"1")
+        after = Store(m.store, readonly=True)
+        try:
+            pack_after = after.stats().pack_bytes
+        finally:
+            after.close()
+        print(f"gave back {human(max(pack_before - pack_after, 0))}")
+        return
     store = Store(args.store)
     try:
         removed, freed = store.gc()
@@ -160,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable (docs/report.md)")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("gc", help="give back the space of blocks no file uses (store unmounted)")
-    s.add_argument("store")
+    s = sub.add_parser("gc", help="give back the space of blocks no file uses")
+    s.add_argument("store", metavar="STORE_OR_MOUNT")
     s.set_defaults(func=cmd_gc)
     return p
 

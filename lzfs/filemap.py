@@ -78,7 +78,7 @@ class FileMap:
 
     def _share(self, e: Ext) -> float:
         loc = self.store.frame_loc(e.frame)
-        return e.len * loc.stored / loc.raw if loc.raw else 0.0
+        return e.len * loc.rlen / loc.raw if loc.raw else 0.0
 
     @property
     def dirty(self) -> bool:
@@ -241,11 +241,19 @@ class FileMap:
         store = self.store
         cuts, consumed = await trio.to_thread.run_sync(store.prepare, buf, base, final)
         refs = store.resolve([c.hash for c in cuts if c.hash])
-        new = store.new_blocks(buf, cuts, refs)
-        if new:
-            frames = await trio.to_thread.run_sync(store.pack_new, new)
-            async with self._gate:  # not while a commit is syncing packs (fs.commit)
-                refs.update(store.register(frames))
+        store.pin(r.id for r in refs.values())  # gc must not take them before _add_exts
+        try:
+            new = store.new_blocks(buf, cuts, refs)
+            if new:
+                frames = await trio.to_thread.run_sync(store.pack_new, new)
+                async with self._gate:  # not while a commit is syncing packs (fs.commit)
+                    fresh = store.register(frames)
+                store.pin(r.id for r in fresh.values())
+                refs.update(fresh)
+        finally:
+            # Callers record the extents (incref) right after this returns, with no
+            # checkpoint in between, so gc (which runs on this thread) cannot slip in.
+            store.unpin(r.id for r in refs.values())
         exts = []
         for c in cuts:
             if c.hash:

@@ -19,9 +19,10 @@ from typing import Any
 import pyfuse3
 import trio
 
+from .control import CONTROL_DIR, CONTROL_NAME, ControlTree
 from .errors import CorruptDataError
 from .filemap import FileMap
-from .namespace import FsError, Inode, Namespace, now_ns
+from .namespace import ROOT_INODE, FsError, Inode, Namespace, now_ns
 from .prefetch import FrameCache, Readahead
 from .store import Store
 
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 ATTR_TIMEOUT = 1.0
 ENTRY_TIMEOUT = 5.0
 COMMIT_INTERVAL = 5.0  # seconds between background commits while anything changed
+XATTR_PREFIX = b"user.lzfs."
+XATTRS = ("logical", "stored", "unique", "zero", "blocks", "ratio")
 
 
 @dataclass
@@ -57,6 +60,9 @@ class LzfsOperations(pyfuse3.Operations):
         self._committed_changes = -1
         # (op, size rounded up to a power of two) -> count: what the kernel really sends us
         self.request_sizes: Counter[tuple[str, int]] = Counter()
+        self.control = ControlTree(self)
+        self._control_cache: dict[int, tuple[float, bytes]] = {}
+        self.control_handles: dict[int, bytes] = {}
         self._purge_orphans()
         self.store.commit()
 
@@ -70,12 +76,24 @@ class LzfsOperations(pyfuse3.Operations):
             fm.nursery = nursery
 
     async def committer(self) -> None:
+        """Commit every few seconds while anything changed; give space back at once when a
+        deletion left blocks nobody references."""
         while True:
             await trio.sleep(COMMIT_INTERVAL)
             try:
                 await self.commit()
+                if self.store.garbage:
+                    await self.gc()
             except Exception:
                 log.exception("background commit failed")
+
+    async def gc(self) -> tuple[int, int]:
+        removed, frames = self.store.collect_garbage()
+        await self.commit()  # no committed row names those frames any more: punch them
+        freed = await trio.to_thread.run_sync(self.store.punch, frames)
+        if removed or freed:
+            log.info("gc: removed %d blocks, gave back %d bytes", removed, freed)
+        return removed, freed
 
     async def commit(self) -> None:
         changes = self.store.db.conn.total_changes
@@ -127,6 +145,32 @@ class LzfsOperations(pyfuse3.Operations):
         a.st_ctime_ns = node.ctime_ns
         return a
 
+    def _control_attrs(self, ino: int) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.st_mode = self.control.mode(ino)
+        a.st_nlink = 2 if ino == CONTROL_DIR else 1
+        a.st_uid, a.st_gid = os.getuid(), os.getgid()
+        a.st_size = 0 if ino == CONTROL_DIR else len(self._control_content(ino))
+        a.st_blksize = 4096
+        a.entry_timeout = a.attr_timeout = 0
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = now_ns()
+        return a
+
+    def _control_content(self, ino: int, fresh: bool = False) -> bytes:
+        hit = self._control_cache.get(ino)
+        if hit is None or fresh or trio.current_time() - hit[0] > 1.0:
+            hit = (trio.current_time(), self.control.content(ino))
+            self._control_cache[ino] = hit
+        return hit[1]
+
+    def _guard(self, parent: int, name: bytes | None = None, creating: bool = True) -> None:
+        """Nothing is created, removed or renamed in or as `.lzfs`."""
+        if ControlTree.is_control(parent):
+            raise FsError(errno.EROFS)
+        if parent == ROOT_INODE and name == CONTROL_NAME:
+            raise FsError(errno.EEXIST if creating else errno.EPERM)
+
     def _counted(self, node: Inode) -> pyfuse3.EntryAttributes:
         self.lookups[node.id] = self.lookups.get(node.id, 0) + 1
         return self._attrs(node)
@@ -175,6 +219,13 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None):
         with _errno():
+            if ControlTree.is_control(parent_inode):
+                ino = self.control.lookup(name) if parent_inode == CONTROL_DIR else None
+                if ino is None:
+                    raise FsError(errno.ENOENT)
+                return self._control_attrs(ino)
+            if parent_inode == ROOT_INODE and name == CONTROL_NAME:
+                return self._control_attrs(CONTROL_DIR)
             if name == b".":
                 ino = parent_inode
             elif name == b"..":
@@ -185,6 +236,8 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def forget(self, inode_list) -> None:
         for ino, n in inode_list:
+            if ControlTree.is_control(ino):
+                continue
             left = self.lookups.get(ino, 0) - n
             if left > 0:
                 self.lookups[ino] = left
@@ -197,10 +250,14 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def getattr(self, inode: int, ctx: Any = None):
         with _errno():
+            if ControlTree.is_control(inode):
+                return self._control_attrs(inode)
             return self._attrs(self.ns.get(inode))
 
     async def setattr(self, inode: int, attr, fields, fh, ctx):
         with _errno():
+            if ControlTree.is_control(inode):
+                raise FsError(errno.EROFS)
             node = self.ns.get(inode)
             changes: dict[str, int] = {}
             t = now_ns()
@@ -234,12 +291,14 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx):
         with _errno():
+            self._guard(parent_inode, name)
             node = self.ns.create(parent_inode, name, stat.S_IFDIR | (mode & ~ctx.umask & 0o7777),
                                   ctx.uid, ctx.gid)
             return self._counted(node)
 
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx):
         with _errno():
+            self._guard(parent_inode, name)
             if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
                 raise FsError(errno.EPERM)  # no device nodes in a snapshot store
             node = self.ns.create(parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid, rdev)
@@ -247,6 +306,7 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx):
         with _errno():
+            self._guard(parent_inode, name)
             if len(target) > 4095:
                 raise FsError(errno.ENAMETOOLONG)
             node = self.ns.create(parent_inode, name, stat.S_IFLNK | 0o777, ctx.uid, ctx.gid,
@@ -255,21 +315,28 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx):
         with _errno():
+            self._guard(new_parent_inode, new_name)
+            if ControlTree.is_control(inode):
+                raise FsError(errno.EROFS)
             return self._counted(self.ns.link(inode, new_parent_inode, new_name))
 
     async def unlink(self, parent_inode: int, name: bytes, ctx):
         with _errno():
+            self._guard(parent_inode, name, creating=False)
             node = self.ns.unlink(parent_inode, name, want_dir=False)
             if node.nlink == 0:
                 self._maybe_purge(node.id)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx):
         with _errno():
+            self._guard(parent_inode, name, creating=False)
             node = self.ns.unlink(parent_inode, name, want_dir=True)
             self._maybe_purge(node.id)
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         with _errno():
+            self._guard(parent_inode_old, name_old, creating=False)
+            self._guard(parent_inode_new, name_new)
             replaced = self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new,
                                       flags)
             if replaced is not None and replaced.nlink == 0:
@@ -279,12 +346,20 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def opendir(self, inode: int, ctx):
         with _errno():
+            if inode == CONTROL_DIR:
+                return inode
             if not self.ns.get(inode).is_dir:
                 raise FsError(errno.ENOTDIR)
             return inode
 
     async def readdir(self, fh: int, start_id: int, token) -> None:
         with _errno():
+            if fh == CONTROL_DIR:
+                for i, (name, ino) in enumerate(self.control.listing()):
+                    if i >= start_id and not pyfuse3.readdir_reply(
+                            token, name, self._control_attrs(ino), i + 1):
+                        return
+                return
             after = start_id
             while True:
                 rows = self.ns.readdir(fh, after)
@@ -324,6 +399,12 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def open(self, inode: int, flags: int, ctx):
         with _errno():
+            if ControlTree.is_control(inode):
+                if (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC:
+                    raise FsError(errno.EROFS)
+                fh = self._new_fh(Handle(inode, False))
+                self.control_handles[fh] = self._control_content(inode, fresh=True)
+                return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
             node = self.ns.get(inode)
             if node.is_dir:
                 raise FsError(errno.EISDIR)
@@ -339,6 +420,7 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx):
         with _errno():
+            self._guard(parent_inode, name)
             node = self.ns.create(parent_inode, name, stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
                                   ctx.uid, ctx.gid)
             fm = self._filemap(node.id)
@@ -355,6 +437,8 @@ class LzfsOperations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         with _errno():
             h = self.handles[fh]
+            if fh in self.control_handles:
+                return self.control_handles[fh][off:off + size]
             self.request_sizes["read", _bucket(size)] += 1
             return await self.files[h.ino].read(off, size, h.ra)
 
@@ -368,18 +452,53 @@ class LzfsOperations(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         with _errno():
             h = self.handles[fh]
-            if h.writable:
+            if h.writable and fh not in self.control_handles:
                 await self.files[h.ino].flush()
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         with _errno():
             h = self.handles[fh]
-            await self.files[h.ino].flush()
+            if fh not in self.control_handles:
+                await self.files[h.ino].flush()
             await self.commit()
+
+    # ---- extended attributes: per-file figures, and gc on demand ----------------------------
+
+    async def listxattr(self, inode: int, ctx):
+        with _errno():
+            if ControlTree.is_control(inode) or not self.ns.get(inode).is_reg:
+                return []
+            return [XATTR_PREFIX + k.encode() for k in XATTRS]
+
+    async def getxattr(self, inode: int, name: bytes, ctx):
+        with _errno():
+            if ControlTree.is_control(inode) or not name.startswith(XATTR_PREFIX):
+                raise FsError(pyfuse3.ENOATTR)
+            key = name[len(XATTR_PREFIX):].decode(errors="replace")
+            node = self.ns.get(inode)
+            if key not in XATTRS or not node.is_reg:
+                raise FsError(pyfuse3.ENOATTR)
+            fm = self.files.get(inode)
+            size = fm.size if fm is not None else node.size
+            value = self.store.file_figures(inode, size)[key]
+            return (f"{value:.2f}" if key == "ratio" else str(round(value))).encode()
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx):
+        with _errno():
+            if inode == CONTROL_DIR and name == b"user.lzfs.gc":
+                await self.gc()
+                return
+            raise FsError(errno.ENOTSUP)
+
+    async def removexattr(self, inode: int, name: bytes, ctx):
+        with _errno():
+            raise FsError(errno.ENOTSUP)
 
     async def release(self, fh: int) -> None:
         with _errno():
             h = self.handles.pop(fh)
+            if self.control_handles.pop(fh, None) is not None:
+                return
             fm = self.files.get(h.ino)
             if fm is None:
                 return

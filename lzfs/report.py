@@ -6,7 +6,8 @@ figures of all snapshots plus the shared blocks add up to the store (the model o
 analyze`). Byte figures come in two currencies:
 
 * ``*_raw``: uncompressed bytes of distinct blocks (exact, independent of compression);
-* stored bytes: each block's share of its compressed frame (``len * frame_stored / frame_raw``).
+* stored bytes: each block's share of its frame record in the pack (``len * record / raw``),
+  headers included, so the shares of all live blocks add up to what the packs hold.
 
 A snapshot is a directory that directly holds CRIU images (inventory.img, pagemap-*.img or
 pages-*.img); it is complete when inventory.img is there (CRIU writes it last).
@@ -40,7 +41,8 @@ class Figures:
     unique_raw: int = 0       # distinct block bytes no other group references
     unique: float = 0.0       # their compressed bytes: what deleting it frees
     shared: float = 0.0       # stored - unique
-    shared_with: dict[str, float] = field(default_factory=dict)
+    shared_with: dict[str, float] = field(default_factory=dict)      # stored bytes
+    shared_with_raw: dict[str, int] = field(default_factory=dict)    # block bytes
     complete: bool | None = None
 
     @property
@@ -106,7 +108,7 @@ def load_tree(store: Store) -> Tree:
 def _block_shares(store: Store) -> dict[int, tuple[int, float]]:
     """block id -> (raw length, compressed share) for live blocks."""
     return {b: (n, n * st / raw if raw else 0.0) for b, n, st, raw in store.db.execute(
-        "SELECT b.id, b.len, f.stored, f.raw FROM blocks b JOIN frames f ON f.id = b.frame "
+        "SELECT b.id, b.len, f.rlen, f.raw FROM blocks b JOIN frames f ON f.id = b.frame "
         "WHERE b.refs > 0")}
 
 
@@ -139,6 +141,7 @@ def account(store: Store, group_of: dict[int, str], tree: Tree) -> dict[str, Fig
                 for other in groups:
                     if other != g:
                         f.shared_with[other] = f.shared_with.get(other, 0.0) + share
+                        f.shared_with_raw[other] = f.shared_with_raw.get(other, 0) + raw
     for f in figs.values():
         f.zero = f.logical - f.referenced
     return figs

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -98,6 +98,8 @@ class Store:
                     log.warning("recovery: %s", action)
                 self.packs.start(committed)
             self._frame_locs: OrderedDict[int, FrameLoc] = OrderedDict()
+            self._pins: Counter[int] = Counter()  # blocks resolved by writes not yet recorded
+            self.garbage = False  # set when a reference count drops: gc has work
         except BaseException:
             self.lock.release()
             raise
@@ -174,6 +176,7 @@ class Store:
                             [(b,) for b in block_ids])
 
     def decref(self, block_ids: list[int]) -> None:
+        self.garbage = True
         self.db.executemany("UPDATE blocks SET refs = refs - 1 WHERE id = ?",
                             [(b,) for b in block_ids])
 
@@ -266,26 +269,68 @@ class Store:
         return StoreStats(files, dirs, logical, referenced, unique, stored,
                           logical - referenced, blocks, frames, garbage, pack_bytes)
 
-    def gc(self) -> tuple[int, int]:
-        """Drop blocks no extent references; punch out frames left with no live block.
-        Returns (blocks removed, bytes given back). Frames still holding a live block stay
-        whole: their dead bytes are counted as garbage until those blocks die too."""
-        self.commit()
-        dead_frames = self.db.execute(
+    def collect_garbage(self) -> tuple[int, list[tuple[int, int, int, int]]]:
+        """Drop blocks no extent references (except pinned ones, which a write in flight has
+        just resolved) and the frames left with no block. Returns (blocks removed, frames to
+        punch); punch them only after the next commit, when no committed row names them.
+        Frames still holding a live block stay whole: their dead bytes are reported as
+        garbage until those blocks die too."""
+        pinned = [b for b, n in self._pins.items() if n > 0]
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS pinned(id INTEGER PRIMARY KEY)")
+        self.db.execute("DELETE FROM pinned")
+        self.db.executemany("INSERT INTO pinned VALUES (?)", [(b,) for b in pinned])
+        removed = self.db.execute(
+            "DELETE FROM blocks WHERE refs <= 0 AND id NOT IN (SELECT id FROM pinned)").rowcount
+        dead = self.db.execute(
             "SELECT id, pack, off, rlen FROM frames WHERE NOT EXISTS "
-            "(SELECT 1 FROM blocks WHERE blocks.frame = frames.id AND blocks.refs > 0)"
-        ).fetchall()
-        removed = self.db.execute("DELETE FROM blocks WHERE refs <= 0 AND frame IN "
-                                  "(SELECT id FROM frames WHERE NOT EXISTS (SELECT 1 FROM blocks b "
-                                  "WHERE b.frame = frames.id AND b.refs > 0))").rowcount
-        self.db.executemany("DELETE FROM frames WHERE id = ?", [(f[0],) for f in dead_frames])
-        self.commit()  # the metadata no longer names them: now their bytes can go
-        freed = 0
-        for frame_id, pack, off, rlen in dead_frames:
+            "(SELECT 1 FROM blocks WHERE blocks.frame = frames.id)").fetchall()
+        self.db.executemany("DELETE FROM frames WHERE id = ?", [(f[0],) for f in dead])
+        for frame_id, *_ in dead:
             self._frame_locs.pop(frame_id, None)
+        self.garbage = False
+        return removed, dead
+
+    def punch(self, frames: list[tuple[int, int, int, int]]) -> int:
+        """Give back the space of collected frames (any thread). Returns bytes freed."""
+        freed = 0
+        for _, pack, off, rlen in frames:
             self.packs.punch(pack, off, rlen)
             freed += rlen
-        return removed, freed
+        return freed
+
+    def gc(self) -> tuple[int, int]:
+        """Offline gc: collect, commit, punch. Returns (blocks removed, bytes given back)."""
+        removed, frames = self.collect_garbage()
+        self.commit()
+        return removed, self.punch(frames)
+
+    def pin(self, block_ids) -> None:
+        for b in block_ids:
+            self._pins[b] += 1
+
+    def unpin(self, block_ids) -> None:
+        for b in block_ids:
+            self._pins[b] -= 1
+            if self._pins[b] <= 0:
+                del self._pins[b]
+
+    def file_figures(self, ino: int, size: int) -> dict[str, float]:
+        """Per-file figures for getfattr: what it holds, stores, and alone stores."""
+        referenced, = self.db.execute(
+            "SELECT COALESCE(SUM(len), 0) FROM extents WHERE ino=?", (ino,)).fetchone()
+        blocks = stored = unique = 0.0
+        for n, refs, mine, fstored, fraw in self.db.execute(
+                "SELECT b.len, b.refs, COUNT(*), f.rlen, f.raw FROM extents e "
+                "JOIN blocks b ON b.id = e.block JOIN frames f ON f.id = b.frame "
+                "WHERE e.ino=? GROUP BY b.id", (ino,)):
+            share = n * fstored / fraw if fraw else 0.0
+            blocks += 1
+            stored += share
+            if refs <= mine:
+                unique += share
+        return {"logical": size, "referenced": referenced, "zero": size - referenced,
+                "blocks": blocks, "stored": stored, "unique": unique,
+                "ratio": size / stored if stored else 0.0}
 
 
 def _seed_from_key(key: bytes | None) -> int:

@@ -8,8 +8,8 @@ D/trigger: when present, it recomputes the checksum into D/result and removes th
 D/stop makes it exit. It opens files only briefly, so CRIU finds nothing open to restore.
 
 Profiles: `llm` weights, zeroed KV cache and text heap, a third each;
-`random` incompressible bytes; `replica` like `llm`, but the weights depend on --weights-seed
-only, so several replicas share them while their heaps and caches differ.
+`random` incompressible bytes; `replica` weights 60%, KV cache 30%, heap 10%, the weights depending on
+--weights-seed only, so several replicas share them while their heaps differ.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ def build(profile: str, size: int, seed: int, weights_seed: int) -> list:
     if profile == "random":
         arrays.append(np.frombuffer(rng.bytes(size), dtype=np.uint8).copy())
         return arrays
-    w_bytes = size // 3
-    kv_bytes = size // 3
+    if profile == "replica":  # a served model: the weights dominate
+        w_bytes, kv_bytes = size * 6 // 10, size * 3 // 10
+    else:
+        w_bytes, kv_bytes = size // 3, size // 3
     heap_bytes = size - w_bytes - kv_bytes
     wrng = np.random.default_rng(weights_seed if profile == "replica" else seed)
     weights = (wrng.standard_normal(w_bytes // 2, dtype=np.float32) * 0.02).astype(np.float16)

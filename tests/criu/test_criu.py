@@ -137,3 +137,30 @@ def test_criu_is_a_real_criu():
     out = subprocess.run([*cmd.split(), "--version"], capture_output=True, text=True).stdout
     assert "Version: " in out
     assert int(out.split("Version: ")[1].split(".")[0]) >= 4
+
+
+def test_four_replicas_store_in_less_than_one_and_a_half(mounted, workload):
+    """Four replicas of one model server (same weights, different heaps and addresses)."""
+    stored = []
+    for i in range(4):
+        w = workload(size="120M", profile="replica", seed=100 + i, weights_seed=7)
+        snap = mounted.mnt / f"replica-{i}"
+        snap.mkdir()
+        run_criu("dump", snap, "-t", str(w.pid), "--shell-job")
+        w.wait_gone()
+        mounted.remount()
+        stored.append(_store_bytes(mounted))
+    one = stored[0]
+    assert stored[-1] < 1.5 * one, stored
+    import json
+
+    from tests.conftest import lzfs_cmd
+
+    rep = json.loads(lzfs_cmd("report", str(mounted.mnt), "--json").stdout)
+    groups = {g["name"]: g for g in rep["groups"]}
+    assert all(groups[f"replica-{i}"]["shared"] > groups[f"replica-{i}"]["unique"]
+               for i in range(4))
+    regions = json.loads(lzfs_cmd("report", str(mounted.mnt), "--json", "--by",
+                                  "region").stdout)
+    anon = [r for s in regions["snapshots"] for r in s["regions"] if r["region"] == "[anon]"]
+    assert anon and all(r["shared_raw"] > 0 for r in anon)
