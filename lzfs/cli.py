@@ -103,6 +103,30 @@ def cmd_report(args: argparse.Namespace) -> None:
         render.print_report(data)
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .transfer import copy_tree, inside_mount
+
+    dst = Path(args.dest)
+    if not inside_mount(dst.parent):
+        raise LzfsError(f"{dst} is not inside an lzfs mount")
+    files, total = copy_tree(Path(args.source), dst, show_progress=not args.quiet)
+    print(f"imported {files} files, {human(total)}, into {dst} (verified)")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .transfer import copy_tree, inside_mount
+
+    src = Path(args.source)
+    if not inside_mount(src):
+        raise LzfsError(f"{src} is not inside an lzfs mount")
+    files, total = copy_tree(src, Path(args.dest), show_progress=not args.quiet)
+    print(f"exported {files} files, {human(total)}, to {args.dest} (verified)")
+
+
 def cmd_gc(args: argparse.Namespace) -> None:
     import os
 
@@ -177,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--by", choices=["snapshot", "file", "region"], default="snapshot")
     s.add_argument("--json", action="store_true", help="machine-readable (docs/report.md)")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("import", help="bring a plain CRIU images directory into a mount")
+    s.add_argument("source", metavar="PLAIN_DIR")
+    s.add_argument("dest", metavar="MNT/NAME")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("export", help="write a plain copy any CRIU can restore from")
+    s.add_argument("source", metavar="MNT/NAME")
+    s.add_argument("dest", metavar="PLAIN_DIR")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("gc", help="give back the space of blocks no file uses")
     s.add_argument("store", metavar="STORE_OR_MOUNT")
