@@ -142,3 +142,14 @@ def test_store_files_are_private(store_path):
     for p in (store_path / "packs").iterdir():
         assert (p.stat().st_mode & 0o777) == 0o600
     sqlite3.connect(store_path / "meta.db").close()
+
+
+def test_a_random_page_read_decompresses_at_most_256_kib(store_path):
+    store = Store(store_path)
+    try:
+        _ingest(store, b"compressible text " * 1_000_000 + os.urandom(3 << 20))
+        biggest = store.db.execute("SELECT MAX(raw), MAX(len) FROM frames, blocks").fetchone()
+        assert biggest[0] <= 256 * 1024
+        assert biggest[1] <= 256 * 1024
+    finally:
+        store.close()

@@ -1,0 +1,301 @@
+"""`scripts/bench`: CRIU dump and restore of a generated model-server process, three ways, side
+by side in one run, unthrottled and with storage throttled (blkio cgroup v1):
+
+1. ``plain``: CRIU into a plain directory (the uncompressed baseline);
+2. ``lz4``: the standard file-based way: dump to a plain directory, then ``lz4 -1`` its pages
+   files; restore by decompressing into a temporary directory and restoring from it;
+3. ``lzfs``: CRIU into an lzfs mount.
+
+Page cache is dropped before every dump and restore. A dump counts until its data is durable
+(``sync`` of the directory; for lzfs an fsync of the mount root, which commits), since a dump
+that sits in the page cache has not finished. Every figure is also given as a ratio to
+``plain`` of the same storage setting. Results: a table on stdout, JSON and a PNG chart in
+--out. Beside it, a FUSE micro-benchmark reads one pages file sequentially (O_DIRECT, 1 MiB)
+and at random (4 KiB) through the mount and from the plain directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..render import human
+from .criu import Workload, criu_command, criu_unusable_reason
+from .workload import parse_size
+
+CGROUP = Path("/sys/fs/cgroup/blkio/lzfs-bench")
+
+
+def sh(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+class Throttle:
+    """A blkio cgroup limiting read and write bandwidth of the processes put into it."""
+
+    def __init__(self, mbps: int | None) -> None:
+        self.mbps = mbps
+        self.dev = Path("/sys/block/vda/dev").read_text().strip() if mbps else None
+        if mbps:
+            CGROUP.mkdir(exist_ok=True)
+            for f in ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"):
+                (CGROUP / f).write_text(f"{self.dev} {mbps * 1_000_000}\n")
+
+    def prefix(self) -> list[str]:
+        """Run a command inside the cgroup."""
+        if not self.mbps:
+            return []
+        return ["sh", "-c", f'echo $$ > {CGROUP}/cgroup.procs && exec "$@"', "throttled"]
+
+    def add(self, pid: int) -> None:
+        if self.mbps:
+            (CGROUP / "cgroup.procs").write_text(f"{pid}\n")
+
+    def close(self) -> None:
+        if self.mbps and CGROUP.exists():
+            for f in ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"):
+                (CGROUP / f).write_text(f"{self.dev} 0\n")
+
+
+def criu(throttle: Throttle, action: str, images: Path, *args: str) -> float:
+    # cgroups are left alone: restoring the tasks' old blkio membership would take them out of
+    # the throttled group (and it is the same for every method)
+    cmd = [*throttle.prefix(), *(criu_command() or []), action, "-D", str(images), "-o",
+           f"{action}.log", "--manage-cgroups=ignore", *args]
+    t = time.monotonic()
+    res = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if res.returncode:
+        raise RuntimeError(f"criu {action} failed: {res.stderr[-500:]} (see {images}/{action}.log)")
+    return time.monotonic() - t
+
+
+def dir_bytes(d: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in d.rglob("*") if p.is_file())
+
+
+class LzfsMount:
+    def __init__(self, work: Path, throttle: Throttle) -> None:
+        self.store, self.mnt = work / "store", work / "mnt"
+        self.throttle = throttle
+        self.mnt.mkdir()
+        sh(sys.executable, "-m", "lzfs", "mkfs", str(self.store))
+        self.mount()
+
+    def mount(self) -> None:
+        sh(sys.executable, "-m", "lzfs", "mount", str(self.store), str(self.mnt))
+        self.throttle.add(self.pid())
+
+    def pid(self) -> int:
+        return int((self.store / "lock").read_text().strip())
+
+    def peak_rss(self) -> int:
+        for line in Path(f"/proc/{self.pid()}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def commit(self) -> None:
+        fd = os.open(self.mnt, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def umount(self) -> None:
+        sh(sys.executable, "-m", "lzfs", "umount", str(self.mnt))
+
+    def stored(self) -> int:
+        return dir_bytes(self.store / "packs")
+
+
+def start_processes(work: Path, profile: str, size: int) -> list[Workload]:
+    if profile == "replicas":
+        return [Workload.start(work / f"ctl{i}", size=str(size // 4), profile="replica",
+                               seed=10 + i, weights_seed=99) for i in range(4)]
+    return [Workload.start(work / "ctl0", size=str(size), profile=profile, seed=10)]
+
+
+def run_method(method: str, work: Path, profile: str, size: int, throttle: Throttle,
+               micro: bool) -> dict:
+    work.mkdir(parents=True)
+    procs = start_processes(work, profile, size)
+    fs = LzfsMount(work, throttle) if method == "lzfs" else None
+    base = fs.mnt if fs else work / "images"
+    base.mkdir(exist_ok=True)
+    dirs = [base / f"snap{i}" for i in range(len(procs))]
+    row: dict = {"method": method}
+    drop_caches()
+    t = time.monotonic()
+    for w, d in zip(procs, dirs):
+        d.mkdir()
+        criu(throttle, "dump", d, "-t", str(w.pid), "--shell-job")
+    if method == "lz4":
+        for d in dirs:
+            for p in d.glob("pages-*.img"):
+                sh(*throttle.prefix(), "lz4", "-1", "-q", "--rm", str(p), str(p) + ".lz4")
+    if fs:
+        fs.commit()
+    else:
+        sh(*throttle.prefix(), "sync", "-f", str(base))
+    row["dump_s"] = time.monotonic() - t
+    for w in procs:
+        w.wait_gone()
+    row["stored"] = fs.stored() if fs else dir_bytes(base)
+    row["logical"] = sum(p.stat().st_size for d in dirs for p in d.iterdir() if p.is_file())
+    if fs:
+        fs.umount()  # the restore reads what is on disk, through a fresh daemon
+        fs.mount()
+    drop_caches()
+    t = time.monotonic()
+    restore_dirs = dirs
+    if method == "lz4":
+        tmp = work / "restore-tmp"
+        restore_dirs = []
+        for d in dirs:
+            r = tmp / d.name
+            shutil.copytree(d, r, ignore=shutil.ignore_patterns("*.lz4"))
+            for p in d.glob("pages-*.img.lz4"):
+                sh(*throttle.prefix(), "lz4", "-d", "-q", str(p), str(r / p.name[:-4]))
+            restore_dirs.append(r)
+    for d in restore_dirs:
+        criu(throttle, "restore", d, "--shell-job", "-d")
+    row["restore_s"] = time.monotonic() - t
+    row["intact"] = all(w.ask_checksum() == w.checksum for w in procs)
+    for w in procs:
+        w.stop()
+    if fs:
+        row["daemon_peak_rss"] = fs.peak_rss()
+        if micro:
+            row["micro"] = micro_bench(dirs[0] / "pages-1.img")
+        fs.umount()
+    elif micro and method == "plain":
+        row["micro"] = micro_bench(dirs[0] / "pages-1.img")
+    shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
+def micro_bench(path: Path) -> dict:
+    """MB/s of one pages file: sequential O_DIRECT 1 MiB reads, warm (second pass), and 2000
+    random 4 KiB reads."""
+    size = path.stat().st_size
+    out = {}
+    for _ in range(2):
+        t = time.monotonic()
+        sh("dd", f"if={path}", "of=/dev/null", "bs=1M", "iflag=direct")
+        out["seq_MBps"] = size / (time.monotonic() - t) / 1e6
+    rnd = random.Random(1)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        t = time.monotonic()
+        for _ in range(2000):
+            os.pread(fd, 4096, rnd.randrange(0, max(size // 4096, 1)) * 4096)
+        out["rand4k_MBps"] = 2000 * 4096 / (time.monotonic() - t) / 1e6
+    finally:
+        os.close(fd)
+    return out
+
+
+def chart(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, dump, restore, stored = [], [], [], []
+    for r in results:
+        if r["method"] == "plain":
+            continue
+        labels.append(f"{r['method']}\n{r['storage']}")
+        dump.append(r["dump_ratio"])
+        restore.append(r["restore_ratio"])
+        stored.append(r["stored_ratio"])
+    x = range(len(labels))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    w = 0.27
+    ax.bar([i - w for i in x], dump, w, label="dump time")
+    ax.bar(list(x), restore, w, label="restore time")
+    ax.bar([i + w for i in x], stored, w, label="stored bytes")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(list(x), labels)
+    ax.set_ylabel("ratio to plain CRIU (lower is better)")
+    ax.set_title("lzfs vs plain CRIU vs dump+lz4 (same storage setting)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--profile", choices=["llm", "random", "replicas"], default="llm")
+    ap.add_argument("--size", default="2G", help="process memory (default 2G)")
+    ap.add_argument("--throttle-mbps", type=int, default=200,
+                    help="throttled storage bandwidth in MB/s (0: unthrottled run only)")
+    ap.add_argument("--methods", default="plain,lz4,lzfs")
+    ap.add_argument("--out", default="bench-results")
+    args = ap.parse_args()
+    reason = criu_unusable_reason()
+    if reason:
+        print(f"bench: {reason}", file=sys.stderr)
+        return 1
+    size = parse_size(args.size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(f"/var/tmp/lzfs-bench-{os.getpid()}")
+    settings = [None] + ([args.throttle_mbps] if args.throttle_mbps else [])
+    results = []
+    for mbps in settings:
+        storage = f"{mbps} MB/s" if mbps else "unthrottled"
+        throttle = Throttle(mbps)
+        try:
+            for method in args.methods.split(","):
+                print(f"[bench] {args.profile} {human(size)} {method} {storage} ...", flush=True)
+                row = run_method(method, work / f"{method}-{mbps or 0}", args.profile, size,
+                                 throttle, micro=mbps is None)
+                row["storage"] = storage
+                results.append(row)
+        finally:
+            throttle.close()
+    for r in results:
+        base = next(b for b in results if b["method"] == "plain" and b["storage"] == r["storage"])
+        r["dump_ratio"] = r["dump_s"] / base["dump_s"]
+        r["restore_ratio"] = r["restore_s"] / base["restore_s"]
+        r["stored_ratio"] = r["stored"] / base["stored"]
+    header = (f"{'method':<6} {'storage':<12} {'dump s':>7} {'x':>5} {'restore s':>9} {'x':>5} "
+              f"{'stored':>10} {'x':>5} {'RSS':>9} intact")
+    print(f"\nprofile {args.profile}, {human(size)}, CRIU {criu_command()}\n{header}")
+    for r in results:
+        rss = human(r["daemon_peak_rss"]) if "daemon_peak_rss" in r else "-"
+        print(f"{r['method']:<6} {r['storage']:<12} {r['dump_s']:7.2f} {r['dump_ratio']:5.2f} "
+              f"{r['restore_s']:9.2f} {r['restore_ratio']:5.2f} {human(r['stored']):>10} "
+              f"{r['stored_ratio']:5.2f} {rss:>9} {r['intact']}")
+    for r in results:
+        if "micro" in r:
+            m = r["micro"]
+            print(f"micro {r['method']:<6} sequential O_DIRECT 1 MiB {m['seq_MBps']:7.0f} MB/s, "
+                  f"random 4 KiB {m['rand4k_MBps']:6.1f} MB/s")
+    meta = {"profile": args.profile, "size": size, "throttle_mbps": args.throttle_mbps,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
+    (out / f"bench-{args.profile}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    try:
+        chart(results, out / f"bench-{args.profile}.png")
+    except ImportError:
+        print("bench: matplotlib missing, no chart (pip install '.[bench]')", file=sys.stderr)
+    print(f"\nwrote {out}/bench-{args.profile}.json and .png")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(r["intact"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
