@@ -89,7 +89,7 @@ def _open_readonly(path: str):
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from . import report, render
+    from . import render, report
 
     store = _open_readonly(args.path)
     try:

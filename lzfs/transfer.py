@@ -16,8 +16,14 @@ import stat
 from pathlib import Path
 
 import xxhash
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from .errors import LzfsError
 from .mounts import lzfs_mounts

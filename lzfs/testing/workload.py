@@ -22,9 +22,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-_WORDS = ("the model attends to every token in the context window and the cache keeps keys "
-          "and values for each layer so that generation does not recompute them prompt "
-          "completion request latency batch scheduler sampling temperature logits").split()
+_WORDS = ["the", "model", "attends", "to", "every", "token", "in", "the", "context", "window", "and", "the", "cache", "keeps", "keys", "and", "values", "for", "each", "layer", "so", "that", "generation", "does", "not", "recompute", "them", "prompt", "completion", "request", "latency", "batch", "scheduler", "sampling", "temperature", "logits"]
 
 
 def parse_size(text: str) -> int:

@@ -17,8 +17,7 @@ def _plain_snapshot(d, size: int, seed: int) -> None:
     d.mkdir()
     rnd = random.Random(seed)
     with open(d / "pages-1.img", "wb") as f:
-        for _ in range(size >> 20):
-            f.write(rnd.randbytes(1 << 20))
+        f.writelines(rnd.randbytes(1 << 20) for _ in range(size >> 20))
         f.write(bytes(size // 2))
     (d / "inventory.img").write_bytes(b"inv")
     (d / "dump.log").write_text("log\n")

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lzfs.codec import (FRAME_MAX, Codec, block_hash, decode_frame, encode_frame,
-                        parse_frame_header)
+from lzfs.codec import FRAME_MAX, Codec, block_hash, decode_frame, encode_frame, parse_frame_header
 from lzfs.errors import CorruptDataError
 
 

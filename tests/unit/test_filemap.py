@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.lowlevel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -204,7 +205,7 @@ def test_unaligned_stream_with_background_encoder_finishes(tmp_path):
                 await fm.write(0, data[:100])
                 for off in range(100, len(data), 256 * 1024):
                     await fm.write(off, data[off:off + 256 * 1024])
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
                 await fm.flush()
                 assert await fm.read(0, len(data)) == data
                 nursery.cancel_scope.cancel()
