@@ -8,15 +8,15 @@ class LzfsError(Exception):
 
 
 class NotAStoreError(LzfsError):
-    pass
+    """The path is not an lzfs store (or mkfs was pointed at a non-empty directory)."""
 
 
 class FormatVersionError(LzfsError):
-    pass
+    """The store was written by a newer lzfs; nothing is changed."""
 
 
 class StoreBusyError(LzfsError):
-    pass
+    """Another process (a mounted daemon, fsck, gc) holds the store's lock."""
 
 
 class CorruptDataError(LzfsError):
