@@ -127,6 +127,14 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"exported {files} files, {human(total)}, to {args.dest} (verified)")
 
 
+def _pack_bytes(path: str) -> int:
+    store = _open_readonly(path)
+    try:
+        return store.stats().pack_bytes
+    finally:
+        store.close()
+
+
 def cmd_gc(args: argparse.Namespace) -> None:
     import os
 
@@ -135,18 +143,9 @@ def cmd_gc(args: argparse.Namespace) -> None:
 
     m = find_mount(args.store)
     if m is not None:  # the daemon owns the store: ask it (setxattr on .lzfs runs its gc)
-        before = Store(m.store, readonly=True)
-        try:
-            pack_before = before.stats().pack_bytes
-        finally:
-            before.close()
+        before = _pack_bytes(args.store)
         os.setxattr(m.mountpoint / ".lzfs", "user.lzfs.gc", b"1")
-        after = Store(m.store, readonly=True)
-        try:
-            pack_after = after.stats().pack_bytes
-        finally:
-            after.close()
-        print(f"gave back {human(max(pack_before - pack_after, 0))}")
+        print(f"gave back {human(max(before - _pack_bytes(args.store), 0))}")
         return
     store = Store(args.store)
     try:

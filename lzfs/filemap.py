@@ -92,7 +92,11 @@ class FileMap:
 
     # ---- reading ---------------------------------------------------------------------------
 
-    async def read(self, off: int, size: int, ra: Readahead | None = None) -> bytes:
+    async def read(self, off: int, size: int, ra: Readahead | None = None
+                   ) -> bytes | bytearray | memoryview:
+        """Bytes [off, off+size) clipped to the file size, as a bytes-like object: a read that
+        falls inside one decoded frame is a zero-copy view of it (pyfuse3 replies from any
+        buffer), so the FUSE hot path copies each byte once, into the reply."""
         end = min(off + size, self.size)
         if off >= end:
             return b""
@@ -117,13 +121,13 @@ class FileMap:
         frames = await self.cache.get(list(dict.fromkeys(p[1] for p in parts)))
         if len(parts) == 1 and pend is None and parts[0][3] == end - off:
             _, fid, src, n = parts[0]
-            return frames[fid][src:src + n]
+            return memoryview(frames[fid])[src:src + n]
         out = bytearray(end - off)
         for dst, fid, src, n in parts:
             out[dst:dst + n] = memoryview(frames[fid])[src:src + n]
         if pend is not None:
             out[pend[0]:pend[0] + len(pend[1])] = pend[1]
-        return bytes(out)
+        return out
 
     def frames_between(self, lo: int, hi: int) -> list[int]:
         """Frame ids of the extents overlapping [lo, hi), in file order, without repeats."""
@@ -323,7 +327,7 @@ class FileMap:
                 # i = first extent starting at or after size; the one before may straddle it
                 if i > 0 and self.exts[i - 1].off + self.exts[i - 1].len > size:
                     e = self.exts[i - 1]
-                    head = await self.read(e.off, size - e.off)
+                    head = bytes(await self.read(e.off, size - e.off))
                     self._remove_exts(i - 1, len(self.exts))
                     new, _ = await self._ingest(head, e.off, True)
                     self._add_exts(new)

@@ -185,11 +185,13 @@ def file_report(store: Store) -> dict:
 def read_file(store: Store, ino: int, size: int) -> bytes:
     """A whole (small) file's bytes, straight from the store: for parsing images."""
     out = bytearray(size)
+    decoded: dict[int, bytes] = {}  # several blocks of a small file share one frame
     for off, n, frame, foff in store.db.execute(
             "SELECT e.off, e.len, b.frame, b.foff FROM extents e JOIN blocks b "
             "ON b.id = e.block WHERE e.ino=? ORDER BY e.off", (ino,)):
-        raw = store.read_frame(store.frame_loc(frame))
-        out[off:off + n] = raw[foff:foff + n]
+        if frame not in decoded:
+            decoded[frame] = store.read_frame(store.frame_loc(frame))
+        out[off:off + n] = decoded[frame][foff:foff + n]
     return bytes(out[:size])
 
 

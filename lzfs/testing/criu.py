@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 class CriuError(RuntimeError):
-    pass
+    """CRIU exited non-zero; the message carries the error lines of its log."""
 
 
 def criu_command() -> list[str] | None:
