@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -62,7 +63,8 @@ class FileMap:
         self._idle.set()
         self._progress = trio.Event()
         self._error: BaseException | None = None
-        self.stored = sum(self._share(e) for e in exts)
+        self._uses: Counter[int] = Counter(e.block for e in exts)
+        self.stored = sum(self._share(e) for e in {e.block: e for e in exts}.values())
         self.nursery: trio.Nursery | None = None
         self.opens = 0
 
@@ -77,6 +79,9 @@ class FileMap:
     # ---- figures ---------------------------------------------------------------------------
 
     def _share(self, e: Ext) -> float:
+        """The compressed bytes of ``e``'s block. A block the file holds several times (a page
+        repeated across a pages image) is stored once, so it is counted once: st_blocks, and so
+        ``du``, agree with the getfattr figures (Store.file_figures)."""
         loc = self.store.frame_loc(e.frame)
         return e.len * loc.rlen / loc.raw if loc.raw else 0.0
 
@@ -272,7 +277,10 @@ class FileMap:
         self.store.incref([e.block for e in new])
         self.store.db.executemany("INSERT INTO extents(ino, off, len, block) VALUES (?,?,?,?)",
                                   [(self.ino, e.off, e.len, e.block) for e in new])
-        self.stored += sum(self._share(e) for e in new)
+        for e in new:
+            self._uses[e.block] += 1
+            if self._uses[e.block] == 1:
+                self.stored += self._share(e)
         if not self.exts or new[0].off >= self.exts[-1].off:
             self.exts.extend(new)
             self.offs.extend(e.off for e in new)
@@ -289,7 +297,11 @@ class FileMap:
         self.store.decref([e.block for e in gone])
         self.store.db.executemany("DELETE FROM extents WHERE ino=? AND off=?",
                                   [(self.ino, e.off) for e in gone])
-        self.stored -= sum(self._share(e) for e in gone)
+        for e in gone:
+            self._uses[e.block] -= 1
+            if not self._uses[e.block]:
+                del self._uses[e.block]
+                self.stored -= self._share(e)
         del self.exts[lo:hi]
         del self.offs[lo:hi]
 

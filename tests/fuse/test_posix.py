@@ -8,6 +8,8 @@ import stat
 
 import pytest
 
+from lzfs.chunker import Chunker
+
 
 def test_files_dirs_and_symlinks(mounted):
     m = mounted.mnt
@@ -76,9 +78,20 @@ def test_truncate_chmod_utimens_statfs_link(mounted):
     os.close(fd)
 
 
-def test_sizes_are_exact_and_du_shows_stored_bytes(mounted):
+def _page(boundary: bool) -> bytes:
+    """A random page that does (or does not) end a block by its content: a repeated boundary
+    page becomes one block per page, the other kind 64-page blocks. Both must dedup."""
+    chunker = Chunker()
+    while True:
+        page = os.urandom(4096)
+        if bool(chunker.page_classes(page, 0, 1)[1][0]) == boundary:
+            return page
+
+
+@pytest.mark.parametrize("boundary", [False, True], ids=["long-blocks", "page-blocks"])
+def test_sizes_are_exact_and_du_shows_stored_bytes(mounted, boundary):
     p = mounted.mnt / "pages-1.img"
-    page = os.urandom(4096)
+    page = _page(boundary)
     with open(p, "wb") as f:
         f.write(page * 256)          # 1 MiB of one repeated page: compresses to almost nothing
         f.write(bytes(4 << 20))      # zero pages: stored as nothing
@@ -86,6 +99,8 @@ def test_sizes_are_exact_and_du_shows_stored_bytes(mounted):
     st = p.stat()
     assert st.st_size == (1 << 20) + (4 << 20) + 12345
     assert st.st_blocks * 512 < 200_000
+    stored = float(os.getxattr(p, "user.lzfs.stored"))
+    assert abs(st.st_blocks * 512 - stored) < 512 + 1
 
 
 def test_odd_and_overlong_names(mounted):
