@@ -24,17 +24,25 @@ def cmd_mkfs(args: argparse.Namespace) -> None:
 def cmd_mount(args: argparse.Namespace) -> None:
     from . import daemon
 
-    extra = [o for opt in args.o for o in opt.split(",")]
+    extra = []
+    for o in (o for opt in args.o for o in opt.split(",")):
+        if o.startswith("domain="):  # so that fstab lines can name it: -o domain=tenant-a
+            args.domain = o.partition("=")[2]
+        elif o:
+            extra.append(o)
     if not args.foreground:
         tail = (["--allow-other"] if args.allow_other else []) + \
                [f"--cache-mb={args.cache_mb}"] + [f"-o{o}" for o in extra]
+        if args.domain:
+            tail.append(f"--domain={args.domain}")
         if args.debug:
             tail.append("--debug")
         daemon.spawn(args.store, args.mountpoint, tail, args.log)
         return
     _setup_logging(args.log, args.debug)
     daemon.serve(args.store, args.mountpoint, allow_other=args.allow_other,
-                 cache_mb=args.cache_mb, options=extra, ready_fd=args.ready_fd)
+                 cache_mb=args.cache_mb, options=extra, ready_fd=args.ready_fd,
+                 domain=args.domain)
 
 
 def cmd_umount(args: argparse.Namespace) -> None:
@@ -155,6 +163,26 @@ def cmd_gc(args: argparse.Namespace) -> None:
     print(f"removed {removed} unreferenced blocks, gave back {human(freed)}")
 
 
+def cmd_fsck(args: argparse.Namespace) -> int:
+    from . import render
+    from .fsck import fsck
+    from .mounts import find_mount
+
+    logging.getLogger("lzfs.store").setLevel(logging.ERROR)  # recovery: listed under repaired
+    if find_mount(args.store) is not None:
+        raise LzfsError(f"{args.store} is a mount point: fsck wants the unmounted store "
+                        f"('lzfs umount {args.store}' first)")
+    with render.byte_progress("verifying frames", quiet=args.quiet or args.json) as progress:
+        result = fsck(args.store, repair=args.repair, progress=progress)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        render.print_fsck(result)
+    if result.clean:
+        return 0
+    return 4 if not args.repair or result.remaining else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lzfs", description=__doc__)
     p.add_argument("--version", action="version", version=f"lzfs {__version__}")
@@ -178,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let users other than the mounter in (kernel permission checks apply)")
     s.add_argument("--cache-mb", type=int, default=128,
                    help="decoded-frame cache size in MiB (default 128)")
+    s.add_argument("--domain", default="", metavar="NAME",
+                   help="dedup domain (also -o domain=NAME): data written through this mount "
+                        "dedups only with data written in the same domain (docs/reliability.md)")
     s.add_argument("--log", help="log file (default: STORE/lzfs.log in the background, "
                                  "stderr with -f)")
     s.add_argument("--debug", action="store_true")
@@ -213,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_export)
 
+    s = sub.add_parser("fsck", help="verify every block and the metadata of an unmounted store",
+                       description="Exit status: 0 clean, 1 errors found and all repaired, "
+                                   "4 errors left (or found, without --repair).")
+    s.add_argument("store")
+    s.add_argument("--repair", action="store_true",
+                   help="mend what can be mended without losing intact data (see docs/"
+                        "reliability.md)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_fsck)
+
     s = sub.add_parser("gc", help="give back the space of blocks no file uses")
     s.add_argument("store", metavar="STORE_OR_MOUNT")
     s.set_defaults(func=cmd_gc)
@@ -230,14 +272,14 @@ def _setup_logging(path: str | None, debug: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except LzfsError as exc:
         print(f"lzfs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("lzfs: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -38,14 +38,15 @@ def fuse_options(store: Store, allow_other: bool, extra: list[str]) -> set[str]:
 
 
 def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
-          cache_mb: int = 128, options: list[str] | None = None, ready_fd: int = -1) -> None:
+          cache_mb: int = 128, options: list[str] | None = None, ready_fd: int = -1,
+          domain: str = "") -> None:
     """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP)."""
     mnt = Path(mountpoint)
     if not mnt.is_dir():
         raise LzfsError(f"mount point {mountpoint} does not exist or is not a directory")
     if os.path.ismount(mnt):
         raise LzfsError(f"{mountpoint} is already a mount point; unmount it first")
-    store = Store(store_path)
+    store = Store(store_path, domain=domain)
     try:
         ops = LzfsOperations(store, cache_bytes=cache_mb << 20)
         try:
@@ -56,7 +57,8 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
     except BaseException:
         store.close()
         raise
-    log.info("mounted %s on %s", store.root, mnt)
+    log.info("mounted %s on %s%s", store.root, mnt,
+             f" (dedup domain {domain!r})" if domain else "")
     if ready_fd >= 0:
         os.write(ready_fd, b"ok\n")
         os.close(ready_fd)

@@ -32,7 +32,7 @@ ATTR_TIMEOUT = 1.0
 ENTRY_TIMEOUT = 5.0
 COMMIT_INTERVAL = 5.0  # seconds between background commits while anything changed
 XATTR_PREFIX = b"user.lzfs."
-XATTRS = ("logical", "stored", "unique", "zero", "blocks", "ratio")
+XATTRS = ("logical", "stored", "unique", "zero", "blocks", "ratio", "damaged")
 
 
 @dataclass
@@ -440,7 +440,11 @@ class LzfsOperations(pyfuse3.Operations):
             if fh in self.control_handles:
                 return self.control_handles[fh][off:off + size]
             self.request_sizes["read", _bucket(size)] += 1
-            return await self.files[h.ino].read(off, size, h.ra)
+            try:
+                return await self.files[h.ino].read(off, size, h.ra)
+            except CorruptDataError as exc:
+                raise CorruptDataError(f"{self.ns.path_of(h.ino)} at offset {off} "
+                                       f"(+{size}): {exc}") from None
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         with _errno():

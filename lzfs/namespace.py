@@ -85,6 +85,23 @@ class Namespace:
         row = self.db.execute("SELECT parent FROM dentries WHERE ino=? LIMIT 1", (ino,)).fetchone()
         return row[0] if row else ROOT_INODE
 
+    def path_of(self, ino: int) -> str:
+        """A path of ``ino`` from the mount root (its first name at each level), for messages
+        that must say which file is hurt."""
+        parts: list[str] = []
+        seen = set()
+        while ino != ROOT_INODE and ino not in seen:
+            seen.add(ino)
+            row = self.db.execute("SELECT parent, name FROM dentries WHERE ino=? LIMIT 1",
+                                  (ino,)).fetchone()
+            if row is None:
+                parts.append(f"<inode {ino}, unlinked>")
+                break
+            ino = row[0]
+            name = row[1]
+            parts.append(name.decode(errors="replace") if isinstance(name, bytes) else str(name))
+        return "/" + "/".join(reversed(parts))
+
     def readdir(self, parent: int, after: int, limit: int = 256) -> list[tuple[int, bytes, int]]:
         """(dentry id, name, ino) after dentry id ``after``, in id order."""
         return self.db.execute(

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 
@@ -48,6 +60,9 @@ def print_report(data: dict, console: Console | None = None) -> None:
                   _shared_with(g["shared_with"]), f"{g['compression_ratio']:.2f}x",
                   f"{g['dedup_ratio']:.2f}x", complete)
     console.print(t)
+    for g in data["groups"]:
+        for problem in g.get("problems", []):
+            console.print(f"[red]incomplete:[/red] {escape(g['name'])}: {escape(problem)}")
     tot = data.get("totals")
     if tot:
         console.print(
@@ -65,3 +80,53 @@ def print_report(data: dict, console: Console | None = None) -> None:
         for a in names:
             m.add_row(a, *("-" if a == b else human(matrix[a].get(b, 0)) for b in names))
         console.print(m)
+
+
+def byte_bars(quiet: bool = False) -> Progress:
+    """Progress bars counting bytes, on stderr, shown only on a terminal."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
+                    console=Console(stderr=True), disable=quiet or not sys.stderr.isatty())
+
+
+@contextmanager
+def byte_progress(what: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """One bar, fed (done, total) byte counts."""
+    with byte_bars(quiet) as progress:
+        task = progress.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+def print_fsck(result, console: Console | None = None) -> None:
+    """The fsck summary: what was checked, each problem, damaged files, repairs, verdict."""
+    console = console or Console(width=160, highlight=False)
+    console.print(f"checked {result.frames} frames ({human(result.frame_bytes)}), "
+                  f"{result.blocks} blocks, {result.files} files, "
+                  f"{result.directories} directories")
+    for p in result.problems:
+        tag = "[red]error:[/red]" if p.error else "[yellow]notice:[/yellow]"
+        console.print(f"{tag} {escape(p.message)}")
+    if result.damaged:
+        console.print("damaged files (reads of these ranges fail with EIO):")
+        for path, ranges in result.damaged.items():
+            lost = sum(n for _, n in ranges)
+            console.print(f"  {escape(path)}: {human(lost)} in {len(ranges)} ranges, first at "
+                          f"offset {ranges[0][0]}")
+    for r in result.repaired:
+        console.print(f"[green]repaired:[/green] {escape(r)}")
+    errors = len(result.errors)
+    if not errors:
+        console.print("store is clean")
+    elif result.repaired and not result.remaining:
+        console.print(f"{errors} errors found, all repaired")
+    elif result.repaired:
+        console.print(f"[red]{len(result.remaining)} errors left after repair:[/red]")
+        for p in result.remaining:
+            console.print(f"  {escape(p.message)}")
+    else:
+        console.print(f"[red]{errors} errors[/red]; 'lzfs fsck --repair' mends what can be "
+                      f"mended without losing intact data")

@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from .criu import images
-from .errors import ImageFormatError
+from .errors import CorruptDataError, ImageFormatError
 from .namespace import ROOT_INODE
 from .store import Store
 
@@ -44,6 +44,7 @@ class Figures:
     shared_with: dict[str, float] = field(default_factory=dict)      # stored bytes
     shared_with_raw: dict[str, int] = field(default_factory=dict)    # block bytes
     complete: bool | None = None
+    problems: list[str] = field(default_factory=list)  # why it is not complete
 
     @property
     def compression_ratio(self) -> float:
@@ -79,7 +80,10 @@ def load_tree(store: Store) -> Tree:
     modes = {i: (m, s) for i, m, s in db.execute("SELECT id, mode, size FROM inodes")}
     children: dict[int, list[tuple[bytes, int]]] = defaultdict(list)
     for parent, name, ino in db.execute("SELECT parent, name, ino FROM dentries ORDER BY id"):
-        children[parent].append((name, ino))
+        # names are BLOBs; a damaged row may hold text, which must not stop a report or fsck
+        if ino in modes:  # a dangling entry (fsck reports it) names nothing to count
+            children[parent].append((name if isinstance(name, bytes) else str(name).encode(),
+                                     ino))
     path = {ROOT_INODE: ""}
     is_dir = {i: stat.S_ISDIR(m) for i, (m, _) in modes.items()}
     snapshots: dict[str, int] = {}
@@ -152,8 +156,8 @@ def snapshot_report(store: Store) -> dict:
     figs = account(store, tree.snapshot_of, tree)
     for name, f in figs.items():
         if name in tree.snapshots:
-            f.complete = any(n == b"inventory.img"
-                             for n, _ in tree.children.get(tree.snapshots[name], []))
+            f.problems = snapshot_problems(store, tree, name)
+            f.complete = not f.problems
     st = store.stats()
     names = sorted(n for n in figs if n != OUTSIDE) + ([OUTSIDE] if OUTSIDE in figs else [])
     return {
@@ -193,6 +197,36 @@ def read_file(store: Store, ino: int, size: int) -> bytes:
             decoded[frame] = store.read_frame(store.frame_loc(frame))
         out[off:off + n] = decoded[frame][foff:foff + n]
     return bytes(out[:size])
+
+
+def snapshot_problems(store: Store, tree: Tree, snap: str) -> list[str]:
+    """Why a snapshot would not restore as dumped; empty when it is whole. CRIU writes
+    inventory.img last, so a dump that died (CRIU, or the daemon under it) lacks it; and
+    every page a pagemap maps must be in its pages file."""
+    kids = {name: ino for name, ino in tree.children.get(tree.snapshots[snap], [])}
+    problems = []
+    if b"inventory.img" not in kids:
+        problems.append("no inventory.img: the dump did not finish")
+    for name, ino in sorted(kids.items()):
+        m = re.match(rb"^pagemap-(\d+)\.img$", name)
+        if not m:
+            continue
+        what = f"{snap}/{name.decode()}"
+        try:
+            pm = images.parse_pagemap(read_file(store, ino, tree.size[ino]), what)
+        except (ImageFormatError, CorruptDataError) as exc:
+            problems.append(f"{what} is unreadable: {exc}")
+            continue
+        need = max((off + n for _, off, n in pm.page_runs()), default=0)
+        pages = kids.get(b"pages-%d.img" % pm.pages_id)
+        have = tree.size.get(pages, 0) if pages is not None else None
+        if need and have is None:
+            problems.append(f"{what} maps {need} bytes of pages-{pm.pages_id}.img, "
+                            f"which is missing")
+        elif have is not None and have < need:
+            problems.append(f"pages-{pm.pages_id}.img holds {have} of the {need} bytes "
+                            f"{what} maps")
+    return problems
 
 
 def region_report(store: Store) -> dict:

@@ -16,17 +16,10 @@ import stat
 from pathlib import Path
 
 import xxhash
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from .errors import LzfsError
 from .mounts import lzfs_mounts
+from .render import byte_bars
 
 CHUNK = 1 << 20
 
@@ -94,9 +87,7 @@ def copy_tree(src: Path, dst: Path, *, show_progress: bool = True) -> tuple[int,
     files = 0
     try:
         os.mkdir(tmp, 0o700)
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), TimeRemainingColumn(),
-                      disable=not show_progress, transient=True) as progress:
+        with byte_bars(quiet=not show_progress) as progress:
             task = progress.add_task(f"copy {src.name}", total=total)
             for p in entries:
                 rel = p.relative_to(src)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import CorruptDataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def create_tables(db: sqlite3.Connection) -> None:
@@ -65,7 +65,7 @@ _SCHEMA = """
         -- block at 0 stays until gc so that a later write of the same content can revive it.
         CREATE TABLE blocks (
             id     INTEGER PRIMARY KEY,
-            hash   BLOB NOT NULL UNIQUE,
+            hash   BLOB NOT NULL UNIQUE,  -- 24 bytes (DAMAGED_PREFIX + id): lost, see fsck
             frame  INTEGER NOT NULL REFERENCES frames(id),
             foff   INTEGER NOT NULL,  -- offset of the block in its frame's raw data
             len    INTEGER NOT NULL,
@@ -80,7 +80,8 @@ _SCHEMA = """
             rlen    INTEGER NOT NULL,   -- whole record length in the pack
             stored  INTEGER NOT NULL,   -- payload length
             raw     INTEGER NOT NULL,   -- decompressed length
-            codec   INTEGER NOT NULL
+            codec   INTEGER NOT NULL,
+            seed    INTEGER NOT NULL DEFAULT 0  -- dedup domain its block hashes are keyed by
         );
         -- Pack files and how far each is committed: bytes past `size` are an uncommitted tail,
         -- cut off at the next open.
@@ -91,9 +92,17 @@ _SCHEMA = """
 """
 
 
+# Upgrades from each older schema version to the next, run in one transaction at a writable
+# open. A read-only open of an older schema asks for a mount instead: it never writes.
+_UPGRADES = {
+    1: "ALTER TABLE frames ADD COLUMN seed INTEGER NOT NULL DEFAULT 0;",
+}
+
+
 class MetaDB:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         new = not path.exists()
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -117,8 +126,19 @@ class MetaDB:
                 "SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise CorruptDataError(f"{self.path}: not an lzfs metadata database ({exc})") from None
-        if row is None or row[0] != SCHEMA_VERSION:
-            raise CorruptDataError(f"{self.path}: unexpected schema version {row}")
+        version = row[0] if row else None
+        if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+            raise CorruptDataError(f"{self.path}: unexpected schema version {version}")
+        if version == SCHEMA_VERSION:
+            return
+        if self.readonly:
+            raise CorruptDataError(f"{self.path}: written by an older lzfs (schema {version}); "
+                                   f"mount the store once to upgrade it")
+        steps = "".join(_UPGRADES[v] for v in range(version, SCHEMA_VERSION))
+        # executescript commits the (empty) open transaction first; the upgrade is one unit
+        self.conn.executescript(f"BEGIN; {steps} UPDATE meta SET value={SCHEMA_VERSION} "
+                                f"WHERE key='schema_version'; COMMIT;")
+        self.conn.execute("BEGIN")
 
     def execute(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, args)

@@ -31,6 +31,9 @@ from .packs import PackSet
 
 log = logging.getLogger(__name__)
 _S_IFMT = 0o170000
+# fsck --repair renames a block that failed verification to DAMAGED_PREFIX + its id (24 bytes,
+# never a 16-byte content hash): no later write dedups against it, and its files can be named.
+DAMAGED_PREFIX = b"\0damaged"
 
 
 class Cut(NamedTuple):
@@ -59,6 +62,7 @@ class FrameLoc(NamedTuple):
     rlen: int
     stored: int
     raw: int
+    seed: int = 0  # the dedup domain its block hashes were computed in
 
 
 @dataclass
@@ -77,10 +81,11 @@ class StoreStats:
 
 
 class Store:
-    def __init__(self, root: str | os.PathLike, *, dedup_key: bytes | None = None,
+    def __init__(self, root: str | os.PathLike, *, domain: str | None = None,
                  readonly: bool = False, lock_wait: float = 0.0) -> None:
         """Open a store. ``readonly`` opens it beside a running daemon (for stats and
-        reports): no lock, no recovery, nothing written."""
+        reports): no lock, no recovery, nothing written. ``domain`` names the dedup domain new
+        blocks are hashed in: blocks only ever dedup against blocks of the same domain."""
         self.root = Path(root).resolve()
         self.config = layout.read_config(self.root)
         self.readonly = readonly
@@ -88,13 +93,16 @@ class Store:
         if not readonly:
             self.lock.acquire(wait=lock_wait)
         try:
-            self.db = MetaDB(self.root / layout.DB)
+            self.db = MetaDB(self.root / layout.DB, readonly=readonly)
             self.chunker = Chunker(self.config.avg_pages, self.config.max_pages)
-            self.seed = _seed_from_key(dedup_key)
+            self.domain = domain or ""
+            self.seed = domain_seed(domain)
             self.packs = PackSet(self.root / layout.PACKS)
             committed = dict(self.db.execute("SELECT id, size FROM packs").fetchall())
+            self.recovered: list[str] = []  # what opening cut off (fsck --repair reports it)
             if not readonly:
-                for action in self.packs.recover(committed):
+                self.recovered = self.packs.recover(committed)
+                for action in self.recovered:
                     log.warning("recovery: %s", action)
                 self.packs.start(committed)
             self._frame_locs: OrderedDict[int, FrameLoc] = OrderedDict()
@@ -151,9 +159,10 @@ class Store:
         refs: dict[bytes, BlockRef] = {}
         for fw in frames:
             cur = self.db.execute(
-                "INSERT INTO frames(pack, off, rlen, stored, raw, codec) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO frames(pack, off, rlen, stored, raw, codec, seed) "
+                "VALUES (?,?,?,?,?,?,?)",
                 (fw.pack, fw.off, fw.rlen, fw.header.stored_len, fw.header.raw_len,
-                 fw.header.codec))
+                 fw.header.codec, self.seed))
             frame_id = cur.lastrowid
             foff = 0
             for n, h in fw.header.blocks:
@@ -203,8 +212,8 @@ class Store:
     def frame_loc(self, frame_id: int) -> FrameLoc:
         loc = self._frame_locs.get(frame_id)
         if loc is None:
-            row = self.db.execute("SELECT pack, off, rlen, stored, raw FROM frames WHERE id=?",
-                                  (frame_id,)).fetchone()
+            row = self.db.execute("SELECT pack, off, rlen, stored, raw, seed FROM frames "
+                                  "WHERE id=?", (frame_id,)).fetchone()
             if row is None:
                 raise CorruptDataError(f"frame {frame_id} is not in the frame table")
             loc = FrameLoc(*row)
@@ -216,7 +225,7 @@ class Store:
     def read_frame(self, loc: FrameLoc) -> bytes:
         """Read, verify and decompress one frame (any thread)."""
         record = self.packs.read(loc.pack, loc.off, loc.rlen)
-        head, raw = decode_frame(record, self.seed)
+        head, raw = decode_frame(record, loc.seed)
         if head.raw_len != loc.raw or head.stored_len != loc.stored:
             raise CorruptDataError("frame header disagrees with the frame table")
         return raw
@@ -318,24 +327,29 @@ class Store:
         """Per-file figures for getfattr: what it holds, stores, and alone stores."""
         referenced, = self.db.execute(
             "SELECT COALESCE(SUM(len), 0) FROM extents WHERE ino=?", (ino,)).fetchone()
-        blocks = stored = unique = 0.0
-        for n, refs, mine, fstored, fraw in self.db.execute(
-                "SELECT b.len, b.refs, COUNT(*), f.rlen, f.raw FROM extents e "
-                "JOIN blocks b ON b.id = e.block JOIN frames f ON f.id = b.frame "
-                "WHERE e.ino=? GROUP BY b.id", (ino,)):
+        blocks = stored = unique = damaged = 0.0
+        for n, refs, mine, fstored, fraw, lost in self.db.execute(
+                "SELECT b.len, b.refs, COUNT(*), f.rlen, f.raw, substr(b.hash, 1, ?) = ? "
+                "FROM extents e JOIN blocks b ON b.id = e.block JOIN frames f ON f.id = b.frame "
+                "WHERE e.ino=? GROUP BY b.id", (len(DAMAGED_PREFIX), DAMAGED_PREFIX, ino)):
             share = n * fstored / fraw if fraw else 0.0
             blocks += 1
             stored += share
             if refs <= mine:
                 unique += share
+            if lost:
+                damaged += n * mine
         return {"logical": size, "referenced": referenced, "zero": size - referenced,
-                "blocks": blocks, "stored": stored, "unique": unique,
+                "blocks": blocks, "stored": stored, "unique": unique, "damaged": damaged,
                 "ratio": size / stored if stored else 0.0}
 
 
-def _seed_from_key(key: bytes | None) -> int:
-    if not key:
+def domain_seed(domain: str | None) -> int:
+    """The XXH3 seed of a dedup domain: 0 for the default one. Seeds are stored per frame
+    (reads must verify each block in the domain it was hashed in); the 63-bit range keeps
+    them SQLite integers."""
+    if not domain:
         return 0
     import xxhash
 
-    return xxhash.xxh3_64_intdigest(key) or 1
+    return (xxhash.xxh3_64_intdigest(b"lzfs-domain\0" + domain.encode()) >> 1) or 1

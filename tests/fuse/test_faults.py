@@ -56,7 +56,7 @@ def test_corrupt_pack_gives_eio_only_where_damaged(mounted):
     finally:
         os.close(fd)
     assert (mounted.mnt / "good").read_bytes() == good
-    assert "corrupt data" in mounted.log()
+    assert f"corrupt data: /victim at offset {off} " in mounted.log()
 
 
 def test_sigkill_mid_write_keeps_what_was_committed(mounted):

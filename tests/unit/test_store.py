@@ -153,3 +153,44 @@ def test_a_random_page_read_decompresses_at_most_256_kib(store_path):
         assert biggest[1] <= 256 * 1024
     finally:
         store.close()
+
+
+def test_schema_1_store_is_upgraded_at_a_writable_open_only(store_path):
+    store = Store(store_path)
+    data = os.urandom(300_000)
+    blocks = _ingest(store, data)
+    store.commit()
+    store.close()
+    db = sqlite3.connect(store_path / "meta.db", isolation_level=None)
+    db.execute("ALTER TABLE frames DROP COLUMN seed")  # what lzfs 0.1 created
+    db.execute("UPDATE meta SET value=1 WHERE key='schema_version'")
+    db.close()
+    with pytest.raises(CorruptDataError, match="older lzfs"):
+        Store(store_path, readonly=True)
+    store = Store(store_path)
+    try:
+        frame = store.db.execute("SELECT frame FROM blocks WHERE id=?", (blocks[0],)).fetchone()[0]
+        assert store.read_frame(store.frame_loc(frame))[:1000] == data[:1000]
+        assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'"
+                                ).fetchone()[0] == 2
+    finally:
+        store.close()
+    Store(store_path, readonly=True).close()
+
+
+def test_a_dedup_domain_changes_every_block_hash(store_path):
+    data = os.urandom(200_000)
+    store = Store(store_path, domain="tenant-a")
+    try:
+        a = _ingest(store, data)
+        assert _ingest(store, data) == a
+    finally:
+        store.close()
+    store = Store(store_path, domain="tenant-b")
+    try:
+        b = _ingest(store, data)
+        assert not set(a) & set(b)
+        seeds = {r[0] for r in store.db.execute("SELECT DISTINCT seed FROM frames")}
+        assert len(seeds) == 2 and 0 not in seeds
+    finally:
+        store.close()

@@ -1,0 +1,496 @@
+"""`lzfs fsck`: check every stored byte and every metadata invariant of an unmounted store.
+
+What is checked, in order (each check trusts only what the earlier ones proved):
+
+1. the SQLite file itself (``PRAGMA integrity_check``);
+2. pack files against the pack table: missing, shorter than committed (frames past the end are
+   lost), uncommitted tails and stray packs (left by a daemon that died; cut at next mount);
+3. every frame: read, checksum, decompress, and every block hash recomputed in the frame's
+   dedup domain, and the frame's block table against the blocks table;
+4. blocks point to frames; extents point to blocks of their own length, stay inside their
+   file and do not overlap; reference counts equal the extents naming each block;
+5. the tree: dentries name existing inodes under existing directories, every inode has the
+   link count its names give it, every directory is reachable from the root exactly once,
+   orphans (unlinked while open when the daemon stopped);
+6. snapshots: each CRIU images directory is complete (report.snapshot_problems).
+
+Problems are errors (the store is inconsistent or data is lost) or notices (normal leftovers of
+a crash or of deletes: orphans, uncommitted tails, unreferenced blocks, incomplete dumps).
+``--repair`` fixes what can be fixed without losing intact data: counts are recomputed, dangling
+rows dropped, disconnected files linked under ``/lost+found``, orphans and garbage collected,
+and blocks that failed verification are marked lost: their hash is replaced by
+DAMAGED_PREFIX + id, so no later write dedups against them (it stores a fresh copy), and
+getfattr user.lzfs.damaged and later fscks name the files that hold them. Reads of damaged
+ranges keep failing with EIO: lzfs never invents bytes. Exit status of the CLI: 0 clean,
+1 errors found and all repaired, 4 errors left (data that was lost stays an error until the
+files holding it are deleted).
+"""
+
+from __future__ import annotations
+
+import stat
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .codec import decode_frame
+from .errors import CorruptDataError
+from .namespace import ROOT_INODE, Namespace
+from .report import load_tree, snapshot_problems
+from .store import DAMAGED_PREFIX, Store, layout
+from .store.packs import PACK_HEADER, pack_name
+
+LOST_FOUND = b"lost+found"
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+
+
+@dataclass
+class Problem:
+    kind: str          # a short stable name, e.g. "refcount", "frame"
+    message: str
+    error: bool = True  # False: a notice, not damage
+
+
+@dataclass
+class FsckResult:
+    frames: int = 0
+    frame_bytes: int = 0
+    blocks: int = 0
+    files: int = 0
+    directories: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    damaged: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # path -> ranges
+    repaired: list[str] = field(default_factory=list)
+    remaining: list[Problem] = field(default_factory=list)  # errors a repair could not mend
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.error]
+
+    @property
+    def clean(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict:
+        return {"schema": "lzfs-fsck/1", "clean": self.clean, "frames": self.frames,
+                "frame_bytes": self.frame_bytes, "blocks": self.blocks, "files": self.files,
+                "directories": self.directories,
+                "problems": [{"kind": p.kind, "message": p.message, "error": p.error}
+                             for p in self.problems],
+                "damaged": {k: [list(r) for r in v] for k, v in self.damaged.items()},
+                "repaired": self.repaired,
+                "remaining": [{"kind": p.kind, "message": p.message} for p in self.remaining]}
+
+
+def fsck(root: str | Path, repair: bool = False, progress: Progress | None = None) -> FsckResult:
+    """Check (and with ``repair``, mend) the store at ``root``, which must not be mounted."""
+    if repair:
+        store = Store(root)  # takes the lock; cuts uncommitted pack tails, as a mount would
+    else:
+        lock = layout.StoreLock(Path(root).resolve())
+        layout.read_config(root)  # a clear error for a non-store before touching anything
+        lock.acquire()
+        try:
+            store = Store(root, readonly=True)
+        except BaseException:
+            lock.release()
+            raise
+    try:
+        checker = Checker(store, progress)
+        result = checker.run()
+        if repair:
+            result.repaired.extend(store.recovered)
+            if not result.clean or result.problems:
+                Repairer(store, checker, result).run()
+                # what is left, without reading every frame again: lost blocks are marked now
+                result.remaining = Checker(store, None).run(verify_frames=False).errors
+        return result
+    finally:
+        store.close()
+        if not repair:
+            lock.release()
+
+
+class Checker:
+    def __init__(self, store: Store, progress: Progress | None) -> None:
+        self.store = store
+        self.db = store.db
+        self.progress = progress
+        self.result = FsckResult()
+        self.bad_frames: dict[int, str] = {}     # frame id -> why
+        self.bad_blocks: set[int] = set()        # blocks whose bytes are lost
+        self.refcounts: dict[int, int] = {}      # block id -> correct count, where wrong
+        self.dangling_extents: list[tuple[int, int]] = []   # (ino, off)
+        self.dangling_blocks: list[int] = []
+        self.dangling_dentries: list[int] = []   # dentry ids
+        self.nlinks: dict[int, int] = {}         # ino -> correct nlink, where wrong
+        self.disconnected: list[int] = []        # inodes with names that the root cannot reach
+        self.stored: dict[int, int] = {}         # ino -> correct stored figure, where off
+
+    def problem(self, kind: str, message: str, error: bool = True) -> None:
+        self.result.problems.append(Problem(kind, message, error))
+
+    def run(self, verify_frames: bool = True) -> FsckResult:
+        self.check_sqlite()
+        committed = self.check_packs()
+        if verify_frames:
+            self.check_frames(committed)
+        self.check_blocks_and_extents()
+        self.check_tree()
+        self.check_snapshots()
+        self.check_garbage()
+        self.locate_damage()
+        return self.result
+
+    # ---- 1. the database file ----------------------------------------------------------------
+
+    def check_sqlite(self) -> None:
+        rows = [r[0] for r in self.db.execute("PRAGMA integrity_check")]
+        if rows != ["ok"]:
+            self.problem("sqlite", "metadata database: " + "; ".join(rows[:5]))
+
+    # ---- 2. pack files -----------------------------------------------------------------------
+
+    def check_packs(self) -> dict[int, int]:
+        committed = dict(self.db.execute("SELECT id, size FROM packs"))
+        pack_dir = self.store.root / layout.PACKS
+        on_disk = {}
+        for entry in pack_dir.iterdir():
+            name = entry.name
+            if name.endswith(".pack") and name[:-5].isdigit():
+                on_disk[int(name[:-5])] = entry.stat().st_size
+        for pid, size in sorted(committed.items()):
+            have = on_disk.get(pid)
+            if have is None:
+                if size > PACK_HEADER.size:
+                    self.problem("pack", f"{pack_name(pid)} is missing ({size} bytes committed)")
+            elif have < size:
+                self.problem("pack", f"{pack_name(pid)} is {have} bytes, {size} were committed: "
+                             f"frames past the end are lost")
+            elif have > size and not self.store.recovered:
+                self.problem("pack", f"{pack_name(pid)} has an uncommitted tail of "
+                             f"{have - size} bytes (a daemon stopped before committing; cut at "
+                             f"the next mount)", error=False)
+        for pid in sorted(set(on_disk) - set(committed)):
+            self.problem("pack", f"{pack_name(pid)} is not in the pack table (uncommitted; "
+                         f"removed at the next mount)", error=False)
+        return committed
+
+    # ---- 3. frames ---------------------------------------------------------------------------
+
+    def check_frames(self, committed: dict[int, int]) -> None:
+        frames = self.db.execute(
+            "SELECT id, pack, off, rlen, stored, raw, codec, seed FROM frames "
+            "ORDER BY pack, off").fetchall()
+        blocks_of: dict[int, list[tuple[int, int, int, bytes]]] = defaultdict(list)
+        for bid, frame, foff, n, h in self.db.execute(
+                "SELECT id, frame, foff, len, hash FROM blocks"):
+            blocks_of[frame].append((bid, foff, n, bytes(h)))
+        total = sum(f[3] for f in frames)
+        done = 0
+        self.result.frames = len(frames)
+        self.result.frame_bytes = total
+        live = {r[0] for r in self.db.execute("SELECT DISTINCT frame FROM blocks WHERE refs > 0")}
+        for fid, pack, off, rlen, stored, raw_len, codec, seed in frames:
+            why = self._check_frame(pack, off, rlen, stored, raw_len, codec, seed,
+                                    committed, blocks_of.get(fid, []))
+            if why:
+                self.bad_frames[fid] = why
+                self.bad_blocks.update(b[0] for b in blocks_of.get(fid, []))
+                where = f"frame {fid} ({pack_name(pack)} at {off})"
+                if fid in live:
+                    self.problem("frame", f"{where}: {why}")
+                else:
+                    self.problem("frame", f"{where}, which no file uses any more: {why} "
+                                 f"('lzfs gc' drops it)", error=False)
+            done += rlen
+            if self.progress:
+                self.progress(done, total)
+
+    def _check_frame(self, pack: int, off: int, rlen: int, stored: int, raw_len: int,
+                     codec: int, seed: int, committed: dict[int, int],
+                     blocks: list[tuple[int, int, int, bytes]]) -> str | None:
+        if pack not in committed:
+            return "its pack is not in the pack table"
+        if off + rlen > committed[pack]:
+            return "it lies past the committed end of its pack"
+        try:
+            record = self.store.packs.read(pack, off, rlen)
+            head, _ = decode_frame(record, seed)
+        except (CorruptDataError, OSError) as exc:
+            return str(exc)
+        if (head.stored_len, head.raw_len, head.codec) != (stored, raw_len, codec):
+            return "its header disagrees with the frame table"
+        table = {}
+        pos = 0
+        for n, h in head.blocks:
+            table[pos] = (n, h)
+            pos += n
+        for bid, foff, n, h in blocks:
+            if h.startswith(DAMAGED_PREFIX):
+                return "it was found damaged before (its blocks are marked lost)"
+            if table.get(foff) != (n, h):
+                return f"block {bid} (at {foff}, {n} bytes) is not in the frame's block table"
+        return None
+
+    # ---- 4. blocks, extents, reference counts -----------------------------------------------
+
+    def check_blocks_and_extents(self) -> None:
+        q = self.db.execute
+        self.result.blocks = q("SELECT COUNT(*) FROM blocks").fetchone()[0]
+        self.dangling_blocks = [r[0] for r in q(
+            "SELECT b.id FROM blocks b LEFT JOIN frames f ON f.id = b.frame WHERE f.id IS NULL")]
+        for bid in self.dangling_blocks:
+            self.problem("block", f"block {bid} names a frame that does not exist")
+        self.bad_blocks.update(self.dangling_blocks)
+        modes = dict(q("SELECT id, mode FROM inodes"))
+        sizes = dict(q("SELECT id, size FROM inodes"))
+        blens = dict(q("SELECT id, len FROM blocks"))
+        uses: Counter[int] = Counter()
+        last: dict[int, int] = {}
+        for ino, off, n, block in q("SELECT ino, off, len, block FROM extents ORDER BY ino, off"):
+            if ino not in modes:
+                self.problem("extent", f"extent at {off} of inode {ino}, which does not exist")
+                self.dangling_extents.append((ino, off))
+                continue
+            if block not in blens:
+                self.problem("extent", f"inode {ino} at {off}: block {block} does not exist")
+                self.dangling_extents.append((ino, off))
+                self.bad_blocks.add(block)
+                continue
+            uses[block] += 1
+            if not stat.S_ISREG(modes[ino]):
+                self.problem("extent", f"inode {ino} is not a regular file but has data")
+            if n != blens[block]:
+                self.problem("extent", f"inode {ino} at {off}: extent of {n} bytes names a "
+                             f"block of {blens[block]}")
+            if off < last.get(ino, 0):
+                self.problem("extent", f"inode {ino}: extents overlap at {off}")
+            if off + n > sizes[ino]:
+                self.problem("extent", f"inode {ino}: extent at {off} ends past the file size "
+                             f"{sizes[ino]}")
+            last[ino] = off + n
+        for bid, refs in q("SELECT id, refs FROM blocks"):
+            if refs != uses.get(bid, 0):
+                self.refcounts[bid] = uses.get(bid, 0)
+        if self.refcounts:
+            sample = ", ".join(f"block {b}" for b in list(self.refcounts)[:3])
+            self.problem("refcount", f"{len(self.refcounts)} blocks have a wrong reference "
+                         f"count ({sample}...)")
+        self._check_stored_figures()
+
+    def _check_stored_figures(self) -> None:
+        """The stored figure an inode row keeps for st_blocks, recomputed from its blocks."""
+        want: dict[int, float] = defaultdict(float)
+        for ino, n, rlen, raw in self.db.execute(
+                "SELECT x.ino, b.len, f.rlen, f.raw FROM (SELECT DISTINCT ino, block FROM "
+                "extents) x JOIN blocks b ON b.id = x.block JOIN frames f ON f.id = b.frame"):
+            want[ino] += n * rlen / raw if raw else 0.0
+        for ino, mode, have in self.db.execute("SELECT id, mode, stored FROM inodes"):
+            if stat.S_ISREG(mode) and abs(have - want.get(ino, 0.0)) > 1:
+                self.stored[ino] = int(want.get(ino, 0.0))
+        if self.stored:
+            self.problem("figures", f"{len(self.stored)} files show a stale stored size "
+                         f"(du, st_blocks)", error=False)
+
+    # ---- 5. the tree -------------------------------------------------------------------------
+
+    def check_tree(self) -> None:
+        q = self.db.execute
+        inodes = {i: (m, n) for i, m, n in q("SELECT id, mode, nlink FROM inodes")}
+        if ROOT_INODE not in inodes or not stat.S_ISDIR(inodes[ROOT_INODE][0]):
+            self.problem("tree", "the root directory is missing")
+            return
+        names: Counter[int] = Counter()
+        subdirs: Counter[int] = Counter()
+        children: dict[int, list[int]] = defaultdict(list)
+        for did, parent, name, ino in q("SELECT id, parent, name, ino FROM dentries"):
+            pm = inodes.get(parent)
+            if ino not in inodes or pm is None or not stat.S_ISDIR(pm[0]):
+                why = ("its directory is missing" if pm is None else
+                       "its directory is not a directory" if ino in inodes else
+                       f"inode {ino} is missing")
+                self.problem("dentry", f"entry {name!r} under inode {parent}: {why}")
+                self.dangling_dentries.append(did)
+                continue
+            names[ino] += 1
+            children[parent].append(ino)
+            if stat.S_ISDIR(inodes[ino][0]):
+                subdirs[parent] += 1
+        for ino, (mode, nlink) in inodes.items():
+            if stat.S_ISDIR(mode):
+                if ino != ROOT_INODE and names[ino] > 1:
+                    self.problem("tree", f"directory {ino} has {names[ino]} names")
+                want = (2 + subdirs[ino]) if (names[ino] or ino == ROOT_INODE) else 0
+            else:
+                want = names[ino]
+            if nlink == 0 and want == 0:
+                continue  # an orphan: counted below
+            if nlink != want:
+                self.nlinks[ino] = want
+        if self.nlinks:
+            self.problem("nlink", f"{len(self.nlinks)} inodes have a wrong link count")
+        orphans = [i for i, (_, n) in inodes.items() if n == 0 and names[i] == 0]
+        if orphans:
+            self.problem("orphan", f"{len(orphans)} orphan inodes (deleted while open when the "
+                         f"daemon stopped; removed at the next mount)", error=False)
+        reached = {ROOT_INODE}
+        stack = [ROOT_INODE]
+        while stack:
+            for kid in children.get(stack.pop(), []):
+                if kid not in reached:
+                    reached.add(kid)
+                    if stat.S_ISDIR(inodes[kid][0]):
+                        stack.append(kid)
+        self.disconnected = sorted(i for i in inodes if i not in reached and names[i] > 0)
+        if self.disconnected:
+            self.problem("tree", f"{len(self.disconnected)} inodes are not reachable from the "
+                         f"root (a directory cycle or a lost parent)")
+        lost = [i for i in inodes if i not in reached and names[i] == 0 and inodes[i][1] > 0
+                and i != ROOT_INODE]
+        if lost:
+            self.disconnected.extend(lost)
+            self.problem("tree", f"{len(lost)} inodes have links but no names")
+        self.result.files = sum(1 for m, _ in inodes.values() if stat.S_ISREG(m))
+        self.result.directories = sum(1 for m, _ in inodes.values() if stat.S_ISDIR(m))
+
+    # ---- 6. snapshots ------------------------------------------------------------------------
+
+    def check_snapshots(self) -> None:
+        tree = load_tree(self.store)
+        for snap in sorted(tree.snapshots):
+            for why in snapshot_problems(self.store, tree, snap):
+                self.problem("snapshot", f"snapshot {snap} is incomplete: {why}", error=False)
+
+    def check_garbage(self) -> None:
+        n, raw = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(len), 0) FROM blocks WHERE refs <= 0").fetchone()
+        if n:
+            self.problem("garbage", f"{n} unreferenced blocks ({raw} bytes before compression; "
+                         f"'lzfs gc' gives their space back)", error=False)
+
+    # ---- damage, by file ---------------------------------------------------------------------
+
+    def locate_damage(self) -> None:
+        """Which files (and byte ranges) the bad blocks, found now or marked before, hit."""
+        ranges: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        marked = {r[0] for r in self.db.execute(
+            "SELECT id FROM blocks WHERE substr(hash, 1, ?) = ?",
+            (len(DAMAGED_PREFIX), DAMAGED_PREFIX))}
+        bad = sorted(self.bad_blocks | marked)
+        for i in range(0, len(bad), 500):
+            part = bad[i:i + 500]
+            for ino, off, n in self.db.execute(
+                    "SELECT ino, off, len FROM extents WHERE block IN "
+                    f"({','.join('?' * len(part))})", part):
+                ranges[ino].append((off, n))
+        ns = Namespace(self.db)
+        for ino, rs in sorted(ranges.items()):
+            self.result.damaged[ns.path_of(ino)] = _merge(rs)
+        if ranges:
+            self.problem("damaged", f"{len(ranges)} files hold damaged ranges (reads there fail "
+                         f"with EIO; delete or re-dump them)")
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for off, n in sorted(set(ranges)):
+        if out and off <= out[-1][0] + out[-1][1]:
+            start = out[-1][0]
+            out[-1] = (start, max(out[-1][1], off + n - start))
+        else:
+            out.append((off, n))
+    return out
+
+
+class Repairer:
+    """Mends what a Checker found, in one transaction, then collects garbage."""
+
+    def __init__(self, store: Store, checker: Checker, result: FsckResult) -> None:
+        self.store = store
+        self.db = store.db
+        self.c = checker
+        self.result = result
+
+    def did(self, what: str) -> None:
+        self.result.repaired.append(what)
+
+    def run(self) -> None:
+        c, q = self.c, self.db.execute
+        if c.dangling_extents:
+            self.db.executemany("DELETE FROM extents WHERE ino=? AND off=?", c.dangling_extents)
+            self.did(f"dropped {len(c.dangling_extents)} extents naming nothing")
+        if c.dangling_dentries:
+            self.db.executemany("DELETE FROM dentries WHERE id=?",
+                                [(d,) for d in c.dangling_dentries])
+            self.did(f"dropped {len(c.dangling_dentries)} directory entries naming nothing")
+        self._mark_damage()
+        if c.disconnected:
+            self._relink(c.disconnected)
+        # counts last: the steps above change them
+        fresh = Checker(self.store, None)
+        fresh.check_blocks_and_extents()
+        fresh.check_tree()
+        if fresh.refcounts:
+            self.db.executemany("UPDATE blocks SET refs=? WHERE id=?",
+                                [(n, b) for b, n in fresh.refcounts.items()])
+            self.did(f"set {len(fresh.refcounts)} reference counts")
+        if fresh.nlinks:
+            self.db.executemany("UPDATE inodes SET nlink=? WHERE id=?",
+                                [(n, i) for i, n in fresh.nlinks.items()])
+            self.did(f"set {len(fresh.nlinks)} link counts")
+        if fresh.stored:
+            self.db.executemany("UPDATE inodes SET stored=? WHERE id=?",
+                                [(n, i) for i, n in fresh.stored.items()])
+            self.did(f"recomputed the stored size of {len(fresh.stored)} files")
+        orphans = [r[0] for r in q("SELECT id FROM inodes WHERE nlink=0")]
+        if orphans:
+            for ino in orphans:
+                blocks = [r[0] for r in q("SELECT block FROM extents WHERE ino=?", (ino,))]
+                self.store.decref(blocks)
+                q("DELETE FROM extents WHERE ino=?", (ino,))
+                q("DELETE FROM inodes WHERE id=?", (ino,))
+            self.did(f"removed {len(orphans)} orphan inodes")
+        self.store.commit()
+        removed, freed = self.store.gc()
+        if removed or freed:
+            self.did(f"collected {removed} unreferenced blocks, gave back {freed} bytes")
+
+    def _mark_damage(self) -> None:
+        """Mark lost blocks (renaming their hash) so that new writes store fresh copies."""
+        bad = sorted(self.c.bad_blocks)
+        n = 0
+        for b in bad:
+            n += self.db.execute("UPDATE blocks SET hash=? WHERE id=? AND length(hash) = 16",
+                                 (DAMAGED_PREFIX + b.to_bytes(16, "little"), b)).rowcount
+        if n:
+            self.did(f"marked {n} blocks that failed verification as lost (in "
+                     f"{len(self.result.damaged)} files); new writes will not dedup against them")
+
+    def _relink(self, inos: list[int]) -> None:
+        """Give unreachable inodes a name under /lost+found, keeping their subtrees: only the
+        top of each lost part moves (for a directory cycle, one directory of it), then
+        reachability is worked out again."""
+        ns = Namespace(self.db)
+        row = self.db.execute("SELECT ino FROM dentries WHERE parent=? AND name=?",
+                              (ROOT_INODE, LOST_FOUND)).fetchone()
+        lf = row[0] if row else ns.create(ROOT_INODE, LOST_FOUND, stat.S_IFDIR | 0o700,
+                                          0, 0).id
+        moved = 0
+        lost = set(inos)
+        while lost:
+            parents = defaultdict(set)
+            for parent, ino in self.db.execute("SELECT parent, ino FROM dentries"):
+                parents[ino].add(parent)
+            tops = [i for i in sorted(lost) if not parents[i] & lost] or [min(lost)]
+            for ino in tops:
+                self.db.execute("DELETE FROM dentries WHERE ino=?", (ino,))
+                self.db.execute("INSERT INTO dentries(parent, name, ino) VALUES (?,?,?)",
+                                (lf, b"#%d" % ino, ino))
+                moved += 1
+            check = Checker(self.store, None)
+            check.check_tree()
+            lost = set(check.disconnected)
+        self.did(f"linked {moved} unreachable inodes under /lost+found")
