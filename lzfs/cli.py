@@ -35,6 +35,7 @@ def cmd_mount(args: argparse.Namespace) -> None:
                [f"--cache-mb={args.cache_mb}"] + [f"-o{o}" for o in extra]
         if args.domain:
             tail.append(f"--domain={args.domain}")
+        tail += [f"--reserve-mb={args.reserve_mb}", f"--commit-interval={args.commit_interval}"]
         if args.debug:
             tail.append("--debug")
         daemon.spawn(args.store, args.mountpoint, tail, args.log)
@@ -42,7 +43,8 @@ def cmd_mount(args: argparse.Namespace) -> None:
     _setup_logging(args.log, args.debug)
     daemon.serve(args.store, args.mountpoint, allow_other=args.allow_other,
                  cache_mb=args.cache_mb, options=extra, ready_fd=args.ready_fd,
-                 domain=args.domain)
+                 domain=args.domain, reserve_mb=args.reserve_mb,
+                 commit_interval=args.commit_interval)
 
 
 def cmd_umount(args: argparse.Namespace) -> None:
@@ -209,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--domain", default="", metavar="NAME",
                    help="dedup domain (also -o domain=NAME): data written through this mount "
                         "dedups only with data written in the same domain (docs/reliability.md)")
+    s.add_argument("--reserve-mb", type=int, default=64,
+                   help="free space kept on the store's file system for metadata: writes get "
+                        "ENOSPC below it (default 64)")
+    s.add_argument("--commit-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="commit at least this often while anything changed: the most work a "
+                        "daemon crash can lose (fsync and umount always commit; default 5)")
     s.add_argument("--log", help="log file (default: STORE/lzfs.log in the background, "
                                  "stderr with -f)")
     s.add_argument("--debug", action="store_true")

@@ -20,9 +20,10 @@ import pyfuse3
 import trio
 
 from .errors import LzfsError
-from .fs import LzfsOperations
+from .fs import COMMIT_INTERVAL, LzfsOperations
 from .store import Store
 from .store.layout import LOG
+from .store.space import DEFAULT_RESERVE
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def fuse_options(store: Store, allow_other: bool, extra: list[str]) -> set[str]:
 
 def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
           cache_mb: int = 128, options: list[str] | None = None, ready_fd: int = -1,
-          domain: str = "") -> None:
+          domain: str = "", reserve_mb: int = DEFAULT_RESERVE >> 20,
+          commit_interval: float = COMMIT_INTERVAL) -> None:
     """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP)."""
     mnt = Path(mountpoint)
     if not mnt.is_dir():
@@ -48,7 +50,8 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
         raise LzfsError(f"{mountpoint} is already a mount point; unmount it first")
     store = Store(store_path, domain=domain)
     try:
-        ops = LzfsOperations(store, cache_bytes=cache_mb << 20)
+        ops = LzfsOperations(store, cache_bytes=cache_mb << 20, reserve_bytes=reserve_mb << 20,
+                             commit_interval=commit_interval)
         try:
             pyfuse3.init(ops, str(mnt), fuse_options(store, allow_other, options or []))
         except RuntimeError as exc:
@@ -73,9 +76,12 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
             store.close()
         raise
     try:
-        pyfuse3.close(unmount=signalled)
+        pyfuse3.close(unmount=signalled or ops.failed is not None)
     finally:
-        store.close()
+        store.close(commit=ops.failed is None)
+    if ops.failed is not None:
+        raise LzfsError(f"stopped serving {mnt}: a commit failed ({ops.failed}); the store is "
+                        f"at its last commit")
     log.info("unmounted %s; store closed", mnt)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sqlite3
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .filemap import FileMap
 from .namespace import ROOT_INODE, FsError, Inode, Namespace, now_ns
 from .prefetch import FrameCache, Readahead
 from .store import Store
+from .store.space import DEFAULT_RESERVE, SpaceGuard
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,14 @@ class LzfsOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, store: Store, cache_bytes: int = 128 << 20) -> None:
+    def __init__(self, store: Store, cache_bytes: int = 128 << 20,
+                 reserve_bytes: int = DEFAULT_RESERVE,
+                 commit_interval: float = COMMIT_INTERVAL) -> None:
         super().__init__()
         self.store = store
+        self.commit_interval = commit_interval
+        self.space = SpaceGuard(store.root, reserve_bytes)
+        self.failed: BaseException | None = None  # a commit failed: stop, keep the last one
         self.ns = Namespace(store.db)
         self.cache = FrameCache(store, cache_bytes)
         self.files: dict[int, FileMap] = {}
@@ -79,7 +86,7 @@ class LzfsOperations(pyfuse3.Operations):
         """Commit every few seconds while anything changed; give space back at once when a
         deletion left blocks nobody references."""
         while True:
-            await trio.sleep(COMMIT_INTERVAL)
+            await trio.sleep(self.commit_interval)
             try:
                 await self.commit()
                 if self.store.garbage:
@@ -96,16 +103,32 @@ class LzfsOperations(pyfuse3.Operations):
         return removed, freed
 
     async def commit(self) -> None:
+        if self.failed is not None:
+            raise FsError(errno.EIO)
         changes = self.store.db.conn.total_changes
         if changes == self._committed_changes:
             return
         async with self.gate:
-            await trio.to_thread.run_sync(self.store.sync_packs)
-            self.store.commit_meta()
+            try:
+                await trio.to_thread.run_sync(self.store.sync_packs)
+                self.store.commit_meta()
+            except (sqlite3.Error, OSError) as exc:
+                self._fail(exc)
             self._committed_changes = self.store.db.conn.total_changes
+
+    def _fail(self, exc: BaseException) -> None:
+        """A commit failed (disk error, or full despite the reserve). SQLite may have rolled
+        back on its own, so what this daemon holds in memory can no longer be trusted: stop
+        serving and keep the store exactly at its last commit (the next mount starts there)."""
+        self.failed = exc
+        log.critical("cannot commit (%s): unmounting; the store stays at its last commit", exc)
+        pyfuse3.terminate()
+        raise FsError(errno.EIO)
 
     async def shutdown(self) -> None:
         """Store every pending byte and commit: called after the kernel let go of the mount."""
+        if self.failed is not None:
+            return
         for ino, fm in list(self.files.items()):
             try:
                 await fm.flush()
@@ -450,6 +473,7 @@ class LzfsOperations(pyfuse3.Operations):
         with _errno():
             h = self.handles[fh]
             self.request_sizes["write", _bucket(len(buf))] += 1
+            self.space.admit(len(buf))
             await self.files[h.ino].write(off, buf)
             return len(buf)
 

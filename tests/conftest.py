@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -38,12 +39,13 @@ def lzfs_cmd(*args: str, check: bool = True, **kw) -> subprocess.CompletedProces
 class Mounted:
     """A store mounted at ``mnt`` by a real `lzfs mount` daemon."""
 
-    def __init__(self, store: Path, mnt: Path) -> None:
+    def __init__(self, store: Path, mnt: Path, options: tuple[str, ...] = ()) -> None:
         self.store = store
         self.mnt = mnt
+        self.options = options  # extra `lzfs mount` arguments, used at every (re)mount
 
     def mount(self) -> None:
-        lzfs_cmd("mount", str(self.store), str(self.mnt))
+        lzfs_cmd("mount", *self.options, str(self.store), str(self.mnt))
         assert find_mount(self.mnt) is not None
 
     def umount(self) -> None:
@@ -59,6 +61,26 @@ class Mounted:
     def remount(self) -> None:
         self.umount()
         self.mount()
+
+    def daemon_pid(self) -> int:
+        return int((self.store / "lock").read_text().strip())
+
+    def crash(self, drop_caches: bool = False) -> None:
+        """SIGKILL the daemon (what a crash or the OOM killer does), detach the dead mount;
+        with ``drop_caches``, also make the kernel forget its cached pages, so what is read
+        next comes from disk (the power-cut simulation the reliability issue asks for; dirty
+        pages the kernel still holds are written back, not lost, so it cannot prove more)."""
+        pid = self.daemon_pid()
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(200):
+            if not os.path.exists(f"/proc/{pid}"):
+                break
+            time.sleep(0.05)
+        subprocess.run(["fusermount3", "-uz", str(self.mnt)], check=False,
+                       capture_output=True)
+        if drop_caches:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
 
     def log(self) -> str:
         try:

@@ -157,7 +157,7 @@ class MetaDB:
     def close(self, commit: bool = True) -> None:
         if commit:
             self.conn.execute("COMMIT")
-        else:
+        elif self.conn.in_transaction:  # SQLite may have rolled back on its own already
             self.conn.execute("ROLLBACK")
         try:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

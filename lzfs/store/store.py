@@ -243,14 +243,17 @@ class Store:
         self.sync_packs()
         self.commit_meta()
 
-    def close(self) -> None:
+    def close(self, commit: bool = True) -> None:
+        """Close; with ``commit`` False, drop every change since the last commit (what a
+        daemon whose commit failed does: the next open recovers packs to match)."""
         if self.readonly:
             self.db.conn.close()
             self.packs.close()
             return
         try:
-            self.packs.sync()
-            self.db.close(commit=True)
+            if commit:
+                self.packs.sync()
+            self.db.close(commit=commit)
             self.packs.close()
         finally:
             self.lock.release()

@@ -7,30 +7,9 @@ import subprocess
 
 import pytest
 
-from lzfs.testing.criu import Workload, criu_command, criu_unusable_reason, run_criu
+from lzfs.testing.criu import criu_command, run_criu
 
 pytestmark = pytest.mark.criu
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _need_criu():
-    reason = criu_unusable_reason()
-    if reason:
-        pytest.skip(reason)
-
-
-@pytest.fixture
-def workload(tmp_path):
-    started: list[Workload] = []
-
-    def start(**kw) -> Workload:
-        w = Workload.start(tmp_path / f"ctl{len(started)}", **kw)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.stop()
 
 
 def _du(path) -> tuple[int, int]:
