@@ -85,10 +85,18 @@ class Store:
         self.config = layout.read_config(self.root)
         self.readonly = readonly
         self.lock = layout.StoreLock(self.root)
+        db_path = self.root / layout.DB
+        live = self.lock.held()  # a daemon has it open
+        if readonly:
+            self.db = MetaDB(db_path, readonly=True, immutable=not live)
+        elif not live:
+            # look before taking the lock: a store that cannot be opened is left as it was
+            MetaDB(db_path, readonly=True, immutable=True).conn.close()
         if not readonly:
             self.lock.acquire(wait=lock_wait)
         try:
-            self.db = MetaDB(self.root / layout.DB)
+            if not readonly:
+                self.db = MetaDB(db_path)
             self.chunker = Chunker(self.config.avg_pages, self.config.max_pages)
             self.seed = _seed_from_key(dedup_key)
             self.packs = PackSet(self.root / layout.PACKS)
