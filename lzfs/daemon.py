@@ -23,7 +23,7 @@ import trio
 from .errors import LzfsError
 from .fs import LzfsOperations
 from .store import Store
-from .store.layout import LOG
+from .store.layout import LOG, StoreLock, read_config
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,11 @@ def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str 
     """Start `lzfs mount -f` detached and wait until it has mounted (or failed). What can be
     checked here is, before anything (the log) is written into the store."""
     check_mountpoint(mountpoint)
-    Store(store_path, readonly=True).close()
+    read_config(store_path)
     store_root = Path(store_path).resolve()
+    if StoreLock(store_root).held():
+        raise StoreLock(store_root).busy()
+    Store(store_root, readonly=True).close()  # a damaged meta.db fails here
     log_path = Path(log_file) if log_file else store_root / LOG
     r, w = os.pipe()
     with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab",

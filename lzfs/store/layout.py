@@ -153,13 +153,9 @@ class StoreLock:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
                 if time.monotonic() >= deadline:
-                    holder = self.holder()
                     os.close(self.fd)
                     self.fd = -1
-                    who = f" (pid {holder})" if holder else ""
-                    raise StoreBusyError(
-                        f"store {self.path.parent} is in use by another lzfs process{who}; "
-                        f"unmount it first ('lzfs umount MOUNTPOINT')") from None
+                    raise self.busy() from None
                 time.sleep(0.05)
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
@@ -179,6 +175,12 @@ class StoreLock:
         finally:
             os.close(fd)  # closing drops a lock taken above
         return False
+
+    def busy(self) -> StoreBusyError:
+        holder = self.holder()
+        who = f" (pid {holder})" if holder else ""
+        return StoreBusyError(f"store {self.path.parent} is in use by another lzfs process{who}; "
+                              f"unmount it first ('lzfs umount MOUNTPOINT')")
 
     def holder(self) -> int | None:
         try:
