@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from lzfs.chunker import Chunker
 from lzfs.errors import CorruptDataError, FormatVersionError, NotAStoreError, StoreBusyError
-from lzfs.store import Store, mkfs
+from lzfs.store import Store, mkfs, read_config
 from lzfs.store.layout import CONFIG
 
 
@@ -153,3 +159,112 @@ def test_a_random_page_read_decompresses_at_most_256_kib(store_path):
         assert biggest[1] <= 256 * 1024
     finally:
         store.close()
+
+
+# ---- fuzz: the config and the packs as found on disk -----------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+_CONFIGS = st.fixed_dictionaries(
+    {}, optional={"format": st.sampled_from(["lzfs", "LZFS", ""]) | _JSON,
+                  "version": st.sampled_from([1, 0, -1, 2, 99, True, 1.0, "1"]) | _JSON,
+                  "avg_pages": st.sampled_from([16, 1, 3, 0, -16, 128, 16.0]) | _JSON,
+                  "max_pages": st.sampled_from([64, 16, 65, 1 << 40]) | _JSON,
+                  "created": st.floats(allow_nan=False) | _JSON}).map(json.dumps)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_CONFIGS | _JSON.map(json.dumps) | st.binary(max_size=200).map(
+    lambda b: b.decode("latin-1")) | st.just("[" * 100_000))
+def test_any_config_is_read_as_a_valid_one_or_refused(text):
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / CONFIG).write_text(text, encoding="latin-1")
+        try:
+            cfg = read_config(d)
+        except (NotAStoreError, FormatVersionError):
+            return
+        Chunker(cfg.avg_pages, cfg.max_pages)  # usable as it is
+        assert cfg.version == 1 and cfg.format == "lzfs"
+
+
+@pytest.fixture(scope="module")
+def committed_store(tmp_path_factory) -> tuple[Path, dict[int, bytes]]:
+    """A store with a few committed frames, and each frame's raw bytes."""
+    path = tmp_path_factory.mktemp("fuzz") / "store"
+    mkfs(path)
+    store = Store(path)
+    try:
+        for i in range(4):
+            _ingest(store, os.urandom(100_000) + b"text %d " % i * 20_000)
+            store.commit()
+        frames = {fid: store.read_frame(store.frame_loc(fid))
+                  for (fid,) in store.db.execute("SELECT id FROM frames").fetchall()}
+    finally:
+        store.close()
+    return path, frames
+
+
+_PACK_DAMAGE = st.lists(st.one_of(
+    st.tuples(st.just("append"), st.binary(min_size=1, max_size=3000)),
+    st.tuples(st.just("truncate"), st.floats(min_value=0, max_value=1.2)),
+    st.tuples(st.just("flip"), st.floats(min_value=0, max_value=1)),
+    st.tuples(st.just("stray pack"), st.binary(max_size=100)),
+    st.tuples(st.just("other file"), st.binary(max_size=100))), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_PACK_DAMAGE)
+def test_recovery_cuts_tails_and_never_loses_or_falsifies_a_committed_frame(
+        committed_store, damage):
+    """Garbage appended to a pack (a tail a dying daemon wrote), packs the database does not
+    know, truncation and flipped bytes: opening cuts what is uncommitted, removes stray packs,
+    leaves other files alone, and then every committed frame either reads back exactly or
+    (where its bytes were damaged) raises CorruptDataError. The store stays writable."""
+    base, frames = committed_store
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "store"
+        shutil.copytree(base, path)
+        pack = path / "packs" / "00000001.pack"
+        original = pack.read_bytes()
+        committed = len(original)
+        data = bytearray(original)
+        for how, arg in damage:
+            if how == "append":
+                data += arg
+            elif how == "truncate":
+                del data[int(len(data) * arg):]
+            elif how == "flip" and data:
+                data[min(int(len(data) * arg), len(data) - 1)] ^= 0x5A
+            elif how == "stray pack":
+                (path / "packs" / "00000007.pack").write_bytes(arg)
+            elif how == "other file":
+                (path / "packs" / "notes.txt").write_bytes(arg)
+        pack.write_bytes(bytes(data))
+        store = Store(path)
+        try:
+            assert pack.stat().st_size == min(len(data), committed)
+            assert not (path / "packs" / "00000007.pack").exists()
+            kept = pack.read_bytes()
+            for fid, raw in frames.items():
+                loc = store.frame_loc(fid)
+                if kept[loc.off:loc.off + loc.rlen] == original[loc.off:loc.off + loc.rlen]:
+                    assert store.read_frame(loc) == raw
+                else:
+                    with pytest.raises(CorruptDataError):
+                        store.read_frame(loc)
+            new = os.urandom(50_000)
+            exts = _ingest(store, new)
+            store.commit()
+        finally:
+            store.close()
+        store = Store(path, readonly=True)
+        try:
+            fid, = store.db.execute("SELECT frame FROM blocks WHERE id=?", (exts[0],)).fetchone()
+            assert new in store.read_frame(store.frame_loc(fid))
+        finally:
+            store.close()
+        if any(how == "other file" for how, _ in damage):
+            assert (path / "packs" / "notes.txt").exists()
