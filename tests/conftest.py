@@ -50,6 +50,15 @@ def tree_state(path: Path) -> dict[str, tuple]:
     return out
 
 
+def assert_private(root: Path) -> None:
+    """Every directory under ``root`` (and root) is 0700, every file 0600."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        assert stat.S_IMODE(os.stat(dirpath).st_mode) == 0o700, dirpath
+        for name in filenames:
+            mode = stat.S_IMODE(os.lstat(os.path.join(dirpath, name)).st_mode)
+            assert mode == 0o600, (os.path.join(dirpath, name), oct(mode))
+
+
 class Mounted:
     """A store mounted at ``mnt`` by a real `lzfs mount` daemon."""
 

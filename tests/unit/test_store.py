@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from lzfs.chunker import Chunker
 from lzfs.errors import CorruptDataError, FormatVersionError, NotAStoreError, StoreBusyError
 from lzfs.store import Store, mkfs, read_config
 from lzfs.store.layout import CONFIG
+from tests.conftest import assert_private
 
 
 def _ingest(store: Store, data: bytes) -> list[int]:
@@ -139,15 +139,23 @@ def test_mkfs_refuses_a_non_empty_directory(tmp_path):
         mkfs(tmp_path / "s")
 
 
-def test_store_files_are_private(store_path):
-    assert (store_path.stat().st_mode & 0o777) == 0o700
-    assert ((store_path / "meta.db").stat().st_mode & 0o777) == 0o600
-    assert ((store_path / "packs").stat().st_mode & 0o777) == 0o700
-    store = Store(store_path)
-    store.close()
-    for p in (store_path / "packs").iterdir():
-        assert (p.stat().st_mode & 0o777) == 0o600
-    sqlite3.connect(store_path / "meta.db").close()
+@pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
+def test_store_files_are_private_under_any_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = tmp_path / "store"
+        mkfs(path)
+        store = Store(path)
+        _ingest(store, os.urandom(300_000))
+        store.commit()
+        assert {"meta.db-wal", "meta.db-shm", "lock"} <= set(os.listdir(path))
+        assert_private(path)
+        store.gc()
+        store.close()
+    finally:
+        os.umask(old)
+    assert_private(path)
+    assert os.listdir(path / "packs")
 
 
 def test_a_random_page_read_decompresses_at_most_256_kib(store_path):
