@@ -41,6 +41,13 @@ def _damage_db(store: Path, how: str) -> None:
     db.write_bytes(bytes(data))
 
 
+def _edit_config(path: Path, **fields) -> None:
+    mkfs(path)
+    cfg = json.loads((path / "lzfs.json").read_text())
+    cfg.update(fields)
+    (path / "lzfs.json").write_text(json.dumps(cfg))
+
+
 def make_bad_store(tmp: Path, case: str) -> Path:
     """A path that is not a usable store, as ``case`` says."""
     path = tmp / "store"
@@ -56,18 +63,12 @@ def make_bad_store(tmp: Path, case: str) -> Path:
     elif case in ("newer-format", "odd-name-newer-format"):
         if case.startswith("odd"):
             path = tmp / "st ore\nü*"
-        mkfs(path)
-        cfg = json.loads((path / "lzfs.json").read_text())
-        cfg["version"] = 99
-        (path / "lzfs.json").write_text(json.dumps(cfg))
+        _edit_config(path, version=99)
     elif case == "config-not-json":
         mkfs(path)
         (path / "lzfs.json").write_bytes(b"\x00\xff{not json")
     elif case == "bad-chunking":
-        mkfs(path)
-        cfg = json.loads((path / "lzfs.json").read_text())
-        cfg["avg_pages"] = 3
-        (path / "lzfs.json").write_text(json.dumps(cfg))
+        _edit_config(path, avg_pages=3)
     elif case == "no-meta-db":
         mkfs(path)
         (path / "meta.db").unlink()
