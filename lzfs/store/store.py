@@ -86,10 +86,13 @@ class Store:
         self.readonly = readonly
         self.lock = layout.StoreLock(self.root)
         db_path = self.root / layout.DB
-        live = self.lock.held()  # a daemon has it open
+        # Nobody writes it and no committed transaction waits in the WAL (a daemon that died
+        # leaves one): SQLite may read meta.db alone and create no -wal/-shm beside it. A
+        # daemon that starts meanwhile can at worst make this read fail as damaged.
+        quiet = not self.lock.held() and _empty(db_path.with_name(db_path.name + "-wal"))
         if readonly:
-            self.db = MetaDB(db_path, readonly=True, immutable=not live)
-        elif not live:
+            self.db = MetaDB(db_path, readonly=True, immutable=quiet)
+        elif quiet:
             # look before taking the lock: a store that cannot be opened is left as it was
             MetaDB(db_path, readonly=True, immutable=True).conn.close()
         if not readonly:
@@ -339,6 +342,13 @@ class Store:
         return {"logical": size, "referenced": referenced, "zero": size - referenced,
                 "blocks": blocks, "stored": stored, "unique": unique,
                 "ratio": size / stored if stored else 0.0}
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return os.stat(path).st_size == 0
+    except FileNotFoundError:
+        return True
 
 
 def _seed_from_key(key: bytes | None) -> int:

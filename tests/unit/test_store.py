@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -60,6 +62,27 @@ def test_uncommitted_tail_is_cut_at_next_open(store_path):
             store.read_frame(store.frame_loc(fid))
     finally:
         store.close()
+
+
+def test_a_read_only_open_after_a_crash_sees_what_was_committed(store_path):
+    """A daemon that dies leaves committed transactions in meta.db-wal: a reader must not
+    skip them (the quiet, immutable open is only for a store with no WAL content)."""
+    code = ("import os, sys\n"
+            "from lzfs.store import Store\n"
+            "s = Store(sys.argv[1])\n"
+            "exts, _ = s.ingest_sync(os.urandom(300_000), 0, True)\n"
+            "s.incref([r.id for _, _, r in exts])\n"
+            "s.commit()\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, str(store_path)], check=True)
+    assert (store_path / "meta.db-wal").stat().st_size > 0
+    names = sorted(os.listdir(store_path))
+    store = Store(store_path, readonly=True)
+    try:
+        assert store.stats().unique == 300_000
+    finally:
+        store.close()
+    assert sorted(os.listdir(store_path)) == names
 
 
 def test_gc_gives_back_space_of_dead_blocks_only(store_path):
