@@ -18,7 +18,7 @@ import pytest
 from lzfs.cli import main
 from lzfs.criu import images as I
 from lzfs.mounts import find_mount
-from lzfs.store import mkfs
+from lzfs.store import Store, mkfs
 from tests.conftest import fuse_unusable_reason, lzfs_cmd, tree_state
 
 needs_fuse = pytest.mark.skipif(fuse_unusable_reason() is not None,
@@ -138,6 +138,10 @@ def test_the_real_command_prints_one_line_too(tmp_path, case):
 def test_read_only_commands_write_nothing_to_a_good_store(tmp_path, capsys):
     store = tmp_path / "store"
     mkfs(store)
+    s = Store(store)
+    exts, _ = s.ingest_sync(os.urandom(200_000), 0, True)
+    s.incref([r.id for _, _, r in exts])
+    s.close()
     before = tree_state(store)
     for argv in READERS[:-1]:
         assert run_cli(capsys, *argv, str(store))[0] == 0
