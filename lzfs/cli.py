@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from dataclasses import asdict
 
@@ -277,12 +278,23 @@ def _setup_logging(path: str | None, debug: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
+def _fail(msg: str) -> None:
+    """One line on stderr, whatever the message holds (a file name may hold a newline)."""
+    print("lzfs: " + msg.replace("\n", "\\n").replace("\r", "\\r"), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = args.func(args)
     except LzfsError as exc:
-        print(f"lzfs: {exc}", file=sys.stderr)
+        _fail(str(exc))
+        return 1
+    except sqlite3.DatabaseError as exc:  # a damaged page met after the store opened
+        _fail(f"metadata database is damaged: {exc}; run 'lzfs fsck' on the store")
+        return 1
+    except OSError as exc:
+        _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
         return 1
     except KeyboardInterrupt:
         print("lzfs: interrupted", file=sys.stderr)

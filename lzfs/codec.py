@@ -158,6 +158,10 @@ def parse_frame_header(buf: bytes | memoryview) -> FrameHeader:
         raise CorruptDataError(f"frame version {version} is not supported")
     if codec not in (Codec.RAW, Codec.LZ4):
         raise CorruptDataError(f"unknown codec {codec}")
+    if count == 0:
+        raise CorruptDataError("frame holds no blocks")  # never written
+    if raw_len > FRAME_MAX:  # never written; decoding it would allocate up to 4 GiB
+        raise CorruptDataError(f"frame raw length {raw_len} exceeds {FRAME_MAX}")
     end = _FRAME_HEAD.size + count * _FRAME_ENTRY.size
     if len(buf) < end:
         raise CorruptDataError("truncated frame block table")

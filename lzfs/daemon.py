@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import trio
 from .errors import LzfsError
 from .fs import COMMIT_INTERVAL, LzfsOperations
 from .store import Store
-from .store.layout import LOG
+from .store.layout import LOG, StoreLock, read_config
 from .store.space import DEFAULT_RESERVE
 
 log = logging.getLogger(__name__)
@@ -38,16 +39,26 @@ def fuse_options(store: Store, allow_other: bool, extra: list[str]) -> set[str]:
     return opts
 
 
+def check_mountpoint(mountpoint: str) -> Path:
+    """An existing directory that nothing is mounted on yet."""
+    mnt = Path(mountpoint)
+    try:
+        is_dir = stat.S_ISDIR(os.stat(mnt).st_mode)
+    except OSError as exc:
+        raise LzfsError(f"mount point {mountpoint}: {exc.strerror}") from None
+    if not is_dir:
+        raise LzfsError(f"mount point {mountpoint} is not a directory")
+    if os.path.ismount(mnt):
+        raise LzfsError(f"{mountpoint} is already a mount point; unmount it first")
+    return mnt
+
+
 def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
           cache_mb: int = 128, options: list[str] | None = None, ready_fd: int = -1,
           domain: str = "", reserve_mb: int = DEFAULT_RESERVE >> 20,
           commit_interval: float = COMMIT_INTERVAL) -> None:
     """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP)."""
-    mnt = Path(mountpoint)
-    if not mnt.is_dir():
-        raise LzfsError(f"mount point {mountpoint} does not exist or is not a directory")
-    if os.path.ismount(mnt):
-        raise LzfsError(f"{mountpoint} is already a mount point; unmount it first")
+    mnt = check_mountpoint(mountpoint)
     store = Store(store_path, domain=domain)
     try:
         ops = LzfsOperations(store, cache_bytes=cache_mb << 20, reserve_bytes=reserve_mb << 20,
@@ -130,12 +141,19 @@ async def _dump_tasks_on_sigusr1() -> None:
 
 def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str | None,
           timeout: float = 60.0) -> None:
-    """Start `lzfs mount -f` detached and wait until it has mounted (or failed)."""
+    """Start `lzfs mount -f` detached and wait until it has mounted (or failed). What can be
+    checked here is, before anything (the log) is written into the store."""
+    check_mountpoint(mountpoint)
+    read_config(store_path)
     store_root = Path(store_path).resolve()
+    if StoreLock(store_root).held():
+        raise StoreLock(store_root).busy()
+    Store(store_root, readonly=True).close()  # a damaged meta.db fails here
     log_path = Path(log_file) if log_file else store_root / LOG
     r, w = os.pipe()
-    with open(log_path, "ab", buffering=0) as logf:
-        os.chmod(log_path, 0o600)
+    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab",
+              buffering=0) as logf:
+        os.fchmod(logf.fileno(), 0o600)
         cmd = [sys.executable, "-m", "lzfs", "mount", "-f", "--ready-fd", str(w),
                "--log", str(log_path), str(store_root), str(Path(mountpoint).resolve()),
                *argv_tail]

@@ -61,7 +61,7 @@ def umount(mountpoint: str, timeout: float = 300.0, lazy: bool = False) -> Mount
         cmd.append("-z")
     res = subprocess.run([*cmd, str(m.mountpoint)], capture_output=True, text=True)
     if res.returncode != 0:
-        msg = (res.stderr or res.stdout).strip()
+        msg = " ".join((res.stderr or res.stdout).split())
         raise LzfsError(f"cannot unmount {m.mountpoint}: {msg} (is a file still open there? "
                         f"'fuser -vm {m.mountpoint}' shows who holds it)")
     lock = StoreLock(m.store)

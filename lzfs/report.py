@@ -27,6 +27,7 @@ from .store import Store
 
 _IMAGE = re.compile(rb"^(inventory\.img|pagemap-\d+\.img|pages-\d+\.img)$")
 OUTSIDE = "(outside snapshots)"
+IMAGE_LIMIT = 64 << 20
 
 
 @dataclass
@@ -102,7 +103,7 @@ def load_tree(store: Store) -> Tree:
             if is_dir.get(ino):
                 stack.append(ino)
     for ino, p in path.items():
-        if not is_dir.get(ino) and stat.S_ISREG(modes[ino][0]):
+        if stat.S_ISREG(modes.get(ino, (0, 0))[0]):  # a fresh store has no root row yet
             parent = p.rpartition("/")[0] or "."
             snapshot_of[ino] = parent if parent in snapshots else OUTSIDE
     return Tree(path, is_dir, {i: s for i, (_, s) in modes.items()}, snapshot_of, snapshots,
@@ -199,6 +200,16 @@ def read_file(store: Store, ino: int, size: int) -> bytes:
     return bytes(out[:size])
 
 
+def _image(store: Store, tree: Tree, snap: str, name: str, files: dict[str, int]) -> bytes:
+    """A protobuf image of a snapshot, read whole: refused past IMAGE_LIMIT (pagemaps, mm and
+    files images are kilobytes; a larger one is not what its name says)."""
+    ino = files[name]
+    size = tree.size.get(ino, 0)
+    if size > IMAGE_LIMIT:
+        raise ImageFormatError(f"{snap}/{name}: {size} bytes is too large for this image")
+    return read_file(store, ino, size)
+
+
 def snapshot_problems(store: Store, tree: Tree, snap: str) -> list[str]:
     """Why a snapshot would not restore as dumped; empty when it is whole. CRIU writes
     inventory.img last, so a dump that died (CRIU, or the daemon under it) lacks it; and
@@ -213,7 +224,8 @@ def snapshot_problems(store: Store, tree: Tree, snap: str) -> list[str]:
             continue
         what = f"{snap}/{name.decode()}"
         try:
-            pm = images.parse_pagemap(read_file(store, ino, tree.size[ino]), what)
+            pm = images.parse_pagemap(_image(store, tree, snap, name.decode(),
+                                             {name.decode(): ino}), what)
         except (ImageFormatError, CorruptDataError) as exc:
             problems.append(f"{what} is unreadable: {exc}")
             continue
@@ -246,27 +258,25 @@ def region_report(store: Store) -> dict:
         try:
             file_names = {}
             if "files.img" in files:
-                file_names = images.parse_files(
-                    read_file(store, files["files.img"], tree.size[files["files.img"]]),
-                    f"{snap}/files.img")
+                file_names = images.parse_files(_image(store, tree, snap, "files.img", files),
+                                                f"{snap}/files.img")
             for fname, ino in sorted(files.items()):
                 m = re.match(r"^pagemap-(\d+)\.img$", fname)
                 if not m:
                     continue
                 pid = m.group(1)
-                pm = images.parse_pagemap(read_file(store, ino, tree.size[ino]),
+                pm = images.parse_pagemap(_image(store, tree, snap, fname, files),
                                           f"{snap}/{fname}")
                 vmas = []
                 if f"mm-{pid}.img" in files:
-                    mm_ino = files[f"mm-{pid}.img"]
-                    vmas = images.parse_mm(read_file(store, mm_ino, tree.size[mm_ino]),
+                    vmas = images.parse_mm(_image(store, tree, snap, f"mm-{pid}.img", files),
                                            f"{snap}/mm-{pid}.img")
                 pages_ino = files.get(f"pages-{pm.pages_id}.img")
                 exts = [] if pages_ino is None else store.db.execute(
                     "SELECT off, len, block FROM extents WHERE ino=? ORDER BY off",
                     (pages_ino,)).fetchall()
                 _attribute(snap, pm, vmas, file_names, exts, block_groups, regions)
-        except ImageFormatError as exc:
+        except (ImageFormatError, CorruptDataError) as exc:
             errors.append(str(exc))
             continue
         out_snaps.append({"snapshot": snap, "regions": [

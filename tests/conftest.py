@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -34,6 +36,28 @@ def lzfs_cmd(*args: str, check: bool = True, **kw) -> subprocess.CompletedProces
     if check and res.returncode != 0:
         raise AssertionError(f"lzfs {' '.join(args)} failed ({res.returncode}): {res.stderr}")
     return res
+
+
+def tree_state(path: Path) -> dict[str, tuple]:
+    """(mode, size, mtime, sha256) of ``path`` and everything under it; {} if it is absent."""
+    if not os.path.lexists(path):
+        return {}
+    entries = [path, *sorted(path.rglob("*"))] if path.is_dir() else [path]
+    out = {}
+    for p in entries:
+        st = p.lstat()
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) else ""
+        out[str(p.relative_to(path))] = (st.st_mode, st.st_size, st.st_mtime_ns, digest)
+    return out
+
+
+def assert_private(root: Path) -> None:
+    """Every directory under ``root`` (and root) is 0700, every file 0600."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        assert stat.S_IMODE(os.stat(dirpath).st_mode) == 0o700, dirpath
+        for name in filenames:
+            mode = stat.S_IMODE(os.lstat(os.path.join(dirpath, name)).st_mode)
+            assert mode == 0o600, (os.path.join(dirpath, name), oct(mode))
 
 
 class Mounted:

@@ -95,12 +95,12 @@ def _build() -> dict[str, type]:
 _CLASSES = _build()
 
 
-def decode(kind: str, payload: bytes):
+def decode(kind: str, payload: bytes, what: str = "image"):
     msg = _CLASSES[kind]()
     try:
         msg.ParseFromString(payload)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise ImageFormatError(f"{kind}: undecodable protobuf entry ({exc})") from None
+        raise ImageFormatError(f"{what}: undecodable {kind} entry ({exc})") from None
     return msg
 
 
@@ -161,10 +161,10 @@ def parse_pagemap(data: bytes, what: str = "pagemap") -> Pagemap:
     items = entries(data, PAGEMAP_MAGIC, what)
     if not items:
         raise ImageFormatError(f"{what}: no pagemap head")
-    head = decode("pagemap_head", items[0])
+    head = decode("pagemap_head", items[0], what)
     pm = Pagemap(head.pages_id)
     for raw in items[1:]:
-        e = decode("pagemap_entry", raw)
+        e = decode("pagemap_entry", raw, what)
         n = e.nr_pages if e.HasField("nr_pages") else e.compat_nr_pages
         flags = e.flags if e.HasField("flags") else (PE_PARENT if e.in_parent else PE_PRESENT)
         if n > (1 << 40) // PAGE:
@@ -202,13 +202,13 @@ def parse_mm(data: bytes, what: str = "mm") -> list[Vma]:
     items = entries(data, MM_MAGIC, what)
     if not items:
         raise ImageFormatError(f"{what}: no mm entry")
-    mm = decode("mm_entry", items[0])
+    mm = decode("mm_entry", items[0], what)
     return [Vma(v.start, v.end, v.status, v.shmid) for v in mm.vmas]
 
 
 def parse_pstree(data: bytes, what: str = "pstree") -> list[tuple[int, int]]:
     """(pid, ppid) of each task."""
-    return [(e.pid, e.ppid) for e in (decode("pstree_entry", raw)
+    return [(e.pid, e.ppid) for e in (decode("pstree_entry", raw, what)
                                       for raw in entries(data, PSTREE_MAGIC, what))]
 
 
@@ -216,7 +216,7 @@ def parse_files(data: bytes, what: str = "files") -> dict[int, str]:
     """Regular-file id -> path, for naming file-backed mappings."""
     out = {}
     for raw in entries(data, FILES_MAGIC, what):
-        e = decode("file_entry", raw)
+        e = decode("file_entry", raw, what)
         if e.type == 1 and e.HasField("reg"):
             out[e.reg.id] = e.reg.name
     return out

@@ -7,10 +7,13 @@ last commit, never to a state in between (packs are truncated to match, see pack
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
+from urllib.parse import quote
 
-from ..errors import CorruptDataError
+from ..errors import CorruptDataError, NotAStoreError
 
 SCHEMA_VERSION = 2
 
@@ -100,27 +103,55 @@ _UPGRADES = {
 
 
 class MetaDB:
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+    """``create`` makes a new database (mkfs only); otherwise the file must exist and is never
+    created, converted or repaired by opening it. ``readonly`` opens it for reading only;
+    ``immutable`` (with readonly, when no daemon holds the store) also promises SQLite that
+    nobody writes it meanwhile, so not even the -wal and -shm files appear."""
+
+    def __init__(self, path: Path, *, create: bool = False, readonly: bool = False,
+                 immutable: bool = False, upgradable: bool = False) -> None:
         self.path = path
         self.readonly = readonly
-        new = not path.exists()
+        self.upgradable = upgradable  # a look before a writable open: an older schema is fine
         try:
-            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            if create:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            elif not stat.S_ISREG(os.stat(path).st_mode):
+                raise NotAStoreError(f"{path} is not a regular file")
+        except FileNotFoundError:
+            raise NotAStoreError(f"{path} is missing: this is not a whole lzfs store") from None
+        except OSError as exc:
+            raise NotAStoreError(f"{path}: {exc.strerror}") from None
+        if readonly:
+            uri = f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+        else:
+            uri = f"file:{quote(str(path))}?mode=rw"
+        try:
+            self.conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                        check_same_thread=False)
+            if create:
+                self.conn.execute("PRAGMA journal_mode=WAL")  # kept in the file from now on
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=OFF")
             self.conn.execute("PRAGMA cache_size=-65536")
-            if new:
-                path.chmod(0o600)
-            if new:
+            if create:
                 create_tables(self.conn)
             self.conn.execute("BEGIN")
-            self._check()
+            self._check(wal=not readonly)  # immutable opens do not see the journal mode
         except sqlite3.DatabaseError as exc:
+            self._close_quietly()
             raise CorruptDataError(f"{path}: metadata database is damaged: {exc}; "
                                    f"run 'lzfs fsck' on the store") from None
+        except BaseException:
+            self._close_quietly()
+            raise
 
-    def _check(self) -> None:
+    def _close_quietly(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    def _check(self, wal: bool) -> None:
         try:
             row = self.conn.execute(
                 "SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -129,7 +160,10 @@ class MetaDB:
         version = row[0] if row else None
         if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
             raise CorruptDataError(f"{self.path}: unexpected schema version {version}")
-        if version == SCHEMA_VERSION:
+        mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0] if wal else "wal"
+        if mode != "wal":
+            raise CorruptDataError(f"{self.path}: journal mode is {mode}, not wal")
+        if version == SCHEMA_VERSION or (self.readonly and self.upgradable):
             return
         if self.readonly:
             raise CorruptDataError(f"{self.path}: written by an older lzfs (schema {version}); "

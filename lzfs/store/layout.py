@@ -17,11 +17,13 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import FormatVersionError, NotAStoreError, StoreBusyError
+from ..codec import FRAME_MAX, PAGE
+from ..errors import FormatVersionError, LzfsError, NotAStoreError, StoreBusyError
 
 FORMAT_NAME = "lzfs"
 FORMAT_VERSION = 1
@@ -30,6 +32,8 @@ DB = "meta.db"
 PACKS = "packs"
 LOCK = "lock"
 LOG = "lzfs.log"
+CONFIG_LIMIT = 64 << 10  # a config larger than this is not ours (and is not read whole)
+MAX_PAGES = FRAME_MAX // PAGE  # a block fits in one frame (docs/format.md)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,14 @@ class StoreConfig:
 def mkfs(path: str | os.PathLike, avg_pages: int = 16, max_pages: int = 64) -> StoreConfig:
     """Create an empty store at ``path`` (which may exist but must be empty)."""
     root = Path(path)
+    check_chunking(avg_pages, max_pages, root)
+    try:
+        return _mkfs(root, avg_pages, max_pages)
+    except OSError as exc:
+        raise LzfsError(f"cannot create a store at {root}: {exc.strerror}") from None
+
+
+def _mkfs(root: Path, avg_pages: int, max_pages: int) -> StoreConfig:
     if root.exists():
         if not root.is_dir():
             raise NotAStoreError(f"{root} exists and is not a directory")
@@ -66,32 +78,59 @@ def mkfs(path: str | os.PathLike, avg_pages: int = 16, max_pages: int = 64) -> S
     # the schema is created by the first open, inside one transaction
     from .db import MetaDB
 
-    MetaDB(root / DB).close()
+    MetaDB(root / DB, create=True).close()
     _fsync_dir(root)
     return cfg
 
 
+def check_chunking(avg_pages: object, max_pages: object, where: object) -> None:
+    """Chunking parameters decide where blocks are cut: a power-of-two average, and blocks
+    no larger than one frame."""
+    if not (type(avg_pages) is int and type(max_pages) is int and 1 <= avg_pages <= max_pages
+            <= MAX_PAGES and avg_pages & (avg_pages - 1) == 0):
+        raise NotAStoreError(
+            f"{where}: need avg_pages a power of two and avg_pages <= max_pages <= {MAX_PAGES}"
+            f" (got {avg_pages!r} and {max_pages!r})")
+
+
 def read_config(path: str | os.PathLike) -> StoreConfig:
+    """The store's config. Anything that is not a config this lzfs wrote raises an LzfsError
+    (NotAStoreError, FormatVersionError); nothing is written."""
     root = Path(path)
     cfg_path = root / CONFIG
-    if not root.is_dir():
-        raise NotAStoreError(f"{root}: no such directory")
     try:
-        raw = json.loads(cfg_path.read_text())
-    except FileNotFoundError:
+        if not stat.S_ISDIR(os.stat(root).st_mode):
+            raise NotAStoreError(f"{root} is not a directory, so not an lzfs store")
+        with open(cfg_path, "rb") as f:
+            text = f.read(CONFIG_LIMIT + 1)
+    except FileNotFoundError as exc:
+        if exc.filename == str(root):
+            raise NotAStoreError(f"{root}: no such directory") from None
         raise NotAStoreError(f"{root} is not an lzfs store (no {CONFIG}); create one with "
                              f"'lzfs mkfs {root}'") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise NotAStoreError(f"{exc.filename}: {exc.strerror}") from None
+    try:
+        if len(text) > CONFIG_LIMIT:
+            raise ValueError(f"larger than {CONFIG_LIMIT} bytes")
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise NotAStoreError(f"{cfg_path} is unreadable: {exc}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         raise NotAStoreError(f"{cfg_path} is not an lzfs store config")
     version = raw.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or version < 1:
+        raise NotAStoreError(f"{cfg_path}: {version!r} is not a store format version")
+    if version > FORMAT_VERSION:
         raise FormatVersionError(
             f"{root} has store format version {version}; this lzfs reads up to "
             f"{FORMAT_VERSION}: upgrade lzfs")
     known = {k: raw[k] for k in StoreConfig.__dataclass_fields__ if k in raw}
-    return StoreConfig(**known)
+    cfg = StoreConfig(**known)
+    check_chunking(cfg.avg_pages, cfg.max_pages, cfg_path)
+    if type(cfg.created) not in (int, float):
+        raise NotAStoreError(f"{cfg_path}: 'created' is not a time")
+    return cfg
 
 
 class StoreLock:
@@ -114,16 +153,34 @@ class StoreLock:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
                 if time.monotonic() >= deadline:
-                    holder = self.holder()
                     os.close(self.fd)
                     self.fd = -1
-                    who = f" (pid {holder})" if holder else ""
-                    raise StoreBusyError(
-                        f"store {self.path.parent} is in use by another lzfs process{who}; "
-                        f"unmount it first ('lzfs umount MOUNTPOINT')") from None
+                    raise self.busy() from None
                 time.sleep(0.05)
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def held(self) -> bool:
+        """Whether another process holds the lock now; never creates the lock file."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise
+        finally:
+            os.close(fd)  # closing drops a lock taken above
+        return False
+
+    def busy(self) -> StoreBusyError:
+        holder = self.holder()
+        who = f" (pid {holder})" if holder else ""
+        return StoreBusyError(f"store {self.path.parent} is in use by another lzfs process{who}; "
+                              f"unmount it first ('lzfs umount MOUNTPOINT')")
 
     def holder(self) -> int | None:
         try:

@@ -53,6 +53,11 @@ class PackSet:
                 pid = int(entry.name[:-5])
             except ValueError:
                 continue
+            if entry.name != pack_name(pid):  # "+5.pack", " 5.pack": not a name lzfs writes
+                continue
+            if not entry.is_file() or entry.is_symlink():
+                raise CorruptDataError(f"{entry} is not a regular file; move it out of the "
+                                       f"store and run 'lzfs fsck'")
             if pid not in committed:
                 entry.unlink()
                 actions.append(f"removed uncommitted pack {entry.name}")

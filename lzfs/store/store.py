@@ -90,10 +90,21 @@ class Store:
         self.config = layout.read_config(self.root)
         self.readonly = readonly
         self.lock = layout.StoreLock(self.root)
+        db_path = self.root / layout.DB
+        # Nobody writes it and no committed transaction waits in the WAL (a daemon that died
+        # leaves one): SQLite may read meta.db alone and create no -wal/-shm beside it. A
+        # daemon that starts meanwhile can at worst make this read fail as damaged.
+        quiet = not self.lock.held() and _empty(db_path.with_name(db_path.name + "-wal"))
+        if readonly:
+            self.db = MetaDB(db_path, readonly=True, immutable=quiet)
+        elif quiet:
+            # look before taking the lock: a store that cannot be opened is left as it was
+            MetaDB(db_path, readonly=True, immutable=True, upgradable=True).conn.close()
         if not readonly:
             self.lock.acquire(wait=lock_wait)
         try:
-            self.db = MetaDB(self.root / layout.DB, readonly=readonly)
+            if not readonly:
+                self.db = MetaDB(db_path)
             self.chunker = Chunker(self.config.avg_pages, self.config.max_pages)
             self.domain = domain or ""
             self.seed = domain_seed(domain)
@@ -345,6 +356,13 @@ class Store:
         return {"logical": size, "referenced": referenced, "zero": size - referenced,
                 "blocks": blocks, "stored": stored, "unique": unique, "damaged": damaged,
                 "ratio": size / stored if stored else 0.0}
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return os.stat(path).st_size == 0
+    except FileNotFoundError:
+        return True
 
 
 def domain_seed(domain: str | None) -> int:

@@ -84,7 +84,7 @@ def test_sigkill_mid_write_keeps_what_was_committed(mounted):
     assert data == want[:len(data)]
 
 
-@pytest.mark.parametrize("how", ["fsync", "fdatasync", "dir-fsync", "umount"])
+@pytest.mark.parametrize("how", ["fsync", "fdatasync", "dir-fsync", "sync-command", "umount"])
 def test_acknowledged_data_survives_a_power_cut(mounted, how):
     """What fsync (or fdatasync, or fsync of a directory, or `lzfs umount`) acknowledged is
     there after the daemon is SIGKILLed and the page cache dropped; what came after the
@@ -105,6 +105,8 @@ def test_acknowledged_data_survives_a_power_cut(mounted, how):
         fd = os.open(mounted.mnt / "snap", os.O_RDONLY | os.O_DIRECTORY)
         os.fsync(fd)
         os.close(fd)
+    if how == "sync-command":  # what an operator types after a dump: sync(1) fsyncs the dir
+        subprocess.run(["sync", str(mounted.mnt / "snap")], check=True)
     late = rnd.randbytes(2 << 20)
     if how == "umount":
         mounted.umount()

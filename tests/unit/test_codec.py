@@ -73,3 +73,41 @@ def test_any_blocks_round_trip(datas):
     head, rec = encode_frame(blocks)
     assert parse_frame_header(rec).raw_len == sum(map(len, datas))
     assert decode_frame(rec)[1] == b"".join(datas)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=4),
+       st.sampled_from(["flip", "truncate", "append"]), st.integers(min_value=0),
+       st.integers(min_value=1, max_value=255), st.binary(min_size=1, max_size=64))
+def test_any_damage_to_a_record_is_refused_never_decoded(datas, how, where, xor, junk):
+    """Every byte of a record is covered: header fields by the checks on each other, the
+    table by the content hashes, the payload by its checksum."""
+    _, rec = encode_frame(_blocks(*(d * 7 for d in datas)))  # compressible: LZ4 and raw both
+    buf = bytearray(rec)
+    if how == "flip":
+        buf[where % len(buf)] ^= xor
+    elif how == "truncate":
+        del buf[where % len(buf):]
+    else:
+        buf += junk
+    with pytest.raises(CorruptDataError):
+        decode_frame(bytes(buf))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([1, 2, 3, 0, 255]),
+       st.lists(st.integers(min_value=0, max_value=2**32 - 1), max_size=4),
+       st.binary(max_size=512))
+def test_a_forged_header_with_a_valid_checksum_is_refused(codec, lens, payload):
+    """The payload checksum does not cover the header: lengths in it (up to 4 GiB) must be
+    checked before they size anything."""
+    import struct
+
+    from lzfs.codec import FRAME_MAGIC, FRAME_VERSION, payload_checksum
+
+    raw_len = sum(lens) & 0xFFFFFFFF
+    rec = struct.pack("<4sBBHIIQ", FRAME_MAGIC, FRAME_VERSION, codec, len(lens), raw_len,
+                      len(payload), payload_checksum(payload))
+    rec += b"".join(struct.pack("<I16s", n, bytes(16)) for n in lens) + payload
+    with pytest.raises(CorruptDataError):
+        decode_frame(rec)

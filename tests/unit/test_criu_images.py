@@ -93,3 +93,62 @@ def test_garbage_never_crashes_or_hangs(junk, kind):
             parse(data)
         except ImageFormatError:
             pass
+
+
+_PARSERS = {"pagemap": (I.parse_pagemap, I.PAGEMAP_MAGIC), "mm": (I.parse_mm, I.MM_MAGIC),
+            "pstree": (I.parse_pstree, I.PSTREE_MAGIC), "files": (I.parse_files, I.FILES_MAGIC)}
+_VALID = {
+    "pagemap": _image(I.PAGEMAP_MAGIC, [
+        ("pagemap_head", {"pages_id": 1}),
+        ("pagemap_entry", {"vaddr": 0x1000, "nr_pages": 3, "flags": I.PE_PRESENT}),
+        ("pagemap_entry", {"vaddr": 0x9000, "nr_pages": 1, "flags": I.PE_PARENT})]),
+    "mm": _image(I.MM_MAGIC, [("mm_entry", {"vmas": [
+        {"start": 0x1000, "end": 0x4000, "status": I.VMA_AREA_HEAP, "fd": -1},
+        {"start": 0x9000, "end": 0xA000, "status": I.VMA_FILE_PRIVATE, "shmid": 2}]})]),
+    "pstree": _image(I.PSTREE_MAGIC, [("pstree_entry", {"pid": 7, "ppid": 1})]),
+    "files": _image(I.FILES_MAGIC, [("file_entry", {"type": 1, "id": 2})]),
+}
+
+
+def _parse_or_refuse(kind: str, data: bytes) -> None:
+    """Parses, or raises ImageFormatError: nothing else escapes (IndexError, struct.error,
+    DecodeError, UnicodeDecodeError...)."""
+    parse, _ = _PARSERS[kind]
+    try:
+        out = parse(data, f"{kind}.img")
+    except ImageFormatError as exc:
+        assert f"{kind}.img" in str(exc)
+        return
+    if kind == "pagemap":
+        for _, off, length in out.page_runs():
+            assert off >= 0 and 0 <= length <= 1 << 40
+
+
+@settings(max_examples=300, deadline=1000)
+@given(st.sampled_from(sorted(_PARSERS)),
+       st.lists(st.binary(max_size=40) | st.sampled_from([b"\x0a\xff\xff\xff\xff\x0f",
+                                                         b"\x72\x02\xc3\x28", b"\x08" * 12]),
+                max_size=6))
+def test_well_framed_garbage_entries_never_crash(kind, payloads):
+    """Correct magics and entry sizes, garbage protobuf inside (overlong varints, invalid
+    UTF-8 in a name, truncated fields): the protobuf decoder's errors become ours."""
+    _, magic = _PARSERS[kind]
+    data = struct.pack("<II", I.IMG_COMMON_MAGIC, magic) + b"".join(
+        struct.pack("<I", len(p)) + p for p in payloads)
+    _parse_or_refuse(kind, data)
+
+
+@settings(max_examples=300, deadline=1000)
+@given(st.sampled_from(sorted(_PARSERS)), st.sampled_from(["cut", "flip", "insert"]),
+       st.integers(min_value=0), st.integers(min_value=1, max_value=255),
+       st.binary(min_size=1, max_size=16))
+def test_damaged_real_images_never_crash(kind, how, where, xor, junk):
+    data = bytearray(_VALID[kind])
+    pos = where % len(data)
+    if how == "cut":
+        del data[pos:]
+    elif how == "flip":
+        data[pos] ^= xor
+    else:
+        data[pos:pos] = junk
+    _parse_or_refuse(kind, bytes(data))

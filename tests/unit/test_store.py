@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from lzfs.chunker import Chunker
 from lzfs.errors import CorruptDataError, FormatVersionError, NotAStoreError, StoreBusyError
-from lzfs.store import Store, mkfs
+from lzfs.store import Store, mkfs, read_config
 from lzfs.store.layout import CONFIG
+from tests.conftest import assert_private
 
 
 def _ingest(store: Store, data: bytes) -> list[int]:
@@ -54,6 +63,27 @@ def test_uncommitted_tail_is_cut_at_next_open(store_path):
             store.read_frame(store.frame_loc(fid))
     finally:
         store.close()
+
+
+def test_a_read_only_open_after_a_crash_sees_what_was_committed(store_path):
+    """A daemon that dies leaves committed transactions in meta.db-wal: a reader must not
+    skip them (the quiet, immutable open is only for a store with no WAL content)."""
+    code = ("import os, sys\n"
+            "from lzfs.store import Store\n"
+            "s = Store(sys.argv[1])\n"
+            "exts, _ = s.ingest_sync(os.urandom(300_000), 0, True)\n"
+            "s.incref([r.id for _, _, r in exts])\n"
+            "s.commit()\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, str(store_path)], check=True)
+    assert (store_path / "meta.db-wal").stat().st_size > 0
+    names = sorted(os.listdir(store_path))
+    store = Store(store_path, readonly=True)
+    try:
+        assert store.stats().unique == 300_000
+    finally:
+        store.close()
+    assert sorted(os.listdir(store_path)) == names
 
 
 def test_gc_gives_back_space_of_dead_blocks_only(store_path):
@@ -133,15 +163,23 @@ def test_mkfs_refuses_a_non_empty_directory(tmp_path):
         mkfs(tmp_path / "s")
 
 
-def test_store_files_are_private(store_path):
-    assert (store_path.stat().st_mode & 0o777) == 0o700
-    assert ((store_path / "meta.db").stat().st_mode & 0o777) == 0o600
-    assert ((store_path / "packs").stat().st_mode & 0o777) == 0o700
-    store = Store(store_path)
-    store.close()
-    for p in (store_path / "packs").iterdir():
-        assert (p.stat().st_mode & 0o777) == 0o600
-    sqlite3.connect(store_path / "meta.db").close()
+@pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
+def test_store_files_are_private_under_any_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = tmp_path / "store"
+        mkfs(path)
+        store = Store(path)
+        _ingest(store, os.urandom(300_000))
+        store.commit()
+        assert {"meta.db-wal", "meta.db-shm", "lock"} <= set(os.listdir(path))
+        assert_private(path)
+        store.gc()
+        store.close()
+    finally:
+        os.umask(old)
+    assert_private(path)
+    assert os.listdir(path / "packs")
 
 
 def test_a_random_page_read_decompresses_at_most_256_kib(store_path):
@@ -194,3 +232,112 @@ def test_a_dedup_domain_changes_every_block_hash(store_path):
         assert len(seeds) == 2 and 0 not in seeds
     finally:
         store.close()
+
+
+# ---- fuzz: the config and the packs as found on disk -----------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+_CONFIGS = st.fixed_dictionaries(
+    {}, optional={"format": st.sampled_from(["lzfs", "LZFS", ""]) | _JSON,
+                  "version": st.sampled_from([1, 0, -1, 2, 99, True, 1.0, "1"]) | _JSON,
+                  "avg_pages": st.sampled_from([16, 1, 3, 0, -16, 128, 16.0]) | _JSON,
+                  "max_pages": st.sampled_from([64, 16, 65, 1 << 40]) | _JSON,
+                  "created": st.floats(allow_nan=False) | _JSON}).map(json.dumps)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_CONFIGS | _JSON.map(json.dumps) | st.binary(max_size=200).map(
+    lambda b: b.decode("latin-1")) | st.just("[" * 100_000))
+def test_any_config_is_read_as_a_valid_one_or_refused(text):
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / CONFIG).write_text(text, encoding="latin-1")
+        try:
+            cfg = read_config(d)
+        except (NotAStoreError, FormatVersionError):
+            return
+        Chunker(cfg.avg_pages, cfg.max_pages)  # usable as it is
+        assert cfg.version == 1 and cfg.format == "lzfs"
+
+
+@pytest.fixture(scope="module")
+def committed_store(tmp_path_factory) -> tuple[Path, dict[int, bytes]]:
+    """A store with a few committed frames, and each frame's raw bytes."""
+    path = tmp_path_factory.mktemp("fuzz") / "store"
+    mkfs(path)
+    store = Store(path)
+    try:
+        for i in range(4):
+            _ingest(store, os.urandom(100_000) + b"text %d " % i * 20_000)
+            store.commit()
+        frames = {fid: store.read_frame(store.frame_loc(fid))
+                  for (fid,) in store.db.execute("SELECT id FROM frames").fetchall()}
+    finally:
+        store.close()
+    return path, frames
+
+
+_PACK_DAMAGE = st.lists(st.one_of(
+    st.tuples(st.just("append"), st.binary(min_size=1, max_size=3000)),
+    st.tuples(st.just("truncate"), st.floats(min_value=0, max_value=1.2)),
+    st.tuples(st.just("flip"), st.floats(min_value=0, max_value=1)),
+    st.tuples(st.just("stray pack"), st.binary(max_size=100)),
+    st.tuples(st.just("other file"), st.binary(max_size=100))), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_PACK_DAMAGE)
+def test_recovery_cuts_tails_and_never_loses_or_falsifies_a_committed_frame(
+        committed_store, damage):
+    """Garbage appended to a pack (a tail a dying daemon wrote), packs the database does not
+    know, truncation and flipped bytes: opening cuts what is uncommitted, removes stray packs,
+    leaves other files alone, and then every committed frame either reads back exactly or
+    (where its bytes were damaged) raises CorruptDataError. The store stays writable."""
+    base, frames = committed_store
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "store"
+        shutil.copytree(base, path)
+        pack = path / "packs" / "00000001.pack"
+        original = pack.read_bytes()
+        committed = len(original)
+        data = bytearray(original)
+        for how, arg in damage:
+            if how == "append":
+                data += arg
+            elif how == "truncate":
+                del data[int(len(data) * arg):]
+            elif how == "flip" and data:
+                data[min(int(len(data) * arg), len(data) - 1)] ^= 0x5A
+            elif how == "stray pack":
+                (path / "packs" / "00000007.pack").write_bytes(arg)
+            elif how == "other file":
+                (path / "packs" / "notes.txt").write_bytes(arg)
+        pack.write_bytes(bytes(data))
+        store = Store(path)
+        try:
+            assert pack.stat().st_size == min(len(data), committed)
+            assert not (path / "packs" / "00000007.pack").exists()
+            kept = pack.read_bytes()
+            for fid, raw in frames.items():
+                loc = store.frame_loc(fid)
+                if kept[loc.off:loc.off + loc.rlen] == original[loc.off:loc.off + loc.rlen]:
+                    assert store.read_frame(loc) == raw
+                else:
+                    with pytest.raises(CorruptDataError):
+                        store.read_frame(loc)
+            new = os.urandom(50_000)
+            exts = _ingest(store, new)
+            store.commit()
+        finally:
+            store.close()
+        store = Store(path, readonly=True)
+        try:
+            fid, = store.db.execute("SELECT frame FROM blocks WHERE id=?", (exts[0],)).fetchone()
+            assert new in store.read_frame(store.frame_loc(fid))
+        finally:
+            store.close()
+        if any(how == "other file" for how, _ in damage):
+            assert (path / "packs" / "notes.txt").exists()
