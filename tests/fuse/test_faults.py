@@ -17,7 +17,8 @@ from lzfs.store import Store
 from tests.conftest import lzfs_cmd
 
 
-def test_corrupt_pack_gives_eio_only_where_damaged(mounted):
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_damaged_pack_gives_eio_only_where_damaged(mounted, damage):
     good = os.urandom(3 << 20)
     rnd = random.Random(5)
     words = [b"model", b"weights", b"cache", b"token", b"layer", b"attention", b"head"]
@@ -28,20 +29,25 @@ def test_corrupt_pack_gives_eio_only_where_damaged(mounted):
     s = Store(mounted.store)
     try:
         ino = s.db.execute("SELECT ino FROM dentries WHERE name=?", (b"victim",)).fetchone()[0]
+        # flipped: a frame in the middle; truncated: the pack is cut inside the last frame
         off, frame = s.db.execute(
             "SELECT e.off, b.frame FROM extents e JOIN blocks b ON b.id = e.block "
-            "WHERE e.ino=? ORDER BY e.off LIMIT 1 OFFSET 3", (ino,)).fetchone()
+            "WHERE e.ino=? ORDER BY e.off " + ("LIMIT 1 OFFSET 3" if damage == "flipped"
+                                               else "DESC LIMIT 1"), (ino,)).fetchone()
         loc = s.frame_loc(frame)
         good_off = s.db.execute(
             "SELECT e.off FROM extents e JOIN blocks b ON b.id = e.block "
-            "WHERE e.ino=? AND b.frame != ? ORDER BY e.off DESC LIMIT 1",
+            "WHERE e.ino=? AND b.frame != ? ORDER BY e.off LIMIT 1 OFFSET 1",
             (ino, frame)).fetchone()[0]
     finally:
         s.close()
     pack = mounted.store / "packs" / f"{loc.pack:08d}.pack"
-    with open(pack, "r+b") as f:
-        f.seek(loc.off + loc.rlen - 8)  # the payload's last bytes
-        f.write(b"\xff" * 8)
+    if damage == "flipped":
+        with open(pack, "r+b") as f:
+            f.seek(loc.off + loc.rlen - 8)  # the payload's last bytes
+            f.write(b"\xff" * 8)
+    else:
+        os.truncate(pack, loc.off + loc.rlen // 2)
     mounted.mount()
     fd = os.open(mounted.mnt / "victim", os.O_RDONLY)
     try:
