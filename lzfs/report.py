@@ -212,12 +212,22 @@ def _image(store: Store, tree: Tree, snap: str, name: str, files: dict[str, int]
 
 def snapshot_problems(store: Store, tree: Tree, snap: str) -> list[str]:
     """Why a snapshot would not restore as dumped; empty when it is whole. CRIU writes
-    inventory.img last, so a dump that died (CRIU, or the daemon under it) lacks it; and
-    every page a pagemap maps must be in its pages file."""
+    inventory.img last, so a dump that died (CRIU, or the daemon under it) lacks it, or has
+    it without its entry (created, not yet written); and every page a pagemap maps must be
+    in its pages file."""
     kids = {name: ino for name, ino in tree.children.get(tree.snapshots[snap], [])}
     problems = []
     if b"inventory.img" not in kids:
         problems.append("no inventory.img: the dump did not finish")
+    else:
+        what = f"{snap}/inventory.img"
+        try:
+            if not images.entries(_image(store, tree, snap, "inventory.img",
+                                         {"inventory.img": kids[b"inventory.img"]}),
+                                  images.INVENTORY_MAGIC, what):
+                problems.append(f"{what} holds no entry: the dump did not finish")
+        except (ImageFormatError, CorruptDataError) as exc:
+            problems.append(f"{what} is unreadable: {exc}")
     for name, ino in sorted(kids.items()):
         m = re.match(rb"^pagemap-(\d+)\.img$", name)
         if not m:

@@ -176,3 +176,37 @@ def test_directory_cycle_is_cut_into_lost_and_found(mounted):
             for d, _, fs in os.walk(mounted.mnt / "lost+found") for f in fs]
     assert len(tree) == 1 and tree[0].endswith("/b/f")
     assert (mounted.mnt / tree[0]).read_bytes() == b"x" * 5000
+
+
+def test_incomplete_snapshots_are_named_by_report_and_fsck(mounted):
+    from lzfs.criu import images as I
+    from tests.unit.test_criu_images import _image
+
+    inventory = _image(I.INVENTORY_MAGIC, [("pagemap_head", {"pages_id": 1})])  # any entry
+    pagemap = _image(I.PAGEMAP_MAGIC, [
+        ("pagemap_head", {"pages_id": 1}),
+        ("pagemap_entry", {"vaddr": 0x10000, "nr_pages": 8, "flags": I.PE_PRESENT})])
+    cases = {
+        "whole": {"inventory.img": inventory, "pages-1.img": os.urandom(8 * 4096)},
+        "no-inventory": {"pages-1.img": os.urandom(8 * 4096)},
+        "empty-inventory": {"inventory.img": b"", "pages-1.img": os.urandom(8 * 4096)},
+        "short-pages": {"inventory.img": inventory, "pages-1.img": os.urandom(5 * 4096)},
+        "no-pages": {"inventory.img": inventory},
+    }
+    for snap, files in cases.items():
+        (mounted.mnt / snap).mkdir()
+        for name, data in {**files, "pagemap-7.img": pagemap}.items():
+            (mounted.mnt / snap / name).write_bytes(data)
+    rep = json.loads(lzfs_cmd("report", "--json", str(mounted.mnt)).stdout)
+    problems = {g["name"]: g["problems"] for g in rep["groups"] if g["complete"] is not None}
+    assert problems["whole"] == []
+    assert "no inventory.img" in problems["no-inventory"][0]
+    assert "inventory.img is unreadable" in problems["empty-inventory"][0]
+    assert problems["short-pages"] == ["pages-1.img holds 20480 of the 32768 bytes "
+                                       "short-pages/pagemap-7.img maps"]
+    assert "which is missing" in problems["no-pages"][0]
+    mounted.umount()
+    code, rep = _check(mounted.store)
+    assert code == 0
+    named = {p["message"].split()[1] for p in rep["problems"] if p["kind"] == "snapshot"}
+    assert named == set(cases) - {"whole"}
