@@ -166,17 +166,28 @@ def cmd_gc(args: argparse.Namespace) -> None:
     print(f"removed {removed} unreferenced blocks, gave back {human(freed)}")
 
 
+FSCK_FAILED = 8  # fsck(8)'s "operational error": it could not check
+
+
 def cmd_fsck(args: argparse.Namespace) -> int:
     from . import render
     from .fsck import fsck
     from .mounts import find_mount
 
-    logging.getLogger("lzfs.store").setLevel(logging.ERROR)  # recovery: listed under repaired
     if find_mount(args.store) is not None:
-        raise LzfsError(f"{args.store} is a mount point: fsck wants the unmounted store "
-                        f"('lzfs umount {args.store}' first)")
-    with render.byte_progress("verifying frames", quiet=args.quiet or args.json) as progress:
-        result = fsck(args.store, repair=args.repair, progress=progress)
+        _fail(f"{args.store} is a mount point: fsck wants the unmounted store "
+              f"('lzfs umount {args.store}' first)")
+        return FSCK_FAILED
+    try:
+        with render.byte_progress("verifying frames", quiet=args.quiet or args.json) as progress:
+            result = fsck(args.store, repair=args.repair, progress=progress)
+    except (LzfsError, OSError, sqlite3.Error) as exc:
+        # fsck could not do its job: not "clean", not "repaired" (fsck(8) says 8)
+        text = str(exc).replace("; run 'lzfs fsck' on the store", "")
+        if isinstance(exc, sqlite3.Error) or "metadata database is damaged" in text:
+            text += " (the SQLite file itself is damaged: fsck cannot mend it)"
+        _fail(text)
+        return FSCK_FAILED
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -255,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("fsck", help="verify every block and the metadata of an unmounted store",
                        description="Exit status: 0 clean, 1 errors found and all repaired, "
-                                   "4 errors left (or found, without --repair).")
+                                   "4 errors left (or found, without --repair), 8 fsck could "
+                                   "not run (not a store, busy, unreadable).")
     s.add_argument("store")
     s.add_argument("--repair", action="store_true",
                    help="mend what can be mended without losing intact data (see docs/"

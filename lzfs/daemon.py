@@ -84,7 +84,7 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
         try:
             pyfuse3.close(unmount=True)
         finally:
-            store.close()
+            store.close(commit=ops.failed is None)
         raise
     try:
         pyfuse3.close(unmount=signalled or ops.failed is not None)
@@ -148,7 +148,7 @@ def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str 
     store_root = Path(store_path).resolve()
     if StoreLock(store_root).held():
         raise StoreLock(store_root).busy()
-    Store(store_root, readonly=True).close()  # a damaged meta.db fails here
+    Store(store_root, readonly=True, upgradable=True).close()  # a damaged meta.db fails here
     log_path = Path(log_file) if log_file else store_root / LOG
     r, w = os.pipe()
     with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab",

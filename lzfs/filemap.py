@@ -23,6 +23,7 @@ from typing import NamedTuple
 import trio
 
 from .codec import PAGE
+from .errors import CorruptDataError
 from .prefetch import FrameCache, Readahead
 from .store import BlockRef, Store
 
@@ -71,9 +72,12 @@ class FileMap:
     @classmethod
     def load(cls, ino: int, size: int, store: Store, cache: FrameCache,
              persist: PersistFn, gate: trio.Lock | None = None) -> FileMap:
+        # LEFT JOIN: an extent whose block row is gone must read as EIO (frame -1 is in no
+        # table), never vanish and read as zeros
         rows = store.db.execute(
-            "SELECT e.off, e.len, e.block, b.frame, b.foff FROM extents e "
-            "JOIN blocks b ON b.id = e.block WHERE e.ino=? ORDER BY e.off", (ino,)).fetchall()
+            "SELECT e.off, e.len, e.block, COALESCE(b.frame, -1), COALESCE(b.foff, 0) "
+            "FROM extents e LEFT JOIN blocks b ON b.id = e.block WHERE e.ino=? ORDER BY e.off",
+            (ino,)).fetchall()
         return cls(ino, size, store, cache, [Ext(*r) for r in rows], persist, gate)
 
     # ---- figures ---------------------------------------------------------------------------
@@ -82,8 +86,16 @@ class FileMap:
         """The compressed bytes of ``e``'s block. A block the file holds several times (a page
         repeated across a pages image) is stored once, so it is counted once: st_blocks, and so
         ``du``, agree with the getfattr figures (Store.file_figures)."""
-        loc = self.store.frame_loc(e.frame)
+        try:
+            loc = self.store.frame_loc(e.frame)
+        except CorruptDataError:  # a block lost to damage (fsck): it takes no space
+            return 0.0
         return e.len * loc.rlen / loc.raw if loc.raw else 0.0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes handed to write() that are not in a pack yet."""
+        return self._pend_len
 
     @property
     def dirty(self) -> bool:

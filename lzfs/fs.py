@@ -96,6 +96,7 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def gc(self) -> tuple[int, int]:
         removed, frames = self.store.collect_garbage()
+        self.cache.drop(f[0] for f in frames)
         await self.commit()  # no committed row names those frames any more: punch them
         freed = await trio.to_thread.run_sync(self.store.punch, frames)
         if removed or freed:
@@ -115,6 +116,9 @@ class LzfsOperations(pyfuse3.Operations):
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc)
             self._committed_changes = self.store.db.conn.total_changes
+
+    def _unpacked(self) -> int:
+        return sum(fm.pending_bytes for fm in self.files.values())
 
     def _fail(self, exc: BaseException) -> None:
         """A commit failed (disk error, or full despite the reserve). SQLite may have rolled
@@ -473,7 +477,7 @@ class LzfsOperations(pyfuse3.Operations):
         with _errno():
             h = self.handles[fh]
             self.request_sizes["write", _bucket(len(buf))] += 1
-            self.space.admit(len(buf))
+            self.space.admit(len(buf), self._unpacked)
             await self.files[h.ino].write(off, buf)
             return len(buf)
 

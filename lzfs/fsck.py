@@ -29,6 +29,7 @@ files holding it are deleted).
 from __future__ import annotations
 
 import stat
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,10 +37,10 @@ from pathlib import Path
 
 from .codec import decode_frame
 from .errors import CorruptDataError
-from .namespace import ROOT_INODE, Namespace
+from .namespace import ROOT_INODE, Namespace, path_of
 from .report import load_tree, snapshot_problems
 from .store import DAMAGED_PREFIX, Store, layout
-from .store.packs import PACK_HEADER, pack_name
+from .store.packs import pack_name
 
 LOST_FOUND = b"lost+found"
 
@@ -64,6 +65,7 @@ class FsckResult:
     damaged: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # path -> ranges
     repaired: list[str] = field(default_factory=list)
     remaining: list[Problem] = field(default_factory=list)  # errors a repair could not mend
+    repair: bool = False  # whether --repair ran
 
     @property
     def errors(self) -> list[Problem]:
@@ -87,22 +89,27 @@ class FsckResult:
 def fsck(root: str | Path, repair: bool = False, progress: Progress | None = None) -> FsckResult:
     """Check (and with ``repair``, mend) the store at ``root``, which must not be mounted."""
     if repair:
-        store = Store(root)  # takes the lock; cuts uncommitted pack tails, as a mount would
+        # takes the lock; pack tails are left for the repair to judge (the pack table may be
+        # what is damaged: cutting to it could throw intact frames away)
+        store = Store(root, recover=False)
     else:
         lock = layout.StoreLock(Path(root).resolve())
         layout.read_config(root)  # a clear error for a non-store before touching anything
-        lock.acquire()
+        lock.acquire(record=False)
         try:
-            store = Store(root, readonly=True)
+            store = Store(root, readonly=True, exclusive=True)
         except BaseException:
             lock.release()
             raise
     try:
         checker = Checker(store, progress)
         result = checker.run()
-        if repair:
-            result.repaired.extend(store.recovered)
-            if not result.clean or result.problems:
+        result.repair = repair
+        if repair and result.problems:
+            if any(p.kind == "sqlite" for p in result.errors):
+                # never write into a damaged B-tree: what it would do is anybody's guess
+                result.remaining = result.errors
+            else:
                 Repairer(store, checker, result).run()
                 # what is left, without reading every frame again: lost blocks are marked now
                 result.remaining = Checker(store, None).run(verify_frames=False).errors
@@ -122,7 +129,8 @@ class Checker:
         self.bad_frames: dict[int, str] = {}     # frame id -> why
         self.bad_blocks: set[int] = set()        # blocks whose bytes are lost
         self.refcounts: dict[int, int] = {}      # block id -> correct count, where wrong
-        self.dangling_extents: list[tuple[int, int]] = []   # (ino, off)
+        self.homeless_extents: set[int] = set()  # inodes that extents name but that do not exist
+        self.blockless_extents: list[tuple[int, int, int]] = []  # (ino, off, len)
         self.dangling_blocks: list[int] = []
         self.dangling_dentries: list[int] = []   # dentry ids
         self.nlinks: dict[int, int] = {}         # ino -> correct nlink, where wrong
@@ -134,9 +142,9 @@ class Checker:
 
     def run(self, verify_frames: bool = True) -> FsckResult:
         self.check_sqlite()
-        committed = self.check_packs()
+        self.check_packs()
         if verify_frames:
-            self.check_frames(committed)
+            self.check_frames()
         self.check_blocks_and_extents()
         self.check_tree()
         self.check_snapshots()
@@ -155,32 +163,47 @@ class Checker:
 
     def check_packs(self) -> dict[int, int]:
         committed = dict(self.db.execute("SELECT id, size FROM packs"))
-        pack_dir = self.store.root / layout.PACKS
-        on_disk = {}
-        for entry in pack_dir.iterdir():
+        self.frame_ends = dict(self.db.execute(
+            "SELECT pack, MAX(off + rlen) FROM frames GROUP BY pack"))
+        self.on_disk = on_disk = {}
+        for entry in (self.store.root / layout.PACKS).iterdir():
             name = entry.name
-            if name.endswith(".pack") and name[:-5].isdigit():
+            if name.endswith(".pack") and name[:-5].isdigit() and entry.is_file():
                 on_disk[int(name[:-5])] = entry.stat().st_size
         for pid, size in sorted(committed.items()):
-            have = on_disk.get(pid)
+            have, end = on_disk.get(pid), self.frame_ends.get(pid, 0)
             if have is None:
-                if size > PACK_HEADER.size:
+                if end:
                     self.problem("pack", f"{pack_name(pid)} is missing ({size} bytes committed)")
+                else:
+                    self.problem("pack", f"{pack_name(pid)} is missing but no frame is in it",
+                                 error=False)
             elif have < size:
-                self.problem("pack", f"{pack_name(pid)} is {have} bytes, {size} were committed: "
-                             f"frames past the end are lost")
-            elif have > size and not self.store.recovered:
+                if end > have:
+                    self.problem("pack", f"{pack_name(pid)} is {have} bytes, {size} were "
+                                 f"committed: frames past the end are lost")
+                else:
+                    self.problem("pack", f"{pack_name(pid)} is {have} bytes, the pack table "
+                                 f"says {size}; every frame in it is inside", error=False)
+            elif end > size:
+                self.problem("pack", f"the pack table says {pack_name(pid)} holds {size} bytes, "
+                             f"but its frames reach {end}")
+            elif have > size:
                 self.problem("pack", f"{pack_name(pid)} has an uncommitted tail of "
                              f"{have - size} bytes (a daemon stopped before committing; cut at "
                              f"the next mount)", error=False)
         for pid in sorted(set(on_disk) - set(committed)):
-            self.problem("pack", f"{pack_name(pid)} is not in the pack table (uncommitted; "
-                         f"removed at the next mount)", error=False)
+            if pid in self.frame_ends:
+                self.problem("pack", f"{pack_name(pid)} holds frames but is not in the pack "
+                             f"table")
+            else:
+                self.problem("pack", f"{pack_name(pid)} is not in the pack table (uncommitted; "
+                             f"removed at the next mount)", error=False)
         return committed
 
     # ---- 3. frames ---------------------------------------------------------------------------
 
-    def check_frames(self, committed: dict[int, int]) -> None:
+    def check_frames(self) -> None:
         frames = self.db.execute(
             "SELECT id, pack, off, rlen, stored, raw, codec, seed FROM frames "
             "ORDER BY pack, off").fetchall()
@@ -194,28 +217,32 @@ class Checker:
         self.result.frame_bytes = total
         live = {r[0] for r in self.db.execute("SELECT DISTINCT frame FROM blocks WHERE refs > 0")}
         for fid, pack, off, rlen, stored, raw_len, codec, seed in frames:
-            why = self._check_frame(pack, off, rlen, stored, raw_len, codec, seed,
-                                    committed, blocks_of.get(fid, []))
+            blocks = blocks_of.get(fid, [])
+            where = f"frame {fid} ({pack_name(pack)} at {off})"
+            why = self._check_frame(pack, off, rlen, stored, raw_len, codec, seed)
             if why:
                 self.bad_frames[fid] = why
-                self.bad_blocks.update(b[0] for b in blocks_of.get(fid, []))
-                where = f"frame {fid} ({pack_name(pack)} at {off})"
+                self.bad_blocks.update(b[0] for b in blocks)
                 if fid in live:
                     self.problem("frame", f"{where}: {why}")
                 else:
                     self.problem("frame", f"{where}, which no file uses any more: {why} "
                                  f"('lzfs gc' drops it)", error=False)
+            else:
+                for bid in self._check_block_rows(self._last_table, blocks):
+                    self.bad_blocks.add(bid)
+                    self.problem("block", f"block {bid} is not where the table of {where} "
+                                 f"puts it (its row is damaged; its bytes cannot be trusted)")
             done += rlen
             if self.progress:
                 self.progress(done, total)
 
     def _check_frame(self, pack: int, off: int, rlen: int, stored: int, raw_len: int,
-                     codec: int, seed: int, committed: dict[int, int],
-                     blocks: list[tuple[int, int, int, bytes]]) -> str | None:
-        if pack not in committed:
-            return "its pack is not in the pack table"
-        if off + rlen > committed[pack]:
-            return "it lies past the committed end of its pack"
+                     codec: int, seed: int) -> str | None:
+        """Why the frame record is bad (None: it is whole); leaves its block table behind."""
+        self._last_table: dict[int, tuple[int, bytes]] = {}
+        if off + rlen > self.on_disk.get(pack, 0):
+            return "its pack ends before it" if pack in self.on_disk else "its pack is missing"
         try:
             record = self.store.packs.read(pack, off, rlen)
             head, _ = decode_frame(record, seed)
@@ -223,17 +250,19 @@ class Checker:
             return str(exc)
         if (head.stored_len, head.raw_len, head.codec) != (stored, raw_len, codec):
             return "its header disagrees with the frame table"
-        table = {}
         pos = 0
         for n, h in head.blocks:
-            table[pos] = (n, h)
+            self._last_table[pos] = (n, h)
             pos += n
-        for bid, foff, n, h in blocks:
-            if h.startswith(DAMAGED_PREFIX):
-                return "it was found damaged before (its blocks are marked lost)"
-            if table.get(foff) != (n, h):
-                return f"block {bid} (at {foff}, {n} bytes) is not in the frame's block table"
         return None
+
+    @staticmethod
+    def _check_block_rows(table: dict[int, tuple[int, bytes]],
+                          blocks: list[tuple[int, int, int, bytes]]) -> list[int]:
+        """Blocks whose row (offset, length, hash) the frame's own table does not confirm;
+        blocks marked lost by an earlier repair are lost already and not counted again."""
+        return [bid for bid, foff, n, h in blocks
+                if not h.startswith(DAMAGED_PREFIX) and table.get(foff) != (n, h)]
 
     # ---- 4. blocks, extents, reference counts -----------------------------------------------
 
@@ -252,13 +281,13 @@ class Checker:
         last: dict[int, int] = {}
         for ino, off, n, block in q("SELECT ino, off, len, block FROM extents ORDER BY ino, off"):
             if ino not in modes:
-                self.problem("extent", f"extent at {off} of inode {ino}, which does not exist")
-                self.dangling_extents.append((ino, off))
+                if ino not in self.homeless_extents:
+                    self.problem("extent", f"inode {ino} has data but no inode row")
+                self.homeless_extents.add(ino)
                 continue
             if block not in blens:
                 self.problem("extent", f"inode {ino} at {off}: block {block} does not exist")
-                self.dangling_extents.append((ino, off))
-                self.bad_blocks.add(block)
+                self.blockless_extents.append((ino, off, n))
                 continue
             uses[block] += 1
             if not stat.S_ISREG(modes[ino]):
@@ -386,9 +415,8 @@ class Checker:
                     "SELECT ino, off, len FROM extents WHERE block IN "
                     f"({','.join('?' * len(part))})", part):
                 ranges[ino].append((off, n))
-        ns = Namespace(self.db)
         for ino, rs in sorted(ranges.items()):
-            self.result.damaged[ns.path_of(ino)] = _merge(rs)
+            self.result.damaged[path_of(self.db, ino)] = _merge(rs)
         if ranges:
             self.problem("damaged", f"{len(ranges)} files hold damaged ranges (reads there fail "
                          f"with EIO; delete or re-dump them)")
@@ -418,17 +446,26 @@ class Repairer:
         self.result.repaired.append(what)
 
     def run(self) -> None:
-        c, q = self.c, self.db.execute
-        if c.dangling_extents:
-            self.db.executemany("DELETE FROM extents WHERE ino=? AND off=?", c.dangling_extents)
-            self.did(f"dropped {len(c.dangling_extents)} extents naming nothing")
-        if c.dangling_dentries:
+        q = self.db.execute
+        if q("SELECT 1 FROM inodes WHERE id=?", (ROOT_INODE,)).fetchone() is None:
+            Namespace(self.db)  # makes an empty root; what hung below it is relinked
+            self.did("recreated the root directory")
+        self._fix_packs()
+        self._recreate_inodes()
+        now = Checker(self.store, None)  # what the tree and block maps are after that
+        now.check_blocks_and_extents()
+        now.check_tree()
+        if now.blockless_extents:
+            self._placeholders(now.blockless_extents)
+        if now.dangling_dentries:
             self.db.executemany("DELETE FROM dentries WHERE id=?",
-                                [(d,) for d in c.dangling_dentries])
-            self.did(f"dropped {len(c.dangling_dentries)} directory entries naming nothing")
+                                [(d,) for d in now.dangling_dentries])
+            self.did(f"dropped {len(now.dangling_dentries)} directory entries naming nothing")
         self._mark_damage()
-        if c.disconnected:
-            self._relink(c.disconnected)
+        now = Checker(self.store, None)
+        now.check_tree()
+        if now.disconnected:
+            self._relink(now.disconnected)
         # counts last: the steps above change them
         fresh = Checker(self.store, None)
         fresh.check_blocks_and_extents()
@@ -458,6 +495,68 @@ class Repairer:
         if removed or freed:
             self.did(f"collected {removed} unreferenced blocks, gave back {freed} bytes")
 
+    def _recreate_inodes(self) -> None:
+        """Give back an inode row to what entries or extents still name: a directory if
+        entries sit under it, else a file as long as its extents reach (0600, root's)."""
+        q = self.db.execute
+        known = {r[0] for r in q("SELECT id FROM inodes")}
+        parents = {r[0] for r in q("SELECT DISTINCT parent FROM dentries")} - known
+        named = {r[0] for r in q("SELECT DISTINCT ino FROM dentries")} - known
+        with_data = dict(q("SELECT ino, MAX(off + len) FROM extents GROUP BY ino"))
+        t = time.time_ns()
+        made = 0
+        for ino in sorted(parents | named | (set(with_data) - known)):
+            if ino in parents:
+                mode, size = stat.S_IFDIR | 0o700, 0
+            elif ino in with_data:
+                mode, size = stat.S_IFREG | 0o600, with_data[ino]
+            else:
+                continue  # a name for nothing we know of: dropped as dangling
+            q("INSERT INTO inodes(id, mode, uid, gid, nlink, size, atime_ns, mtime_ns, "
+              "ctime_ns) VALUES (?,?,0,0,1,?,?,?,?)", (ino, mode, size, t, t, t))
+            made += 1
+        if made:
+            self.did(f"recreated {made} inodes that entries or data still named (as root's "
+                      f"0600 files or 0700 directories)")
+
+    def _placeholders(self, extents: list[tuple[int, int, int]]) -> None:
+        """Extents whose block row is gone keep their place, naming a block marked lost that
+        lies in no frame: reads there fail with EIO, as lost data must, never read zeros."""
+        for ino, off, n in extents:
+            lost = DAMAGED_PREFIX + b"/" + ino.to_bytes(8, "little") + off.to_bytes(8, "little")
+            bid = self.db.execute("INSERT INTO blocks(hash, frame, foff, len, refs) "
+                                  "VALUES (?, -1, 0, ?, 0)", (lost, n)).lastrowid
+            self.db.execute("UPDATE extents SET block=? WHERE ino=? AND off=?", (bid, ino, off))
+        self.did(f"{len(extents)} extents named missing blocks: they now name blocks marked "
+                 f"lost (reads there fail with EIO)")
+
+    def _fix_packs(self) -> None:
+        """Make the pack table agree with what the frames need and the files hold, then cut
+        what no frame uses (as a mount's recovery would, but only now that the table can be
+        trusted)."""
+        c = self.c
+        committed = dict(self.db.execute("SELECT id, size FROM packs"))
+        for pid, end in sorted(c.frame_ends.items()):
+            have = c.on_disk.get(pid)
+            if have is None:
+                continue  # its frames are damaged: marked lost below
+            want = max(committed.get(pid, 0), min(end, have))
+            if pid not in committed or want > committed[pid]:
+                self.db.execute("INSERT OR REPLACE INTO packs(id, size) VALUES (?, ?)",
+                                (pid, want))
+                self.did(f"{pack_name(pid)}: the pack table now says {want} bytes (it said "
+                         f"{committed.get(pid, 'nothing')}; its frames reach {end})")
+                committed[pid] = want
+        for pid, size in sorted(committed.items()):
+            have = c.on_disk.get(pid)
+            if have is not None and have < size and c.frame_ends.get(pid, 0) <= have:
+                self.db.execute("UPDATE packs SET size=? WHERE id=?", (have, pid))
+                self.did(f"{pack_name(pid)}: the pack table now says {have} bytes, its real size")
+                committed[pid] = have
+        self.store.commit()
+        for action in self.store.packs.recover(committed):
+            self.did(action)
+
     def _mark_damage(self) -> None:
         """Mark lost blocks (renaming their hash) so that new writes store fresh copies."""
         bad = sorted(self.c.bad_blocks)
@@ -474,10 +573,19 @@ class Repairer:
         top of each lost part moves (for a directory cycle, one directory of it), then
         reachability is worked out again."""
         ns = Namespace(self.db)
-        row = self.db.execute("SELECT ino FROM dentries WHERE parent=? AND name=?",
-                              (ROOT_INODE, LOST_FOUND)).fetchone()
-        lf = row[0] if row else ns.create(ROOT_INODE, LOST_FOUND, stat.S_IFDIR | 0o700,
-                                          0, 0).id
+        name, n = LOST_FOUND, 0
+        while True:  # /lost+found, or /lost+found.N where that name holds something else
+            row = self.db.execute("SELECT d.ino, i.mode FROM dentries d JOIN inodes i ON "
+                                  "i.id = d.ino WHERE d.parent=? AND d.name=?",
+                                  (ROOT_INODE, name)).fetchone()
+            if row is None:
+                lf = ns.create(ROOT_INODE, name, stat.S_IFDIR | 0o700, 0, 0).id
+                break
+            if stat.S_ISDIR(row[1]):
+                lf = row[0]
+                break
+            n += 1
+            name = b"%s.%d" % (LOST_FOUND, n)
         moved = 0
         lost = set(inos)
         while lost:

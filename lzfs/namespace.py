@@ -56,6 +56,24 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+def path_of(db: MetaDB, ino: int) -> str:
+    """A path of ``ino`` from the mount root (its first name at each level), for messages
+    that must say which file is hurt. Reads only: fsck uses it on a read-only database."""
+    parts: list[str] = []
+    seen = set()
+    while ino != ROOT_INODE and ino not in seen:
+        seen.add(ino)
+        row = db.execute("SELECT parent, name FROM dentries WHERE ino=? LIMIT 1",
+                         (ino,)).fetchone()
+        if row is None:
+            parts.append(f"<inode {ino}, unlinked>")
+            break
+        ino = row[0]
+        name = row[1]
+        parts.append(name.decode(errors="replace") if isinstance(name, bytes) else str(name))
+    return "/" + "/".join(reversed(parts))
+
+
 class Namespace:
     def __init__(self, db: MetaDB) -> None:
         self.db = db
@@ -86,21 +104,7 @@ class Namespace:
         return row[0] if row else ROOT_INODE
 
     def path_of(self, ino: int) -> str:
-        """A path of ``ino`` from the mount root (its first name at each level), for messages
-        that must say which file is hurt."""
-        parts: list[str] = []
-        seen = set()
-        while ino != ROOT_INODE and ino not in seen:
-            seen.add(ino)
-            row = self.db.execute("SELECT parent, name FROM dentries WHERE ino=? LIMIT 1",
-                                  (ino,)).fetchone()
-            if row is None:
-                parts.append(f"<inode {ino}, unlinked>")
-                break
-            ino = row[0]
-            name = row[1]
-            parts.append(name.decode(errors="replace") if isinstance(name, bytes) else str(name))
-        return "/" + "/".join(reversed(parts))
+        return path_of(self.db, ino)
 
     def readdir(self, parent: int, after: int, limit: int = 256) -> list[tuple[int, bytes, int]]:
         """(dentry id, name, ino) after dentry id ``after``, in id order."""
@@ -189,13 +193,18 @@ class Namespace:
         if flags & _RENAME_EXCHANGE:
             if target_ino is None:
                 raise FsError(errno.ENOENT)
+            target = self.get(target_ino)
+            if target.is_dir and self._is_ancestor(target_ino, old_parent):
+                raise FsError(errno.EINVAL)
             self.db.execute("UPDATE dentries SET ino=? WHERE parent=? AND name=?",
                             (target_ino, old_parent, old_name))
             self.db.execute("UPDATE dentries SET ino=? WHERE parent=? AND name=?",
                             (ino, new_parent, new_name))
             t = now_ns()
-            self._touch_dir(old_parent, t)
-            self._touch_dir(new_parent, t)
+            # a directory swapped for a file moves one subdirectory link between the parents
+            delta = int(target.is_dir) - int(node.is_dir) if old_parent != new_parent else 0
+            self._touch_dir(old_parent, t, nlink_delta=delta)
+            self._touch_dir(new_parent, t, nlink_delta=-delta)
             return None
         if target_ino == ino:
             return None

@@ -54,7 +54,9 @@ class FrameCache:
             self._bytes -= len(old)
 
     def drop(self, frame_ids: Iterable[int]) -> None:
+        """Forget frames gc removed (their ids never come back, but nothing stale stays)."""
         for f in frame_ids:
+            self._failed.pop(f, None)
             data = self._frames.pop(f, None)
             if data is not None:
                 self._bytes -= len(data)
@@ -77,16 +79,18 @@ class FrameCache:
         events = {f: trio.Event() for f in todo}
         self._inflight.update(events)
         try:
-            locs = [(f, self.store.frame_loc(f)) for f in todo]
+            locs = []
+            for f in todo:  # one frame without a row fails alone, not its whole batch
+                try:
+                    locs.append((f, self.store.frame_loc(f)))
+                except CorruptDataError as exc:
+                    self._failed[f] = exc
             results = await trio.to_thread.run_sync(self._decode_batch, locs, limiter=limiter)
             for fid, res in results:
                 if isinstance(res, CorruptDataError):
                     self._failed[fid] = res
                 else:
                     self._put(fid, res)
-        except CorruptDataError as exc:
-            for f in todo:
-                self._failed[f] = exc
         finally:
             for f, ev in events.items():
                 del self._inflight[f]
@@ -131,8 +135,11 @@ class FrameCache:
         batch: list[int] = []
         size = 0
         for f in todo:
+            try:
+                size += self.store.frame_loc(f).raw
+            except CorruptDataError:
+                continue  # lost (fsck marked it): the reader that needs it gets the EIO
             batch.append(f)
-            size += self.store.frame_loc(f).raw
             if size >= BATCH_BYTES:
                 self.nursery.start_soon(self._background, batch)
                 batch, size = [], 0

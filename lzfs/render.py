@@ -121,9 +121,9 @@ def print_fsck(result, console: Console | None = None) -> None:
     errors = len(result.errors)
     if not errors:
         console.print("store is clean")
-    elif result.repaired and not result.remaining:
+    elif result.repair and not result.remaining:
         console.print(f"{errors} errors found, all repaired")
-    elif result.repaired:
+    elif result.repair:
         console.print(f"[red]{len(result.remaining)} errors left after repair:[/red]")
         for p in result.remaining:
             console.print(f"  {escape(p.message)}")

@@ -76,8 +76,10 @@ _SCHEMA = """
         );
         CREATE INDEX blocks_frame ON blocks(frame);
         -- Compressed frames: the record (header, block table, payload) at pack/off, rlen bytes.
+        -- AUTOINCREMENT: an id gc freed is never given to another frame, so nothing that
+        -- remembers a frame by id (the decoded-frame cache) can meet different bytes under it.
         CREATE TABLE frames (
-            id      INTEGER PRIMARY KEY,
+            id      INTEGER PRIMARY KEY AUTOINCREMENT,
             pack    INTEGER NOT NULL REFERENCES packs(id),
             off     INTEGER NOT NULL,
             rlen    INTEGER NOT NULL,   -- whole record length in the pack
@@ -98,7 +100,15 @@ _SCHEMA = """
 # Upgrades from each older schema version to the next, run in one transaction at a writable
 # open. A read-only open of an older schema asks for a mount instead: it never writes.
 _UPGRADES = {
-    1: "ALTER TABLE frames ADD COLUMN seed INTEGER NOT NULL DEFAULT 0;",
+    1: """CREATE TABLE frames2 (
+              id INTEGER PRIMARY KEY AUTOINCREMENT, pack INTEGER NOT NULL REFERENCES packs(id),
+              off INTEGER NOT NULL, rlen INTEGER NOT NULL, stored INTEGER NOT NULL,
+              raw INTEGER NOT NULL, codec INTEGER NOT NULL, seed INTEGER NOT NULL DEFAULT 0);
+          INSERT INTO frames2(id, pack, off, rlen, stored, raw, codec)
+              SELECT id, pack, off, rlen, stored, raw, codec FROM frames;
+          DROP TABLE frames;
+          ALTER TABLE frames2 RENAME TO frames;
+       """,
 }
 
 
@@ -174,14 +184,47 @@ class MetaDB:
                                 f"WHERE key='schema_version'; COMMIT;")
         self.conn.execute("BEGIN")
 
+    # SQLITE_FULL, SQLITE_IOERR (and NOMEM, BUSY) may roll the whole open transaction back on
+    # their own and leave the connection in autocommit, where every later statement would be
+    # durable at once, half of a change without the rest. So after any failed statement or
+    # commit the connection is put back into a transaction and marked broken: nothing from
+    # then on can ever commit, and closing rolls it back. The store stays at its last commit.
+    broken: BaseException | None = None
+
+    def _guard(self, exc: sqlite3.Error) -> None:
+        # A constraint error is the caller's business; an operational one (full, I/O, a
+        # damaged page) leaves the transaction holding half of a change: never commit it.
+        if isinstance(exc, sqlite3.OperationalError) or not self.conn.in_transaction:
+            self.broken = self.broken or exc
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN")
+
     def execute(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, args)
+        try:
+            return self.conn.execute(sql, args)
+        except sqlite3.Error as exc:
+            self._guard(exc)
+            raise
 
     def executemany(self, sql: str, rows) -> sqlite3.Cursor:
-        return self.conn.executemany(sql, rows)
+        try:
+            return self.conn.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            self._guard(exc)
+            raise
 
     def commit(self) -> None:
-        self.conn.execute("COMMIT")
+        if self.broken is not None:
+            raise sqlite3.OperationalError(
+                f"not committing: an earlier statement failed ({self.broken}) and SQLite may "
+                f"have rolled back part of this transaction")
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.broken = exc
+            if not self.conn.in_transaction:
+                self.conn.execute("BEGIN")
+            raise
         self.conn.execute("BEGIN")
 
     def rollback(self) -> None:
@@ -189,9 +232,9 @@ class MetaDB:
         self.conn.execute("BEGIN")
 
     def close(self, commit: bool = True) -> None:
-        if commit:
+        if commit and self.broken is None:
             self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:  # SQLite may have rolled back on its own already
+        elif self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         try:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

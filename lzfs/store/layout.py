@@ -142,8 +142,18 @@ class StoreLock:
         self.path = root / LOCK
         self.fd = -1
 
-    def acquire(self, wait: float = 0.0) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+    def acquire(self, wait: float = 0.0, record: bool = True) -> None:
+        """Take the lock (raise StoreBusyError after ``wait`` seconds). ``record`` writes our
+        pid into the file for `lzfs umount` and error messages; a check that must write
+        nothing (fsck without --repair) takes the lock without it, and without creating it."""
+        if record:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        else:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                return  # never locked: no daemon can hold it
+        deadline = time.monotonic() + wait
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -157,8 +167,9 @@ class StoreLock:
                     self.fd = -1
                     raise self.busy() from None
                 time.sleep(0.05)
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"{os.getpid()}\n".encode())
+        if record:
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, f"{os.getpid()}\n".encode())
 
     def held(self) -> bool:
         """Whether another process holds the lock now; never creates the lock file."""

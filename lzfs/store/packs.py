@@ -129,18 +129,23 @@ class PackSet:
         """fsync every pack written to since the last sync (call before the DB commit)."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-        for pid in dirty:
-            fd = os.open(self.dir / pack_name(pid), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        if dirty:
-            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        try:
+            for pid in dirty:
+                fd = os.open(self.dir / pack_name(pid), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            if dirty:
+                fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            with self._lock:  # not synced: a retry must sync them again
+                self._dirty |= dirty
+            raise
 
     # ---- reading (any thread) --------------------------------------------------------------
 

@@ -82,10 +82,14 @@ class StoreStats:
 
 class Store:
     def __init__(self, root: str | os.PathLike, *, domain: str | None = None,
-                 readonly: bool = False, lock_wait: float = 0.0) -> None:
+                 readonly: bool = False, lock_wait: float = 0.0, exclusive: bool = False,
+                 recover: bool = True, upgradable: bool = False) -> None:
         """Open a store. ``readonly`` opens it beside a running daemon (for stats and
-        reports): no lock, no recovery, nothing written. ``domain`` names the dedup domain new
-        blocks are hashed in: blocks only ever dedup against blocks of the same domain."""
+        reports): no lock, no recovery, nothing written; with ``exclusive`` the caller holds
+        the store's lock itself (fsck), so nobody writes meanwhile. ``recover`` False leaves
+        pack tails past the committed sizes alone (fsck --repair decides what they are).
+        ``domain`` names the dedup domain new blocks are hashed in: blocks only ever dedup
+        against blocks of the same domain."""
         self.root = Path(root).resolve()
         self.config = layout.read_config(self.root)
         self.readonly = readonly
@@ -94,9 +98,11 @@ class Store:
         # Nobody writes it and no committed transaction waits in the WAL (a daemon that died
         # leaves one): SQLite may read meta.db alone and create no -wal/-shm beside it. A
         # daemon that starts meanwhile can at worst make this read fail as damaged.
-        quiet = not self.lock.held() and _empty(db_path.with_name(db_path.name + "-wal"))
+        quiet = ((exclusive or not self.lock.held())
+                 and _empty(db_path.with_name(db_path.name + "-wal")))
         if readonly:
-            self.db = MetaDB(db_path, readonly=True, immutable=quiet)
+            # upgradable: a look before a mount, which will upgrade an older schema
+            self.db = MetaDB(db_path, readonly=True, immutable=quiet, upgradable=upgradable)
         elif quiet:
             # look before taking the lock: a store that cannot be opened is left as it was
             MetaDB(db_path, readonly=True, immutable=True, upgradable=True).conn.close()
@@ -111,7 +117,7 @@ class Store:
             self.packs = PackSet(self.root / layout.PACKS)
             committed = dict(self.db.execute("SELECT id, size FROM packs").fetchall())
             self.recovered: list[str] = []  # what opening cut off (fsck --repair reports it)
-            if not readonly:
+            if not readonly and recover:
                 self.recovered = self.packs.recover(committed)
                 for action in self.recovered:
                     log.warning("recovery: %s", action)
@@ -344,7 +350,8 @@ class Store:
         blocks = stored = unique = damaged = 0.0
         for n, refs, mine, fstored, fraw, lost in self.db.execute(
                 "SELECT b.len, b.refs, COUNT(*), f.rlen, f.raw, substr(b.hash, 1, ?) = ? "
-                "FROM extents e JOIN blocks b ON b.id = e.block JOIN frames f ON f.id = b.frame "
+                "FROM extents e JOIN blocks b ON b.id = e.block "
+                "LEFT JOIN frames f ON f.id = b.frame "
                 "WHERE e.ino=? GROUP BY b.id", (len(DAMAGED_PREFIX), DAMAGED_PREFIX, ino)):
             share = n * fstored / fraw if fraw else 0.0
             blocks += 1

@@ -88,3 +88,28 @@ def test_umount_of_something_else_is_refused(tmp_path):
     res = lzfs_cmd("umount", str(tmp_path), check=False)
     assert res.returncode == 1
     assert "not an lzfs mount point" in res.stderr
+
+
+def test_a_schema_1_store_mounts_in_the_background_and_is_upgraded(mounted):
+    import sqlite3
+
+    data = os.urandom(3 << 20)
+    (mounted.mnt / "old.img").write_bytes(data)
+    mounted.umount()
+    db = sqlite3.connect(mounted.store / "meta.db", isolation_level=None)
+    db.executescript("""BEGIN;
+        CREATE TABLE f1 (id INTEGER PRIMARY KEY, pack INTEGER NOT NULL, off INTEGER NOT NULL,
+                         rlen INTEGER NOT NULL, stored INTEGER NOT NULL, raw INTEGER NOT NULL,
+                         codec INTEGER NOT NULL);
+        INSERT INTO f1 SELECT id, pack, off, rlen, stored, raw, codec FROM frames;
+        DROP TABLE frames; ALTER TABLE f1 RENAME TO frames;
+        UPDATE meta SET value=1 WHERE key='schema_version'; COMMIT;""")
+    db.close()
+    mounted.mount()  # `lzfs mount` in the background: it looks first, then upgrades
+    assert (mounted.mnt / "old.img").read_bytes() == data
+    mounted.umount()
+    db = sqlite3.connect(mounted.store / "meta.db")
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == 2
+    assert "AUTOINCREMENT" in db.execute(
+        "SELECT sql FROM sqlite_master WHERE name='frames'").fetchone()[0]
+    db.close()

@@ -150,8 +150,14 @@ def test_many_readers_and_gc_while_reading(mounted):
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
+    doomed = (mounted.mnt / "doomed").read_bytes()  # its frames are in the cache now
     (mounted.mnt / "doomed").unlink()
     lzfs_cmd("gc", str(mounted.mnt))
+    # new frames written after gc must never be answered from what the cache held for the
+    # frames gc removed (ids are never reused, and gc drops them from the cache)
+    fresh = os.urandom(len(doomed))
+    (mounted.mnt / "fresh").write_bytes(fresh)
+    assert (mounted.mnt / "fresh").read_bytes() == fresh
     for t in threads:
         t.join(timeout=300)
     assert not errors, errors

@@ -3,6 +3,7 @@ fault, names the hurt files, and `--repair` mends what it can while every intact
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -10,7 +11,7 @@ import sqlite3
 import pytest
 
 from lzfs.fsck import fsck
-from tests.conftest import lzfs_cmd
+from tests.conftest import lzfs_cmd, tree_state
 
 
 def _fill(m) -> dict[str, bytes]:
@@ -48,9 +49,11 @@ def _ino(db, name: str) -> int:
 def test_clean_store_and_mounted_store(mounted):
     _fill(mounted)
     res = lzfs_cmd("fsck", str(mounted.mnt), check=False)
-    assert res.returncode == 1 and "umount" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert res.returncode == 8 and "umount" in res.stderr and len(res.stderr.splitlines()) == 1
     res = lzfs_cmd("fsck", str(mounted.store), check=False)  # the daemon holds the lock
-    assert res.returncode == 1 and "in use" in res.stderr
+    assert res.returncode == 8 and "in use" in res.stderr
+    res = lzfs_cmd("fsck", str(mounted.store.parent / "nothing-here"), check=False)
+    assert res.returncode == 8 and len(res.stderr.splitlines()) == 1
     mounted.umount()
     res = lzfs_cmd("fsck", str(mounted.store))
     assert "store is clean" in res.stdout
@@ -210,3 +213,81 @@ def test_incomplete_snapshots_are_named_by_report_and_fsck(mounted):
     assert code == 0
     named = {p["message"].split()[1] for p in rep["problems"] if p["kind"] == "snapshot"}
     assert named == set(cases) - {"whole"}
+
+
+def test_check_only_fsck_writes_nothing(mounted):
+    _fill(mounted)
+    mounted.umount()
+    before = tree_state(mounted.store)
+    code, rep = _check(mounted.store)
+    assert code == 0
+    assert tree_state(mounted.store) == before  # no -wal/-shm, the lock file untouched
+
+
+def _filled_then(mounted, *sql: str) -> dict[str, bytes]:
+    """Fill the store, unmount, run ``sql`` on its database; returns the files written."""
+    files = _fill(mounted)
+    mounted.umount()
+    db = _db(mounted.store)
+    for statement in sql:
+        db.execute(statement)
+    db.close()
+    return files
+
+
+def _all_read_back(mounted, files: dict[str, bytes]) -> None:
+    mounted.mount()
+    for rel, data in files.items():
+        assert (mounted.mnt / rel).read_bytes() == data, rel
+
+
+def test_a_damaged_pack_table_is_mended_from_the_frames(mounted):
+    """The pack table saying too little must not make a repair cut intact frames off."""
+    files = _filled_then(mounted, "UPDATE packs SET size = 20000")
+    code, rep = _check(mounted.store)
+    assert code == 4 and "pack" in _kinds(rep)
+    code, rep = _check(mounted.store, "--repair")
+    assert code == 1 and rep["remaining"] == [], rep
+    assert rep["damaged"] == {}
+    _all_read_back(mounted, files)
+
+
+def test_lost_block_and_inode_rows(mounted):
+    """An extent whose block row is gone stays lost (EIO, never zeros, an error until the
+    file goes); a file whose inode row is gone comes back with its data."""
+    files = _fill(mounted)
+    mounted.umount()
+    db = _db(mounted.store)
+    pages, other = _ino(db, "pages-1.img"), _ino(db, "other.img")
+    off, block = db.execute("SELECT off, block FROM extents WHERE ino=? ORDER BY off "
+                            "LIMIT 1 OFFSET 1", (pages,)).fetchone()
+    db.execute("DELETE FROM blocks WHERE id=?", (block,))
+    db.execute("DELETE FROM inodes WHERE id=?", (other,))
+    db.close()
+    code, rep = _check(mounted.store)
+    assert code == 4 and {"extent", "dentry"} <= _kinds(rep)
+    code, rep = _check(mounted.store, "--repair")
+    assert code == 4 and {p["kind"] for p in rep["remaining"]} >= {"damaged"}
+    code, rep = _check(mounted.store)
+    assert code == 4 and list(rep["damaged"]) == ["/snap/pages-1.img"]
+    mounted.mount()
+    assert (mounted.mnt / "snap" / "other.img").read_bytes() == files["snap/other.img"]
+    assert int(os.getxattr(mounted.mnt / "snap" / "pages-1.img", "user.lzfs.damaged")) > 0
+    fd = os.open(mounted.mnt / "snap" / "pages-1.img", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as e:
+            os.pread(fd, 4096, off)
+        assert e.value.errno == errno.EIO
+        assert os.pread(fd, 4096, 0) == files["snap/pages-1.img"][:4096]
+    finally:
+        os.close(fd)
+
+
+def test_missing_root_is_reported_then_recreated(mounted):
+    files = _filled_then(mounted, "DELETE FROM inodes WHERE id=1")
+    code, rep = _check(mounted.store)
+    assert code == 4 and any("root directory is missing" in p["message"]
+                             for p in rep["problems"])
+    code, rep = _check(mounted.store, "--repair")
+    assert code == 1 and rep["remaining"] == [], rep
+    _all_read_back(mounted, files)

@@ -152,3 +152,24 @@ def _punch_hole(fd: int, off: int, length: int) -> None:
     if libc.fallocate(fd, 0x03, off, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def test_exchanging_a_directory_and_a_file_keeps_link_counts(mounted):
+    import ctypes
+
+    m = mounted.mnt
+    (m / "p1" / "d").mkdir(parents=True)
+    (m / "p2").mkdir()
+    (m / "p2" / "f").write_bytes(b"file")
+    libc = ctypes.CDLL(None, use_errno=True)
+    rename_exchange = 2
+    if libc.renameat2(-100, bytes(m / "p1" / "d"), -100, bytes(m / "p2" / "f"),
+                      rename_exchange) != 0:
+        raise OSError(ctypes.get_errno(), "renameat2")
+    assert (m / "p1" / "d").read_bytes() == b"file"
+    assert (m / "p2" / "f").is_dir()
+    assert os.stat(m / "p1").st_nlink == 2 and os.stat(m / "p2").st_nlink == 3
+    mounted.umount()
+    from lzfs.fsck import fsck
+
+    assert fsck(mounted.store).clean

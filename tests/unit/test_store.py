@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -341,3 +341,37 @@ def test_recovery_cuts_tails_and_never_loses_or_falsifies_a_committed_frame(
             store.close()
         if any(how == "other file" for how, _ in damage):
             assert (path / "packs" / "notes.txt").exists()
+
+
+def test_a_failed_commit_never_lets_a_later_change_commit(tmp_path):
+    """SQLite answers a full disk at COMMIT by rolling back on its own; the connection must
+    not drift into autocommit, where later statements would each be durable."""
+    import subprocess
+
+    from lzfs.store.db import MetaDB
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        db = MetaDB(small / "meta.db", create=True)
+        db.execute("INSERT INTO packs(id, size) VALUES (1, 16)")
+        db.commit()
+        with pytest.raises(sqlite3.Error):
+            for i in range(100_000):  # far more than 1 MiB
+                db.execute("INSERT INTO meta VALUES (?, ?)", (f"k{i}", os.urandom(200)))
+                if i % 500 == 0:
+                    db.commit()
+            db.commit()
+        assert db.broken is not None
+        db.execute("UPDATE packs SET size = 99 WHERE id = 1")  # after the failure
+        with pytest.raises(sqlite3.Error):
+            db.commit()
+        db.close()
+        db = MetaDB(small / "meta.db", readonly=True)
+        assert db.execute("SELECT size FROM packs").fetchone()[0] == 16
+        db.conn.close()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
