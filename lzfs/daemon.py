@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
@@ -23,6 +24,9 @@ from .errors import LzfsError
 from .fs import LzfsOperations
 from .store import Store
 from .store.layout import LOG
+
+if TYPE_CHECKING:
+    from .cluster.attach import RemoteOptions
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +42,29 @@ def fuse_options(store: Store, allow_other: bool, extra: list[str]) -> set[str]:
 
 
 def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
-          cache_mb: int = 128, options: list[str] | None = None, ready_fd: int = -1) -> None:
-    """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP)."""
+          cache_mb: int = 128, options: list[str] | None = None, ready_fd: int = -1,
+          remote: RemoteOptions | None = None) -> None:
+    """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP). With
+    ``remote``, ``store_path`` is an object store URL and the node's cache is the store."""
     mnt = Path(mountpoint)
     if not mnt.is_dir():
         raise LzfsError(f"mount point {mountpoint} does not exist or is not a directory")
     if os.path.ismount(mnt):
         raise LzfsError(f"{mountpoint} is already a mount point; unmount it first")
-    store = Store(store_path)
+    node = None
+    if remote is not None:
+        from .cluster.attach import open_node
+
+        store, node = open_node(store_path, remote)
+    else:
+        store = Store(store_path)
     try:
-        ops = LzfsOperations(store, cache_bytes=cache_mb << 20)
+        cluster = None
+        if node is not None:
+            from .cluster.sync import ClusterSync
+
+            cluster = ClusterSync(node, remote.refresh)
+        ops = LzfsOperations(store, cache_bytes=cache_mb << 20, cluster=cluster)
         try:
             pyfuse3.init(ops, str(mnt), fuse_options(store, allow_other, options or []))
         except RuntimeError as exc:
@@ -55,6 +72,8 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
                             f"and are you root or in group fuse?)") from None
     except BaseException:
         store.close()
+        if node is not None:
+            node.close()
         raise
     log.info("mounted %s on %s", store.root, mnt)
     if ready_fd >= 0:
@@ -68,13 +87,21 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
         try:
             pyfuse3.close(unmount=True)
         finally:
-            store.close()
+            _close(store, node)
         raise
     try:
         pyfuse3.close(unmount=signalled)
     finally:
-        store.close()
+        _close(store, node)
     log.info("unmounted %s; store closed", mnt)
+
+
+def _close(store: Store, node) -> None:
+    try:
+        store.close()
+    finally:
+        if node is not None:
+            node.close()
 
 
 async def _main(ops: LzfsOperations) -> bool:
@@ -121,10 +148,15 @@ async def _dump_tasks_on_sigusr1() -> None:
 
 
 def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str | None,
-          timeout: float = 60.0) -> None:
-    """Start `lzfs mount -f` detached and wait until it has mounted (or failed)."""
-    store_root = Path(store_path).resolve()
-    log_path = Path(log_file) if log_file else store_root / LOG
+          timeout: float = 60.0, log_dir: str | None = None) -> None:
+    """Start `lzfs mount -f` detached and wait until it has mounted (or failed). A remote
+    store's URL is passed on as it is; its log goes to ``log_dir`` (the node cache)."""
+    from .cluster.backend import is_remote
+
+    store_root: str | Path = store_path if is_remote(store_path) else Path(store_path).resolve()
+    if log_dir is not None:
+        Path(log_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = Path(log_file) if log_file else Path(log_dir or store_root) / LOG
     r, w = os.pipe()
     with open(log_path, "ab", buffering=0) as logf:
         os.chmod(log_path, 0o600)

@@ -78,6 +78,9 @@ class FrameCache:
         self._inflight.update(events)
         try:
             locs = [(f, self.store.frame_loc(f)) for f in todo]
+            # frames of remote packs: their GETs start now, in parallel, even for batches
+            # that still wait for the decoding thread
+            self.store.packs.warm([(loc.pack, loc.off, loc.rlen) for _, loc in locs])
             results = await trio.to_thread.run_sync(self._decode_batch, locs, limiter=limiter)
             for fid, res in results:
                 if isinstance(res, CorruptDataError):

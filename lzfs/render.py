@@ -65,3 +65,12 @@ def print_report(data: dict, console: Console | None = None) -> None:
         for a in names:
             m.add_row(a, *("-" if a == b else human(matrix[a].get(b, 0)) for b in names))
         console.print(m)
+
+
+def parse_size(text: str) -> int:
+    """'300M', '10G', '4096' -> bytes (the inverse of human, for options)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().rstrip("B").rstrip("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)

@@ -17,6 +17,7 @@ import os
 import struct
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import CorruptDataError
 
@@ -24,6 +25,16 @@ PACK_MAGIC = b"LZFSPACK"
 PACK_VERSION = 1
 PACK_HEADER = struct.Struct("<8sII")
 PACK_LIMIT = 1 << 30  # start a new pack past 1 GiB: keeps gc's hole punching and fsck local
+# Pack ids from here up name packs that live only in an object store (lzfs/cluster): reads of
+# them go to ``PackSet.remote``. A local store never has one.
+REMOTE_BASE = 1 << 40
+
+
+class RemotePacks(Protocol):
+    """Where frames of packs with ids >= REMOTE_BASE are read from (lzfs.cluster.node)."""
+
+    def read(self, pack_id: int, off: int, length: int) -> bytes: ...
+    def warm(self, locs: list[tuple[int, int, int]]) -> None: ...
 
 
 def pack_name(pack_id: int) -> str:
@@ -40,6 +51,7 @@ class PackSet:
         self._write_end = 0
         self._dirty: set[int] = set()
         self._ends: dict[int, int] = {}
+        self.remote: RemotePacks | None = None
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -115,6 +127,18 @@ class PackSet:
                 out.append((self._write_id, off))
         return out
 
+    def seal(self) -> None:
+        """Start a new pack, so every earlier one is final and can be uploaded as an immutable
+        object. An append racing with this lands wholly before it (same lock)."""
+        with self._lock:
+            if self._write_end > PACK_HEADER.size:
+                self._new_pack(self._write_id + 1)
+
+    def warm(self, locs: list[tuple[int, int, int]]) -> None:
+        """Start fetching remote (pack, off, length) ranges ahead of their reads."""
+        if self.remote is not None:
+            self.remote.warm(locs)
+
     def sizes(self) -> dict[int, int]:
         """End offsets of every pack appended to in this session (to record in the DB)."""
         with self._lock:
@@ -140,6 +164,11 @@ class PackSet:
     # ---- reading (any thread) --------------------------------------------------------------
 
     def read(self, pack_id: int, off: int, length: int) -> bytes:
+        if pack_id >= REMOTE_BASE:
+            if self.remote is None:
+                raise CorruptDataError(f"pack {pack_id} lives in an object store, and none is "
+                                       f"attached (mount the s3:// store instead)")
+            return self.remote.read(pack_id, off, length)
         fd = self._read_fds.get(pack_id)
         if fd is None:
             try:

@@ -26,9 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..render import human
+from ..render import human, parse_size
 from .criu import Workload, criu_command, criu_unusable_reason
-from .workload import parse_size
 
 CGROUP = Path("/sys/fs/cgroup/blkio/lzfs-bench")
 
