@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from lzfs.testing.criu import Workload, criu_command, criu_unusable_reason, run_criu
+from lzfs.testing.criu import criu_command, criu_unusable_reason, run_criu
 
 pytestmark = pytest.mark.criu
 
@@ -17,20 +17,6 @@ def _need_criu():
     reason = criu_unusable_reason()
     if reason:
         pytest.skip(reason)
-
-
-@pytest.fixture
-def workload(tmp_path):
-    started: list[Workload] = []
-
-    def start(**kw) -> Workload:
-        w = Workload.start(tmp_path / f"ctl{len(started)}", **kw)
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.stop()
 
 
 def _du(path) -> tuple[int, int]:
