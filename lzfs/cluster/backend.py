@@ -48,6 +48,7 @@ class Backend(Protocol):
     def head(self, key: str) -> ObjectInfo | None: ...
     def list(self, prefix: str) -> list[ObjectInfo]: ...
     def delete(self, key: str) -> None: ...
+    def touch(self, key: str) -> None: ...
     def check(self) -> None: ...
 
 
@@ -128,6 +129,9 @@ class DirBackend:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def touch(self, key: str) -> None:
+        os.utime(self._path(key))
 
 
 class Counters:

@@ -249,19 +249,25 @@ class ClusterNode:
             return {p: k for p, k in zip(todo, pool.map(self._upload_one, todo)) if k}
 
     def _upload_one(self, pack_id: int) -> str:
+        """Upload one own pack under the hash of its bytes, or renew the object it already has.
+
+        A pack that has a key is never uploaded again with other bytes: gc may have punched
+        holes in the local copy since, and other nodes read the object by offsets."""
         path = self.store.root / layout.PACKS / pack_name(pack_id)
         key = self.keys.get(pack_id)
-        if key is None:
-            h = xxhash.xxh3_128()
-            with open(path, "rb") as f:
-                while chunk := f.read(8 << 20):
-                    h.update(chunk)
-            key = f"{PACKS_PREFIX}{h.hexdigest()}.pack"
-        info = self.backend.head(key)
-        if info is None or info.mtime < time.time() - self.grace / 2:
-            self.backend.put_file(key, path)  # idempotent: same name, same bytes
-            self.counters.put(path.stat().st_size)
-        return key
+        info = self.backend.head(key) if key is not None else None
+        if info is not None:
+            if info.mtime < time.time() - self.grace / 2:
+                self.backend.touch(key)  # gc must see it young until the manifest is up
+            return key
+        fresh = f"{PACKS_PREFIX}{_file_hash(path)}.pack"
+        if key is not None and fresh != key:
+            raise RemoteError(f"pack object {key} is gone from {self.backend.url} and the "
+                              f"local pack {pack_id} has changed since; this snapshot cannot "
+                              f"be published (dump it again)")
+        self.backend.put_file(fresh, path)  # idempotent: same name, same bytes
+        self.counters.put(path.stat().st_size)
+        return fresh
 
     def record_uploads(self, uploaded: dict[int, str]) -> None:
         now = time.time()
@@ -287,6 +293,14 @@ class ClusterNode:
 
     def close(self) -> None:
         self.segments.close()
+
+
+def _file_hash(path: Path) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_all(backend: Backend) -> list[tuple[str, dict]]:
