@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,10 +50,14 @@ class SegmentCache:
             if not sub.is_dir():
                 continue
             for f in sub.iterdir():
-                if f.name.startswith("."):
-                    f.unlink(missing_ok=True)
+                try:
+                    st = f.stat()
+                except FileNotFoundError:  # renamed or evicted by a daemon beside us
                     continue
-                st = f.stat()
+                if f.name.startswith("."):  # a fetch in progress (perhaps of a daemon beside
+                    if st.st_mtime < time.time() - 3600:  # us), or one a crash left
+                        f.unlink(missing_ok=True)
+                    continue
                 found.append((st.st_mtime, (_unslug(sub.name), int(f.name)), st.st_size))
         for _, seg, size in sorted(found):
             self._lru[seg] = size

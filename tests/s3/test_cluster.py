@@ -120,3 +120,29 @@ def test_bad_object_store_inputs_fail_with_one_line(seaweed, bucket, tmp_path):
                           seaweed.endpoint], capture_output=True, text=True, env=bad)
     assert res.returncode != 0
     assert len(res.stderr.strip().splitlines()) == 1 and "access denied" in res.stderr
+
+
+def test_two_nodes_publishing_one_name_at_once_both_stay_whole(nodes, seaweed, bucket):
+    import threading
+
+    a, b = nodes("a"), nodes("b")
+    data = {a: _data(5, 800), b: _data(6, 800)}
+    for n, d in data.items():
+        (n.mnt / "same").mkdir()
+        (n.mnt / "same" / "pages-1.img").write_bytes(d)
+    outs: dict = {}
+    threads = [threading.Thread(target=lambda n=n: outs.__setitem__(
+        n, lzfs_cmd("publish", str(n.mnt / "same")).stdout)) for n in data]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    keys = {n: os.getxattr(n.mnt / "same", "user.lzfs.manifest").decode() for n in data}
+    assert keys[a] != keys[b]
+    assert set(bucket_objects(seaweed, bucket, "snapshots/")) == set(keys.values())
+    newest = max(data, key=lambda n: keys[n])
+    c = nodes("c")
+    assert (c.mnt / "same" / "pages-1.img").read_bytes() == data[newest]
+    for n, d in data.items():  # each writer keeps its own version, intact
+        os.listdir(n.mnt)
+        assert (n.mnt / "same" / "pages-1.img").read_bytes() == d

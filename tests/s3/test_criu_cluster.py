@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,12 @@ def test_dumped_on_one_node_restores_on_another(nodes, workload, seaweed, bucket
     assert b.stats()["gets"] > 0  # the pages came from the object store
     assert "restore.log" in os.listdir(b.mnt / "server-1")  # written on b, stays on b
     assert "restore.log" not in os.listdir(snap)
+    # the region report parses images of a snapshot b only knows from its manifest
+    regions = json.loads(lzfs_cmd("report", str(b.mnt), "--json", "--by", "region").stdout)
+    snaps = {s["snapshot"]: s for s in regions["snapshots"]}
+    assert not regions["errors"]
+    assert any(r["region"] == "[anon]" and r["logical"] > 100 << 20
+               for r in snaps["server-1"]["regions"])
 
 
 def test_four_replicas_from_two_nodes_store_in_less_than_one_and_a_half(
