@@ -36,6 +36,8 @@ class SegmentCache:
         self.limit = max(limit, 2 * SEGMENT)
         self.counters = counters or Counters()
         self.hits = 0
+        self.sizes: dict[str, int] = {}  # object key -> end of its last known frame
+        self.peak_inflight = 0  # most GETs in flight at once: prefetch runs them in parallel
         self._lock = threading.Lock()
         self._lru: OrderedDict[tuple[str, int], int] = OrderedDict()  # (key, idx) -> bytes
         self._bytes = 0
@@ -70,16 +72,41 @@ class SegmentCache:
     # ---- reading (any thread) --------------------------------------------------------------
 
     def read(self, key: str, off: int, length: int) -> bytes:
-        first, last = off // SEGMENT, (off + length - 1) // SEGMENT
-        futures = [self._segment(key, i) for i in range(first, last + 1)]
-        data = b"".join(f.result() for f in futures) if len(futures) > 1 else futures[0].result()
-        lo = off - first * SEGMENT
-        return data[lo:lo + length]
+        """Bytes [off, off+length) of object ``key``: from cached segments (only the slice
+        asked for is read from disk), else fetched, waiting for fetches already under way."""
+        end = off + length
+        pending = [(i, self._segment(key, i)) for i in range(off // SEGMENT,
+                                                              (end - 1) // SEGMENT + 1)]
+        parts = []
+        for i, fut in pending:
+            lo, hi = max(off - i * SEGMENT, 0), min(end - i * SEGMENT, SEGMENT)
+            data = self._read_cached((key, i), lo, hi) if fut is None else None
+            if data is None:
+                fut = fut or self._segment(key, i, refetch=True)
+                data = fut.result()[lo:hi]
+            parts.append(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def prefetch(self, ranges: list[tuple[str, int, int]]) -> None:
-        """Start fetching the segments covering (key, off, length) ranges; returns at once."""
+    def _read_cached(self, seg: tuple[str, int], lo: int, hi: int) -> bytes | None:
+        try:
+            fd = os.open(self._path(seg), os.O_RDONLY)
+        except FileNotFoundError:  # evicted since: fetch again
+            return None
+        try:
+            return os.pread(fd, hi - lo, lo)
+        finally:
+            os.close(fd)
+
+    def prefetch(self, ranges: list[tuple[str, int, int]], ahead: int = 0) -> None:
+        """Start fetching the segments covering (key, off, length) ranges, and ``ahead`` more
+        segments after each, not past ``sizes[key]`` (the end of the object as far as known);
+        returns at once."""
         for key, off, length in ranges:
-            for i in range(off // SEGMENT, (off + length - 1) // SEGMENT + 1):
+            last = (off + length - 1) // SEGMENT + ahead
+            known = self.sizes.get(key)
+            if known is not None:
+                last = min(last, (known - 1) // SEGMENT)
+            for i in range(off // SEGMENT, max(last, (off + length - 1) // SEGMENT) + 1):
                 self._segment(key, i)
 
     def drop(self, key: str, off: int, length: int) -> None:
@@ -91,23 +118,22 @@ class SegmentCache:
                     self._bytes -= size
             self._path((key, i)).unlink(missing_ok=True)
 
-    def _segment(self, key: str, idx: int) -> Future[bytes]:
+    def _segment(self, key: str, idx: int, refetch: bool = False) -> Future[bytes] | None:
+        """None when the segment is cached, else the future of its fetch."""
         seg = (key, idx)
         with self._lock:
             fut = self._inflight.get(seg)
             if fut is not None:
                 return fut
             if seg in self._lru:
-                self._lru.move_to_end(seg)
-                self.hits += 1
-                done: Future[bytes] = Future()
-                try:
-                    done.set_result(self._path(seg).read_bytes())
-                    return done
-                except FileNotFoundError:
-                    self._bytes -= self._lru.pop(seg)
+                if not refetch:
+                    self._lru.move_to_end(seg)
+                    self.hits += 1
+                    return None
+                self._bytes -= self._lru.pop(seg)
             fut = self._pool.submit(self._fetch, seg)
             self._inflight[seg] = fut
+            self.peak_inflight = max(self.peak_inflight, len(self._inflight))
             return fut
 
     def _fetch(self, seg: tuple[str, int]) -> bytes:
@@ -140,7 +166,7 @@ class SegmentCache:
     def describe(self) -> dict[str, int]:
         c = self.counters
         return {"gets": c.gets, "get_bytes": c.get_bytes, "puts": c.puts,
-                "put_bytes": c.put_bytes, "segment_hits": self.hits,
+                "put_bytes": c.put_bytes, "segment_hits": self.hits, "peak_inflight": self.peak_inflight,
                 "cached_bytes": self._bytes, "limit": self.limit}
 
     def close(self) -> None:

@@ -35,6 +35,9 @@ CONFIG_KEY = "lzfs.json"
 PACKS_PREFIX = "packs/"
 NODE_FILE = "node.json"
 SEGMENTS = "segments"
+# Segments fetched ahead of each one a read or the readahead asks for (within the object): a
+# restore reads a pack mostly in order, so this keeps several GETs in flight from the start.
+AHEAD_SEGMENTS = 3
 DEFAULT_GRACE = 24 * 3600.0
 
 _TABLES = """
@@ -140,6 +143,10 @@ class ClusterNode:
         db.conn.execute("BEGIN")
         self.keys: dict[int, str] = dict(db.execute("SELECT pack, key FROM pack_objects"))
         self.ids: dict[str, int] = {k: p for p, k in self.keys.items()}
+        for pack, end in db.execute("SELECT pack, MAX(off + rlen) FROM frames WHERE pack >= ? "
+                                    "GROUP BY pack", (REMOTE_BASE,)):
+            if pack in self.keys:
+                self.segments.sizes[self.keys[pack]] = end
         store.packs.remote = self
         if not store.readonly and store.packs.write_id in self.keys:
             store.packs.seal()  # an uploaded pack is immutable: never append to it again
@@ -162,7 +169,7 @@ class ClusterNode:
 
     def warm(self, locs: list[tuple[int, int, int]]) -> None:
         self.segments.prefetch([(self.keys[p], off, n) for p, off, n in locs
-                                if p >= REMOTE_BASE and p in self.keys])
+                                if p >= REMOTE_BASE and p in self.keys], AHEAD_SEGMENTS)
 
     def forget_cached(self, pack_id: int, off: int, length: int) -> None:
         if pack_id in self.keys:
@@ -214,6 +221,9 @@ class ClusterNode:
                     self.keys[pid] = k
                     self.ids[k] = pid
             manifest.install(db, ns, doc, self.ids)
+            for p, off, rlen, *_ in doc["frames"]:
+                k = doc["packs"][p]
+                self.segments.sizes[k] = max(self.segments.sizes.get(k, 0), off + rlen)
             db.execute("INSERT OR REPLACE INTO snapshots VALUES (?,?,?,?)",
                        (name, "remote", key, None))
             db.execute("INSERT OR IGNORE INTO seen_manifests VALUES (?)", (key,))

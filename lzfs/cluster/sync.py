@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -21,6 +22,9 @@ from ..namespace import ROOT_INODE
 from . import manifest
 from .backend import RemoteError
 from .node import ClusterNode
+
+if TYPE_CHECKING:
+    from ..fs import LzfsOperations
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +35,13 @@ class ClusterSync:
         self.refresh = refresh
         self._lock = trio.Lock()  # one publication or refresh at a time
 
-    def snapshot_name(self, ops, ino: int) -> bytes | None:
+    def snapshot_name(self, ops: LzfsOperations, ino: int) -> bytes | None:
         """The name of a top-level directory (a snapshot), else None."""
         row = ops.store.db.execute("SELECT name FROM dentries WHERE parent=? AND ino=?",
                                    (ROOT_INODE, ino)).fetchone()
         return bytes(row[0]) if row else None
 
-    async def publish(self, ops, ino: int, name: bytes) -> str:
+    async def publish(self, ops: LzfsOperations, ino: int, name: bytes) -> str:
         """Publish one snapshot directory; returns its manifest key. Unchanged since the last
         publication: nothing is written and the old key is returned."""
         node, store = self.node, ops.store
@@ -72,12 +76,12 @@ class ClusterSync:
                  name.decode(errors="replace"), key, len(uploaded))
         return key
 
-    async def on_fsyncdir(self, ops, ino: int) -> None:
+    async def on_fsyncdir(self, ops: LzfsOperations, ino: int) -> None:
         name = self.snapshot_name(ops, ino)
         if name is not None:
             await self.publish(ops, ino, name)
 
-    async def publish_pending(self, ops) -> None:
+    async def publish_pending(self, ops: LzfsOperations) -> None:
         """At unmount: publish every snapshot written on this node that changed since its
         last publication. Imported snapshots are not (a restore's logs stay on this node)."""
         for name, ino in ops.store.db.execute(
@@ -90,7 +94,7 @@ class ClusterSync:
             except (RemoteError, OSError):
                 pass  # logged; the snapshot stays on this node, unpublished
 
-    async def maybe_refresh(self, ops) -> None:
+    async def maybe_refresh(self, ops: LzfsOperations) -> None:
         if time.monotonic() - self.node.last_refresh < self.refresh or self._lock.locked():
             return
         async with self._lock:
@@ -103,7 +107,7 @@ class ClusterSync:
                 return
             self.node.install(ops.ns, found, replace=False)
 
-    def xattr(self, ops, ino: int, key: str) -> bytes | None:
+    def xattr(self, ops: LzfsOperations, ino: int, key: str) -> bytes | None:
         """user.lzfs.manifest / user.lzfs.error of a snapshot directory."""
         name = self.snapshot_name(ops, ino)
         if name is None:
