@@ -62,7 +62,10 @@ def open_backend(spec: str, endpoint: str | None = None, profile: str | None = N
     if u.scheme == "s3":
         if not u.netloc:
             raise RemoteError(f"{spec}: no bucket; write s3://BUCKET/PREFIX")
-        from .s3 import S3Backend
+        try:
+            from .s3 import S3Backend
+        except ImportError:
+            raise RemoteError("s3:// stores need boto3: pip install 'lzfs[s3]'") from None
 
         return S3Backend(u.netloc, u.path.strip("/"), endpoint, profile)
     if u.scheme == "file":
