@@ -70,7 +70,8 @@ class Seaweed:
                f"-filer.port.grpc={self.grpc['filer']}", "-s3", f"-s3.port={self.s3}",
                f"-s3.port.grpc={self.grpc['s3']}", f"-s3.config={self.dir / 's3.json'}",
                "-master.volumeSizeLimitMB=64", "-volume.max=100", "-master.telemetry=false",
-               "-debug.port=0", "-metricsPort=0", "-iam=false", "-s3.iam=false"]
+               "-debug.port=0", "-metricsPort=0", "-iam=false", "-s3.iam=false",
+               "-s3.port.iceberg=0", "-s3.port.lance=0"]
         log = open(self.dir / "weed.log", "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      start_new_session=True)
