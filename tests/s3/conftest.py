@@ -46,15 +46,16 @@ def bucket(seaweed) -> str:
 class Node:
     """One node: an `lzfs mount s3://...` daemon with its own cache directory."""
 
-    def __init__(self, url: str, endpoint: str, root: Path) -> None:
+    def __init__(self, url: str, endpoint: str | None, root: Path) -> None:
         self.url, self.endpoint = url, endpoint
         self.cache = root / "cache"
         self.mnt = root / "mnt"
         self.mnt.mkdir(parents=True, exist_ok=True)
 
     def mount(self) -> None:
-        lzfs_cmd("mount", self.url, str(self.mnt), "--endpoint", self.endpoint, "--cache",
-                 str(self.cache), "--refresh", "0", "--cache-size", "2G")
+        endpoint = ["--endpoint", self.endpoint] if self.endpoint else []
+        lzfs_cmd("mount", self.url, str(self.mnt), *endpoint, "--cache", str(self.cache),
+                 "--refresh", "0", "--cache-size", "2G")
         assert find_mount(self.mnt) is not None
 
     def umount(self) -> None:

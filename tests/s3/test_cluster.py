@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import lzfs_cmd
-from tests.s3.conftest import bucket_objects
+import pytest
+
+from tests.conftest import fuse_unusable_reason, lzfs_cmd
+from tests.s3.conftest import Node, bucket_objects
 
 
 def _data(seed: int, pages: int) -> bytes:
@@ -146,3 +148,28 @@ def test_two_nodes_publishing_one_name_at_once_both_stay_whole(nodes, seaweed, b
     for n, d in data.items():  # each writer keeps its own version, intact
         os.listdir(n.mnt)
         assert (n.mnt / "same" / "pages-1.img").read_bytes() == d
+
+
+def test_a_shared_directory_serves_as_the_object_store(tmp_path):
+    """The other backend: objects as files (a shared file system), same flow, no server."""
+    if fuse_unusable_reason():
+        pytest.skip(fuse_unusable_reason())
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    url = f"file://{shared}"
+    lzfs_cmd("mkfs", url)
+    a, b = Node(url, None, tmp_path / "a"), Node(url, None, tmp_path / "b")
+    a.mount()
+    try:
+        (a.mnt / "snap").mkdir()
+        (a.mnt / "snap" / "pages-1.img").write_bytes(_data(7, 300))
+        lzfs_cmd("publish", str(a.mnt / "snap"))
+        b.mount()
+        try:
+            assert (b.mnt / "snap" / "pages-1.img").read_bytes() == _data(7, 300)
+        finally:
+            b.umount()
+    finally:
+        a.umount()
+    assert len(list((shared / "snapshots").rglob("*.lzm"))) == 1
+    assert list((shared / "packs").glob("*.pack"))
