@@ -148,6 +148,8 @@ class ClusterNode:
             if pack in self.keys:
                 self.segments.sizes[self.keys[pack]] = end
         store.packs.remote = self
+        self.trimmed: set[int] = {p for p in self.keys if p < REMOTE_BASE and not (
+            store.root / layout.PACKS / pack_name(p)).exists()}
         if not store.readonly and store.packs.write_id in self.keys:
             store.packs.seal()  # an uploaded pack is immutable: never append to it again
         self.last_refresh = 0.0
@@ -167,9 +169,38 @@ class ClusterNode:
             raise CorruptDataError(f"object {key} is shorter than its frame at {off}")
         return data
 
+    def has(self, pack_id: int) -> bool:
+        return pack_id in self.keys
+
     def warm(self, locs: list[tuple[int, int, int]]) -> None:
         self.segments.prefetch([(self.keys[p], off, n) for p, off, n in locs
-                                if p >= REMOTE_BASE and p in self.keys], AHEAD_SEGMENTS)
+                                if (p >= REMOTE_BASE or p in self.trimmed) and p in self.keys],
+                               AHEAD_SEGMENTS)
+
+    def trim_own_packs(self) -> list[int]:
+        """Keep the node's disk within ``--cache-size``: delete the local copies of its own
+        uploaded packs, oldest first, while they and the fetched segments are over the limit;
+        their frames are read from the objects from then on (blocking)."""
+        packs_dir = self.store.root / layout.PACKS
+        own = []
+        for p in sorted(self.keys):
+            if p >= REMOTE_BASE or p == self.store.packs.write_id or p in self.trimmed:
+                continue
+            try:
+                own.append((p, (packs_dir / pack_name(p)).stat().st_blocks * 512))
+            except FileNotFoundError:
+                self.trimmed.add(p)
+        total = sum(n for _, n in own) + self.segments.describe()["cached_bytes"]
+        done = []
+        for p, n in own:
+            if total <= self.segments.limit:
+                break
+            self.segments.sizes[self.keys[p]] = (packs_dir / pack_name(p)).stat().st_size
+            self.trimmed.add(p)
+            self.store.packs.remove(p)
+            total -= n
+            done.append(p)
+        return done
 
     def forget_cached(self, pack_id: int, off: int, length: int) -> None:
         if pack_id in self.keys:

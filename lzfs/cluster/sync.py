@@ -67,6 +67,10 @@ class ClusterSync:
                 await trio.to_thread.run_sync(node.backend.put, key, data)
                 node.record_published(name, key, dig)
                 await ops.commit()
+                trimmed = await trio.to_thread.run_sync(node.trim_own_packs)
+                if trimmed:
+                    log.info("cache over its limit: local copies of uploaded packs %s removed",
+                             trimmed)
             except (RemoteError, OSError) as exc:
                 node.errors[name] = str(exc)
                 log.error("publishing snapshot %s failed: %s", name.decode(errors="replace"),

@@ -34,6 +34,7 @@ class RemotePacks(Protocol):
     """Where frames of packs with ids >= REMOTE_BASE are read from (lzfs.cluster.node)."""
 
     def read(self, pack_id: int, off: int, length: int) -> bytes: ...
+    def has(self, pack_id: int) -> bool: ...
     def warm(self, locs: list[tuple[int, int, int]]) -> None: ...
 
 
@@ -52,6 +53,7 @@ class PackSet:
         self._dirty: set[int] = set()
         self._ends: dict[int, int] = {}
         self.remote: RemotePacks | None = None
+        self._retired: list[int] = []  # descriptors of removed packs, closed at close()
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -174,6 +176,8 @@ class PackSet:
             try:
                 fd = os.open(self.dir / pack_name(pack_id), os.O_RDONLY)
             except FileNotFoundError:
+                if self.remote is not None and self.remote.has(pack_id):
+                    return self.remote.read(pack_id, off, length)  # uploaded, then trimmed
                 raise CorruptDataError(f"pack {pack_name(pack_id)} is missing") from None
             with self._lock:
                 old = self._read_fds.setdefault(pack_id, fd)
@@ -189,7 +193,10 @@ class PackSet:
 
     def punch(self, pack_id: int, off: int, length: int) -> None:
         """Give the space of a dead frame back to the file system."""
-        fd = os.open(self.dir / pack_name(pack_id), os.O_RDWR)
+        try:
+            fd = os.open(self.dir / pack_name(pack_id), os.O_RDWR)
+        except FileNotFoundError:  # a node cache trimmed it (it is an object now)
+            return
         try:
             if _libc.fallocate(fd, _FALLOC_PUNCH, ctypes.c_long(off), ctypes.c_long(length)):
                 err = ctypes.get_errno()
@@ -198,9 +205,12 @@ class PackSet:
             os.close(fd)
 
     def remove(self, pack_id: int) -> None:
-        fd = self._read_fds.pop(pack_id, None)
-        if fd is not None:
-            os.close(fd)
+        """Delete a pack file. A read in flight on it may still hold its descriptor, so that
+        is closed only at close(); later reads open it anew (and find it gone)."""
+        with self._lock:
+            fd = self._read_fds.pop(pack_id, None)
+            if fd is not None:
+                self._retired.append(fd)
         (self.dir / pack_name(pack_id)).unlink(missing_ok=True)
 
     @property
@@ -208,9 +218,10 @@ class PackSet:
         return self._write_id
 
     def close(self) -> None:
-        for fd in self._read_fds.values():
+        for fd in [*self._read_fds.values(), *self._retired]:
             os.close(fd)
         self._read_fds.clear()
+        self._retired.clear()
         if self._write_fd >= 0:
             os.close(self._write_fd)
             self._write_fd = -1

@@ -46,8 +46,9 @@ def bucket(seaweed) -> str:
 class Node:
     """One node: an `lzfs mount s3://...` daemon with its own cache directory."""
 
-    def __init__(self, url: str, endpoint: str | None, root: Path) -> None:
-        self.url, self.endpoint = url, endpoint
+    def __init__(self, url: str, endpoint: str | None, root: Path,
+                 cache_size: str = "2G") -> None:
+        self.url, self.endpoint, self.cache_size = url, endpoint, cache_size
         self.cache = root / "cache"
         self.mnt = root / "mnt"
         self.mnt.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,7 @@ class Node:
     def mount(self) -> None:
         endpoint = ["--endpoint", self.endpoint] if self.endpoint else []
         lzfs_cmd("mount", self.url, str(self.mnt), *endpoint, "--cache", str(self.cache),
-                 "--refresh", "0", "--cache-size", "2G")
+                 "--refresh", "0", "--cache-size", self.cache_size)
         assert find_mount(self.mnt) is not None
 
     def umount(self) -> None:
@@ -93,8 +94,8 @@ def nodes(tmp_path, bucket, seaweed):
         pytest.skip(reason)
     made: list[Node] = []
 
-    def make(name: str) -> Node:
-        n = Node(bucket, seaweed.endpoint, tmp_path / name)
+    def make(name: str, cache_size: str = "2G") -> Node:
+        n = Node(bucket, seaweed.endpoint, tmp_path / name, cache_size)
         n.mount()
         made.append(n)
         return n

@@ -173,3 +173,17 @@ def test_a_shared_directory_serves_as_the_object_store(tmp_path):
         a.umount()
     assert len(list((shared / "snapshots").rglob("*.lzm"))) == 1
     assert list((shared / "packs").glob("*.pack"))
+
+
+def test_a_small_cache_gives_back_uploaded_packs_and_reads_them_remotely(nodes):
+    a = nodes("a", cache_size="8M")
+    data = _data(8, 12000)
+    (a.mnt / "big").mkdir()
+    (a.mnt / "big" / "pages-1.img").write_bytes(data)
+    lzfs_cmd("publish", str(a.mnt / "big"))
+    local = sum(p.stat().st_blocks * 512 for p in (a.cache / "packs").iterdir())
+    assert local < 1 << 20, local  # the uploaded pack is no longer on this node's disk
+    a.remount()
+    assert (a.mnt / "big" / "pages-1.img").read_bytes() == data
+    assert a.stats()["gets"] > 0
+    assert a.stats()["cached_bytes"] <= 8 << 20
