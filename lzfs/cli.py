@@ -11,11 +11,38 @@ from dataclasses import asdict
 
 from . import __version__
 from .errors import LzfsError
-from .render import human
+from .render import human, parse_size
+
+
+def _remote(args: argparse.Namespace):
+    """RemoteOptions from the object-store options, when the store argument is a URL."""
+    from .cluster.attach import RemoteOptions
+    from .cluster.backend import is_remote
+
+    spec = getattr(args, "store", None) or getattr(args, "path", "")
+    if not is_remote(spec):
+        return None
+    return RemoteOptions(endpoint=args.endpoint, profile=args.profile,
+                         cache=getattr(args, "cache", None),
+                         cache_size=parse_size(getattr(args, "cache_size", None) or "10G"),
+                         refresh=getattr(args, "refresh", 10.0))
 
 
 def cmd_mkfs(args: argparse.Namespace) -> None:
     from .store import mkfs
+
+    if _remote(args) is not None:
+        from .cluster.backend import open_backend
+        from .cluster.node import remote_mkfs
+
+        backend = open_backend(args.store, args.endpoint, args.profile)
+        if args.create_bucket and hasattr(backend, "create_bucket"):
+            backend.create_bucket()
+        cfg = remote_mkfs(backend, args.avg_pages, args.max_pages, args.grace)
+        print(f"created lzfs store {backend.url} (bucket format {cfg.version}, blocks of "
+              f"{cfg.avg_pages} pages on average, at most {cfg.max_pages}; gc grace "
+              f"{cfg.gc_grace_s:.0f} s)")
+        return
 
     cfg = mkfs(args.store, avg_pages=args.avg_pages, max_pages=args.max_pages)
     print(f"created lzfs store {args.store} (format {cfg.version}, blocks of "
@@ -31,6 +58,7 @@ def cmd_mount(args: argparse.Namespace) -> None:
             args.domain = o.partition("=")[2]
         elif o:
             extra.append(o)
+    remote = _remote(args)
     if not args.foreground:
         tail = (["--allow-other"] if args.allow_other else []) + \
                [f"--cache-mb={args.cache_mb}"] + [f"-o{o}" for o in extra]
@@ -39,13 +67,23 @@ def cmd_mount(args: argparse.Namespace) -> None:
         tail += [f"--reserve-mb={args.reserve_mb}", f"--commit-interval={args.commit_interval}"]
         if args.debug:
             tail.append("--debug")
-        daemon.spawn(args.store, args.mountpoint, tail, args.log)
+        log_dir = None
+        if remote is not None:
+            if not remote.cache:
+                raise LzfsError(f"mounting {args.store} needs --cache DIR: a local directory "
+                                f"for this node's working store and block cache")
+            tail += [f"--cache={remote.cache}", f"--cache-size={remote.cache_size}",
+                     f"--refresh={remote.refresh}"]
+            tail += [f"--endpoint={args.endpoint}"] if args.endpoint else []
+            tail += [f"--profile={args.profile}"] if args.profile else []
+            log_dir = remote.cache
+        daemon.spawn(args.store, args.mountpoint, tail, args.log, log_dir=log_dir)
         return
     _setup_logging(args.log, args.debug)
     daemon.serve(args.store, args.mountpoint, allow_other=args.allow_other,
                  cache_mb=args.cache_mb, options=extra, ready_fd=args.ready_fd,
                  domain=args.domain, reserve_mb=args.reserve_mb,
-                 commit_interval=args.commit_interval)
+                 commit_interval=args.commit_interval, remote=remote)
 
 
 def cmd_umount(args: argparse.Namespace) -> None:
@@ -102,16 +140,56 @@ def _open_readonly(path: str):
 def cmd_report(args: argparse.Namespace) -> None:
     from . import render, report
 
-    store = _open_readonly(args.path)
-    try:
-        data = {"snapshot": report.snapshot_report, "file": report.file_report,
-                "region": report.region_report}[args.by](store)
-    finally:
-        store.close()
+    fn = {"snapshot": report.snapshot_report, "file": report.file_report,
+          "region": report.region_report}[args.by]
+    remote = _remote(args)
+    if remote is not None:  # every published snapshot, from the manifests alone
+        from .cluster.attach import snapshot_view
+
+        with snapshot_view(args.path, remote) as store:
+            data = fn(store)
+    else:
+        from .cluster.attach import attach_readonly
+
+        store = _open_readonly(args.path)
+        node = attach_readonly(store)  # a node cache: remote packs are read remotely
+        try:
+            data = fn(store)
+        finally:
+            store.close()
+            if node is not None:
+                node.close()
     if args.json:
         print(json.dumps(data, indent=2))
     else:
         render.print_report(data)
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    import os
+
+    from .transfer import inside_mount
+
+    path = os.path.abspath(args.snapshot)
+    if not os.path.isdir(path) or not inside_mount(__import__("pathlib").Path(path)):
+        raise LzfsError(f"{args.snapshot} is not a snapshot directory inside an lzfs mount")
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)  # the daemon publishes on fsyncdir of a top-level directory
+    except OSError as exc:
+        try:
+            why = os.getxattr(path, "user.lzfs.error").decode()
+        except OSError:
+            why = exc.strerror
+        raise LzfsError(f"publishing {args.snapshot} failed: {why}") from None
+    finally:
+        os.close(fd)
+    try:
+        key = os.getxattr(path, "user.lzfs.manifest").decode()
+    except OSError:
+        raise LzfsError(f"{args.snapshot} is not on an object-store mount (nothing to "
+                        f"publish to)") from None
+    print(f"published {args.snapshot} as {key}")
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -151,6 +229,16 @@ def cmd_gc(args: argparse.Namespace) -> None:
 
     from .mounts import find_mount
     from .store import Store
+
+    if _remote(args) is not None:
+        from .cluster import gc
+        from .cluster.backend import open_backend
+
+        res = gc.collect(open_backend(args.store, args.endpoint, args.profile), args.grace)
+        print(f"{res.manifests} manifests name {res.packs - res.deleted - res.young} of "
+              f"{res.packs} pack objects; deleted {res.deleted} ({human(res.deleted_bytes)}), "
+              f"kept {res.young} unreferenced within the grace period")
+        return
 
     m = find_mount(args.store)
     if m is not None:  # the daemon owns the store: ask it (setxattr on .lzfs runs its gc)
@@ -202,8 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"lzfs {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("mkfs", help="create an empty store")
+    s = sub.add_parser("mkfs", help="create an empty store (a directory, or s3://BUCKET/PREFIX)")
     s.add_argument("store")
+    _remote_args(s)
+    s.add_argument("--create-bucket", action="store_true",
+                   help="create the bucket if it does not exist")
+    s.add_argument("--grace", type=float, default=24 * 3600.0,
+                   help="object store: seconds an unreferenced pack is kept (default 86400)")
     s.add_argument("--avg-pages", type=int, default=16,
                    help="average block size in 4 KiB pages (power of two; default 16)")
     s.add_argument("--max-pages", type=int, default=64,
@@ -211,8 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_mkfs)
 
     s = sub.add_parser("mount", help="mount a store (returns once mounted; -f stays)")
-    s.add_argument("store")
+    s.add_argument("store", help="a store directory, or s3://BUCKET/PREFIX with --cache")
     s.add_argument("mountpoint")
+    _remote_args(s)
+    s.add_argument("--cache", metavar="DIR",
+                   help="object store: this node's cache directory (its working store)")
+    s.add_argument("--cache-size", default="10G",
+                   help="object store: bytes of remote packs kept on local disk (default 10G)")
+    s.add_argument("--refresh", type=float, default=10.0,
+                   help="object store: seconds between looks for newly published snapshots")
     s.add_argument("-f", "--foreground", action="store_true")
     s.add_argument("-o", action="append", default=[], metavar="OPTS",
                    help="extra FUSE mount options, comma separated")
@@ -248,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("report", help="what each snapshot costs: logical, stored, unique, shared")
     s.add_argument("path", metavar="STORE_OR_MOUNT")
+    _remote_args(s)
     s.add_argument("--by", choices=["snapshot", "file", "region"], default="snapshot")
     s.add_argument("--json", action="store_true", help="machine-readable (docs/report.md)")
     s.set_defaults(func=cmd_report)
@@ -278,8 +379,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("gc", help="give back the space of blocks no file uses")
     s.add_argument("store", metavar="STORE_OR_MOUNT")
+    _remote_args(s)
+    s.add_argument("--grace", type=float, default=None,
+                   help="object store: override the bucket's grace period (seconds)")
     s.set_defaults(func=cmd_gc)
+
+    s = sub.add_parser("publish", help="publish a snapshot directory to the object store now")
+    s.add_argument("snapshot", metavar="MNT/NAME")
+    s.set_defaults(func=cmd_publish)
     return p
+
+
+def _remote_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--endpoint", help="object store: S3 endpoint URL (or AWS_ENDPOINT_URL)")
+    s.add_argument("--profile", help="object store: AWS profile for credentials")
 
 
 def _setup_logging(path: str | None, debug: bool) -> None:

@@ -57,6 +57,8 @@ class ControlTree:
         st["cache"] = ops.cache.describe()
         st["open_files"] = len(ops.files)
         st["requests"] = {f"{op}<={size}": n for (op, size), n in sorted(ops.request_sizes.items())}
+        if ops.cluster is not None:
+            st["remote"] = ops.cluster.node.describe()
         return st
 
     def _stats_json(self) -> bytes:

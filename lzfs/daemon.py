@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
@@ -25,6 +26,10 @@ from .fs import COMMIT_INTERVAL, LzfsOperations
 from .store import Store
 from .store.layout import LOG, StoreLock, read_config
 from .store.space import DEFAULT_RESERVE
+from .store.store import domain_seed
+
+if TYPE_CHECKING:
+    from .cluster.attach import RemoteOptions
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +61,35 @@ def check_mountpoint(mountpoint: str) -> Path:
 def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
           cache_mb: int = 128, options: list[str] | None = None, ready_fd: int = -1,
           domain: str = "", reserve_mb: int = DEFAULT_RESERVE >> 20,
-          commit_interval: float = COMMIT_INTERVAL) -> None:
-    """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP)."""
+          commit_interval: float = COMMIT_INTERVAL,
+          remote: RemoteOptions | None = None) -> None:
+    """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP). With
+    ``remote``, ``store_path`` is an object store URL and the node's cache is the store."""
     mnt = check_mountpoint(mountpoint)
-    store = Store(store_path, domain=domain)
+    node = None
+    if remote is not None:
+        from .cluster.attach import open_node
+
+        store, node = open_node(store_path, remote)
+        store.domain, store.seed = domain, domain_seed(domain)
+    else:
+        store = Store(store_path, domain=domain)
+    ops: LzfsOperations | None = None
     try:
+        cluster = None
+        if node is not None:
+            from .cluster.sync import ClusterSync
+
+            cluster = ClusterSync(node, remote.refresh)
         ops = LzfsOperations(store, cache_bytes=cache_mb << 20, reserve_bytes=reserve_mb << 20,
-                             commit_interval=commit_interval)
+                             commit_interval=commit_interval, cluster=cluster)
         try:
             pyfuse3.init(ops, str(mnt), fuse_options(store, allow_other, options or []))
         except RuntimeError as exc:
             raise LzfsError(f"cannot mount on {mountpoint}: {exc} (is /dev/fuse there, "
                             f"and are you root or in group fuse?)") from None
     except BaseException:
-        store.close()
+        _close(store, node, commit=True)
         raise
     log.info("mounted %s on %s%s", store.root, mnt,
              f" (dedup domain {domain!r})" if domain else "")
@@ -84,16 +104,26 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
         try:
             pyfuse3.close(unmount=True)
         finally:
-            store.close(commit=ops.failed is None)
+            _close(store, node, commit=ops.failed is None)
         raise
     try:
         pyfuse3.close(unmount=signalled or ops.failed is not None)
     finally:
-        store.close(commit=ops.failed is None)
+        _close(store, node, commit=ops.failed is None)
     if ops.failed is not None:
         raise LzfsError(f"stopped serving {mnt}: a commit failed ({ops.failed}); the store is "
                         f"at its last commit")
     log.info("unmounted %s; store closed", mnt)
+
+
+def _close(store: Store, node, commit: bool) -> None:
+    """Close the store (``commit`` False: drop what the last commit does not hold), then
+    the object-store node, if any."""
+    try:
+        store.close(commit=commit)
+    finally:
+        if node is not None:
+            node.close()
 
 
 async def _main(ops: LzfsOperations) -> bool:
@@ -140,16 +170,25 @@ async def _dump_tasks_on_sigusr1() -> None:
 
 
 def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str | None,
-          timeout: float = 60.0) -> None:
+          timeout: float = 60.0, log_dir: str | None = None) -> None:
     """Start `lzfs mount -f` detached and wait until it has mounted (or failed). What can be
-    checked here is, before anything (the log) is written into the store."""
+    checked here is, before anything (the log) is written into the store. A remote store's
+    URL is passed on as it is; its log goes to ``log_dir`` (the node cache)."""
+    from .cluster.backend import is_remote
+
     check_mountpoint(mountpoint)
-    read_config(store_path)
-    store_root = Path(store_path).resolve()
-    if StoreLock(store_root).held():
-        raise StoreLock(store_root).busy()
-    Store(store_root, readonly=True, upgradable=True).close()  # a damaged meta.db fails here
-    log_path = Path(log_file) if log_file else store_root / LOG
+    store_root: str | Path
+    if is_remote(store_path):
+        store_root = store_path
+    else:
+        read_config(store_path)
+        store_root = Path(store_path).resolve()
+        if StoreLock(store_root).held():
+            raise StoreLock(store_root).busy()
+        Store(store_root, readonly=True, upgradable=True).close()  # a damaged meta.db fails
+    if log_dir is not None:
+        Path(log_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = Path(log_file) if log_file else Path(log_dir or store_root) / LOG
     r, w = os.pipe()
     with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab",
               buffering=0) as logf:

@@ -15,18 +15,21 @@ import sqlite3
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyfuse3
 import trio
 
 from .control import CONTROL_DIR, CONTROL_NAME, ControlTree
-from .errors import CorruptDataError
+from .errors import CorruptDataError, LzfsError
 from .filemap import FileMap
 from .namespace import ROOT_INODE, FsError, Inode, Namespace, now_ns
 from .prefetch import FrameCache, Readahead
 from .store import Store
 from .store.space import DEFAULT_RESERVE, SpaceGuard
+
+if TYPE_CHECKING:
+    from .cluster.sync import ClusterSync
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,11 @@ class LzfsOperations(pyfuse3.Operations):
 
     def __init__(self, store: Store, cache_bytes: int = 128 << 20,
                  reserve_bytes: int = DEFAULT_RESERVE,
-                 commit_interval: float = COMMIT_INTERVAL) -> None:
+                 commit_interval: float = COMMIT_INTERVAL,
+                 cluster: ClusterSync | None = None) -> None:
         super().__init__()
         self.store = store
+        self.cluster = cluster  # set when the store is a node of an object store
         self.commit_interval = commit_interval
         self.space = SpaceGuard(store.root, reserve_bytes)
         self.failed: BaseException | None = None  # a commit failed: stop, keep the last one
@@ -139,6 +144,8 @@ class LzfsOperations(pyfuse3.Operations):
             except Exception:
                 log.exception("inode %d: could not store its last bytes", ino)
         await self.commit()
+        if self.cluster is not None:
+            await self.cluster.publish_pending(self)
         if self.request_sizes:
             log.info("request sizes: %s", ", ".join(
                 f"{op} <={size // 1024}KiB: {n}" for (op, size), n in sorted(
@@ -387,6 +394,8 @@ class LzfsOperations(pyfuse3.Operations):
                             token, name, self._control_attrs(ino), i + 1):
                         return
                 return
+            if self.cluster is not None and fh == ROOT_INODE and start_id == 0:
+                await self.cluster.maybe_refresh(self)
             after = start_id
             while True:
                 rows = self.ns.readdir(fh, after)
@@ -403,8 +412,11 @@ class LzfsOperations(pyfuse3.Operations):
         return None
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        """Commit; on a cluster node, syncing a snapshot directory also publishes it."""
         with _errno():
             await self.commit()
+            if self.cluster is not None:
+                await self.cluster.on_fsyncdir(self, fh)
 
     async def statfs(self, ctx):
         with _errno():
@@ -508,6 +520,11 @@ class LzfsOperations(pyfuse3.Operations):
                 raise FsError(pyfuse3.ENOATTR)
             key = name[len(XATTR_PREFIX):].decode(errors="replace")
             node = self.ns.get(inode)
+            if node.is_dir and self.cluster is not None:
+                value = self.cluster.xattr(self, inode, key)
+                if value is None:
+                    raise FsError(pyfuse3.ENOATTR)
+                return value
             if key not in XATTRS or not node.is_reg:
                 raise FsError(pyfuse3.ENOATTR)
             fm = self.files.get(inode)
@@ -565,6 +582,9 @@ class _errno:
             raise pyfuse3.FUSEError(exc.errno) from None
         if isinstance(exc, CorruptDataError):
             log.error("corrupt data: %s", exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        if isinstance(exc, LzfsError):  # the object store failed (cluster): said in the log
+            log.error("%s", exc)
             raise pyfuse3.FUSEError(errno.EIO) from None
         if isinstance(exc, OSError) and exc.errno:
             log.error("I/O error: %s", exc)

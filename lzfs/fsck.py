@@ -40,7 +40,7 @@ from .errors import CorruptDataError
 from .namespace import ROOT_INODE, Namespace, path_of
 from .report import load_tree, snapshot_problems
 from .store import DAMAGED_PREFIX, Store, layout
-from .store.packs import pack_name
+from .store.packs import PACK_HEADER, pack_name
 
 LOST_FOUND = b"lost+found"
 
@@ -101,8 +101,13 @@ def fsck(root: str | Path, repair: bool = False, progress: Progress | None = Non
         except BaseException:
             lock.release()
             raise
+    node = None
     try:
+        node, unreachable = _attach_node(store)
         checker = Checker(store, progress)
+        if unreachable:
+            checker.problem("remote", f"the object store is unreachable ({unreachable}): frames "
+                            f"kept only there are not verified", error=False)
         result = checker.run()
         result.repair = repair
         if repair and result.problems:
@@ -116,8 +121,22 @@ def fsck(root: str | Path, repair: bool = False, progress: Progress | None = Non
         return result
     finally:
         store.close()
+        if node is not None:
+            node.close()
         if not repair:
             lock.release()
+
+
+def _attach_node(store: Store) -> tuple[object | None, str | None]:
+    """A node cache of an object store (docs/cluster.md) keeps frames in pack objects: attach
+    the object store so they are verified too. Returns (node or None, why it could not be)."""
+    from .cluster.attach import attach_readonly
+    from .errors import LzfsError
+
+    try:
+        return attach_readonly(store), None
+    except (LzfsError, OSError, ValueError) as exc:
+        return None, str(exc)
 
 
 class Checker:
@@ -136,6 +155,12 @@ class Checker:
         self.nlinks: dict[int, int] = {}         # ino -> correct nlink, where wrong
         self.disconnected: list[int] = []        # inodes with names that the root cannot reach
         self.stored: dict[int, int] = {}         # ino -> correct stored figure, where off
+        self.unverified = 0                       # frames only an unreachable object store has
+        # packs an object store holds (a node cache, docs/cluster.md): no local file needed
+        has_objects = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                                      "name='pack_objects'").fetchone()
+        self.remote_packs: set[int] = ({r[0] for r in self.db.execute(
+            "SELECT pack FROM pack_objects")} if has_objects else set())
 
     def problem(self, kind: str, message: str, error: bool = True) -> None:
         self.result.problems.append(Problem(kind, message, error))
@@ -172,6 +197,8 @@ class Checker:
                 on_disk[int(name[:-5])] = entry.stat().st_size
         for pid, size in sorted(committed.items()):
             have, end = on_disk.get(pid), self.frame_ends.get(pid, 0)
+            if have is None and pid in self.remote_packs:
+                continue  # read from its object
             if have is None:
                 if end:
                     self.problem("pack", f"{pack_name(pid)} is missing ({size} bytes committed)")
@@ -193,6 +220,8 @@ class Checker:
                              f"{have - size} bytes (a daemon stopped before committing; cut at "
                              f"the next mount)", error=False)
         for pid in sorted(set(on_disk) - set(committed)):
+            if on_disk[pid] <= PACK_HEADER.size and pid not in self.frame_ends:
+                continue  # started by a daemon that then wrote nothing into it: normal
             if pid in self.frame_ends:
                 self.problem("pack", f"{pack_name(pid)} holds frames but is not in the pack "
                              f"table")
@@ -228,7 +257,7 @@ class Checker:
                 else:
                     self.problem("frame", f"{where}, which no file uses any more: {why} "
                                  f"('lzfs gc' drops it)", error=False)
-            else:
+            elif self._last_table is not None:
                 for bid in self._check_block_rows(self._last_table, blocks):
                     self.bad_blocks.add(bid)
                     self.problem("block", f"block {bid} is not where the table of {where} "
@@ -236,12 +265,21 @@ class Checker:
             done += rlen
             if self.progress:
                 self.progress(done, total)
+        if self.unverified:
+            self.problem("remote", f"{self.unverified} frames are kept only in the object store "
+                         f"and were not verified", error=False)
 
     def _check_frame(self, pack: int, off: int, rlen: int, stored: int, raw_len: int,
                      codec: int, seed: int) -> str | None:
-        """Why the frame record is bad (None: it is whole); leaves its block table behind."""
-        self._last_table: dict[int, tuple[int, bytes]] = {}
-        if off + rlen > self.on_disk.get(pack, 0):
+        """Why the frame record is bad (None: it is whole, or could not be read here); leaves
+        its block table behind (None when it was not read)."""
+        self._last_table: dict[int, tuple[int, bytes]] | None = {}
+        if pack not in self.on_disk and pack in self.remote_packs:
+            if self.store.packs.remote is None:
+                self.unverified += 1
+                self._last_table = None
+                return None
+        elif off + rlen > self.on_disk.get(pack, 0):
             return "its pack ends before it" if pack in self.on_disk else "its pack is missing"
         try:
             record = self.store.packs.read(pack, off, rlen)

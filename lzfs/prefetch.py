@@ -85,6 +85,9 @@ class FrameCache:
                     locs.append((f, self.store.frame_loc(f)))
                 except CorruptDataError as exc:
                     self._failed[f] = exc
+            # frames of remote packs: their GETs start now, in parallel, even for batches
+            # that still wait for the decoding thread
+            self.store.packs.warm([(loc.pack, loc.off, loc.rlen) for _, loc in locs])
             results = await trio.to_thread.run_sync(self._decode_batch, locs, limiter=limiter)
             for fid, res in results:
                 if isinstance(res, CorruptDataError):

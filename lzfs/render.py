@@ -130,3 +130,12 @@ def print_fsck(result, console: Console | None = None) -> None:
     else:
         console.print(f"[red]{errors} errors[/red]; 'lzfs fsck --repair' mends what can be "
                       f"mended without losing intact data")
+
+
+def parse_size(text: str) -> int:
+    """'300M', '10G', '4096' -> bytes (the inverse of human, for options)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().rstrip("B").rstrip("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)

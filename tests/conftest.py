@@ -149,3 +149,20 @@ def module_mount(tmp_path_factory):
         yield m
     finally:
         m.umount()
+
+
+@pytest.fixture
+def workload(tmp_path):
+    """Start workload processes (lzfs.testing.workload) for CRIU to dump; stopped after."""
+    from lzfs.testing.criu import Workload
+
+    started: list[Workload] = []
+
+    def start(**kw) -> Workload:
+        w = Workload.start(tmp_path / f"ctl{len(started)}", **kw)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()

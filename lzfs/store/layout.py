@@ -45,21 +45,23 @@ class StoreConfig:
     created: float = 0.0
 
 
-def mkfs(path: str | os.PathLike, avg_pages: int = 16, max_pages: int = 64) -> StoreConfig:
-    """Create an empty store at ``path`` (which may exist but must be empty)."""
+def mkfs(path: str | os.PathLike, avg_pages: int = 16, max_pages: int = 64,
+         allow_log: bool = False) -> StoreConfig:
+    """Create an empty store at ``path`` (which may exist but must be empty; with
+    ``allow_log``, it may hold the log of the daemon creating it: a node cache)."""
     root = Path(path)
     check_chunking(avg_pages, max_pages, root)
     try:
-        return _mkfs(root, avg_pages, max_pages)
+        return _mkfs(root, avg_pages, max_pages, allow_log)
     except OSError as exc:
         raise LzfsError(f"cannot create a store at {root}: {exc.strerror}") from None
 
 
-def _mkfs(root: Path, avg_pages: int, max_pages: int) -> StoreConfig:
+def _mkfs(root: Path, avg_pages: int, max_pages: int, allow_log: bool) -> StoreConfig:
     if root.exists():
         if not root.is_dir():
             raise NotAStoreError(f"{root} exists and is not a directory")
-        if any(root.iterdir()):
+        if any(e.name != LOG or not allow_log for e in root.iterdir()):
             if (root / CONFIG).exists():
                 raise NotAStoreError(f"{root} already holds an lzfs store")
             raise NotAStoreError(f"{root} is not empty; mkfs wants an empty or new directory")

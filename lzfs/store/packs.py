@@ -17,6 +17,7 @@ import os
 import struct
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import CorruptDataError
 
@@ -24,6 +25,17 @@ PACK_MAGIC = b"LZFSPACK"
 PACK_VERSION = 1
 PACK_HEADER = struct.Struct("<8sII")
 PACK_LIMIT = 1 << 30  # start a new pack past 1 GiB: keeps gc's hole punching and fsck local
+# Pack ids from here up name packs that live only in an object store (lzfs/cluster): reads of
+# them go to ``PackSet.remote``. A local store never has one.
+REMOTE_BASE = 1 << 40
+
+
+class RemotePacks(Protocol):
+    """Where frames of packs with ids >= REMOTE_BASE are read from (lzfs.cluster.node)."""
+
+    def read(self, pack_id: int, off: int, length: int) -> bytes: ...
+    def has(self, pack_id: int) -> bool: ...
+    def warm(self, locs: list[tuple[int, int, int]]) -> None: ...
 
 
 def pack_name(pack_id: int) -> str:
@@ -40,6 +52,8 @@ class PackSet:
         self._write_end = 0
         self._dirty: set[int] = set()
         self._ends: dict[int, int] = {}
+        self.remote: RemotePacks | None = None
+        self._retired: list[int] = []  # descriptors of removed packs, closed at close()
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -120,6 +134,18 @@ class PackSet:
                 out.append((self._write_id, off))
         return out
 
+    def seal(self) -> None:
+        """Start a new pack, so every earlier one is final and can be uploaded as an immutable
+        object. An append racing with this lands wholly before it (same lock)."""
+        with self._lock:
+            if self._write_end > PACK_HEADER.size:
+                self._new_pack(self._write_id + 1)
+
+    def warm(self, locs: list[tuple[int, int, int]]) -> None:
+        """Start fetching remote (pack, off, length) ranges ahead of their reads."""
+        if self.remote is not None:
+            self.remote.warm(locs)
+
     def sizes(self) -> dict[int, int]:
         """End offsets of every pack appended to in this session (to record in the DB)."""
         with self._lock:
@@ -150,11 +176,18 @@ class PackSet:
     # ---- reading (any thread) --------------------------------------------------------------
 
     def read(self, pack_id: int, off: int, length: int) -> bytes:
+        if pack_id >= REMOTE_BASE:
+            if self.remote is None:
+                raise CorruptDataError(f"pack {pack_id} lives in an object store, and none is "
+                                       f"attached (mount the s3:// store instead)")
+            return self.remote.read(pack_id, off, length)
         fd = self._read_fds.get(pack_id)
         if fd is None:
             try:
                 fd = os.open(self.dir / pack_name(pack_id), os.O_RDONLY)
             except FileNotFoundError:
+                if self.remote is not None and self.remote.has(pack_id):
+                    return self.remote.read(pack_id, off, length)  # uploaded, then trimmed
                 raise CorruptDataError(f"pack {pack_name(pack_id)} is missing") from None
             with self._lock:
                 old = self._read_fds.setdefault(pack_id, fd)
@@ -170,7 +203,10 @@ class PackSet:
 
     def punch(self, pack_id: int, off: int, length: int) -> None:
         """Give the space of a dead frame back to the file system."""
-        fd = os.open(self.dir / pack_name(pack_id), os.O_RDWR)
+        try:
+            fd = os.open(self.dir / pack_name(pack_id), os.O_RDWR)
+        except FileNotFoundError:  # a node cache trimmed it (it is an object now)
+            return
         try:
             if _libc.fallocate(fd, _FALLOC_PUNCH, ctypes.c_long(off), ctypes.c_long(length)):
                 err = ctypes.get_errno()
@@ -179,9 +215,12 @@ class PackSet:
             os.close(fd)
 
     def remove(self, pack_id: int) -> None:
-        fd = self._read_fds.pop(pack_id, None)
-        if fd is not None:
-            os.close(fd)
+        """Delete a pack file. A read in flight on it may still hold its descriptor, so that
+        is closed only at close(); later reads open it anew (and find it gone)."""
+        with self._lock:
+            fd = self._read_fds.pop(pack_id, None)
+            if fd is not None:
+                self._retired.append(fd)
         (self.dir / pack_name(pack_id)).unlink(missing_ok=True)
 
     @property
@@ -189,9 +228,10 @@ class PackSet:
         return self._write_id
 
     def close(self) -> None:
-        for fd in self._read_fds.values():
+        for fd in [*self._read_fds.values(), *self._retired]:
             os.close(fd)
         self._read_fds.clear()
+        self._retired.clear()
         if self._write_fd >= 0:
             os.close(self._write_fd)
             self._write_fd = -1

@@ -27,7 +27,7 @@ from ..codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, encode_fra
 from ..errors import CorruptDataError
 from . import layout
 from .db import MetaDB
-from .packs import PackSet
+from .packs import REMOTE_BASE, PackSet
 
 log = logging.getLogger(__name__)
 _S_IFMT = 0o170000
@@ -323,6 +323,8 @@ class Store:
         """Give back the space of collected frames (any thread). Returns bytes freed."""
         freed = 0
         for _, pack, off, rlen in frames:
+            if pack >= REMOTE_BASE:  # an object: immutable; lzfs gc on the bucket removes it
+                continue
             self.packs.punch(pack, off, rlen)
             freed += rlen
         return freed

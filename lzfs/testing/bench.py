@@ -4,7 +4,11 @@ by side in one run, unthrottled and with storage throttled (blkio cgroup v1):
 1. ``plain``: CRIU into a plain directory (the uncompressed baseline);
 2. ``lz4``: the standard file-based way: dump to a plain directory, then ``lz4 -1`` its pages
    files; restore by decompressing into a temporary directory and restoring from it;
-3. ``lzfs``: CRIU into an lzfs mount.
+3. ``lzfs``: CRIU into an lzfs mount;
+4. ``s3``: CRIU into a node of an object-store backed lzfs (SeaweedFS on loopback), published
+   (the dump counts until its manifest is up), then restored through a second node with a cold
+   cache: restore time and the GETs it took (unthrottled setting only: the throttle is a
+   block-device limit and the object store is a local process).
 
 Page cache is dropped before every dump and restore. A dump counts until its data is durable
 (``sync`` of the directory; for lzfs an fsync of the mount root, which commits), since a dump
@@ -26,9 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..render import human
+from ..render import human, parse_size
 from .criu import Workload, criu_command, criu_unusable_reason
-from .workload import parse_size
 
 CGROUP = Path("/sys/fs/cgroup/blkio/lzfs-bench")
 
@@ -120,6 +123,66 @@ class LzfsMount:
         return dir_bytes(self.store / "packs")
 
 
+class ClusterMounts(LzfsMount):
+    """Two nodes of one bucket: dumps go through node a; the first remount after them is node
+    b with an empty cache, so the restore fetches everything from the object store."""
+
+    def __init__(self, work: Path, throttle: Throttle) -> None:
+        from .seaweed import Seaweed
+
+        self.work = work
+        self.server = Seaweed(work / "seaweed")
+        self.server.start()
+        os.environ.update(self.server.env())
+        self.url = "s3://lzfs-bench/store"
+        self.node = "a"
+        self.throttle = throttle
+        sh(sys.executable, "-m", "lzfs", "mkfs", self.url, "--endpoint", self.server.endpoint,
+           "--create-bucket")
+        self.mount()
+
+    @property
+    def store(self) -> Path:  # the node's working store: its lock names the daemon
+        return self.work / self.node / "cache"
+
+    @property
+    def mnt(self) -> Path:
+        return self.work / self.node / "mnt"
+
+    def mount(self) -> None:
+        if self.mnt.exists() and os.path.ismount(self.mnt):
+            return
+        if (self.work / "a" / "mnt").exists():
+            self.node = "b"  # every mount after the first is the cold node
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        sh(sys.executable, "-m", "lzfs", "mount", self.url, str(self.mnt), "--endpoint",
+           self.server.endpoint, "--cache", str(self.store))
+
+    def commit(self) -> None:
+        """Publish every snapshot: fsync of each top-level directory."""
+        for d in self.mnt.iterdir():
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def stored(self) -> int:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.server.endpoint)
+        return sum(o["Size"] for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket="lzfs-bench", Prefix="store/packs/") for o in page.get("Contents", []))
+
+    def remote_stats(self) -> dict:
+        return json.loads((self.mnt / ".lzfs" / "stats.json").read_text())["remote"]
+
+    def umount(self) -> None:
+        super().umount()
+        if self.node == "b":
+            self.server.stop()
+
+
 def start_processes(work: Path, profile: str, size: int) -> list[Workload]:
     if profile == "replicas":
         return [Workload.start(work / f"ctl{i}", size=str(size // 4), profile="replica",
@@ -131,7 +194,8 @@ def run_method(method: str, work: Path, profile: str, size: int, throttle: Throt
                micro: bool) -> dict:
     work.mkdir(parents=True)
     procs = start_processes(work, profile, size)
-    fs = LzfsMount(work, throttle) if method == "lzfs" else None
+    fs = {"lzfs": LzfsMount, "s3": ClusterMounts}[method](work, throttle) \
+        if method in ("lzfs", "s3") else None
     base = fs.mnt if fs else work / "images"
     base.mkdir(exist_ok=True)
     dirs = [base / f"snap{i}" for i in range(len(procs))]
@@ -159,7 +223,7 @@ def run_method(method: str, work: Path, profile: str, size: int, throttle: Throt
         fs.mount()
     drop_caches()
     t = time.monotonic()
-    restore_dirs = dirs
+    restore_dirs = [fs.mnt / d.name for d in dirs] if fs else dirs
     if method == "lz4":
         tmp = work / "restore-tmp"
         restore_dirs = []
@@ -173,12 +237,15 @@ def run_method(method: str, work: Path, profile: str, size: int, throttle: Throt
         criu(throttle, "restore", d, "--shell-job", "-d")
     row["restore_s"] = time.monotonic() - t
     row["intact"] = all(w.ask_checksum() == w.checksum for w in procs)
+    if isinstance(fs, ClusterMounts):
+        st = fs.remote_stats()
+        row["gets"], row["get_bytes"] = st["gets"], st["get_bytes"]
     for w in procs:
         w.stop()
     if fs:
         row["daemon_peak_rss"] = fs.peak_rss()
         if micro:
-            row["micro"] = micro_bench(dirs[0] / "pages-1.img")
+            row["micro"] = micro_bench(fs.mnt / dirs[0].name / "pages-1.img")
         fs.umount()
     elif micro and method == "plain":
         row["micro"] = micro_bench(dirs[0] / "pages-1.img")
@@ -242,7 +309,7 @@ def main() -> int:
     ap.add_argument("--size", default="2G", help="process memory (default 2G)")
     ap.add_argument("--throttle-mbps", type=int, default=200,
                     help="throttled storage bandwidth in MB/s (0: unthrottled run only)")
-    ap.add_argument("--methods", default="plain,lz4,lzfs")
+    ap.add_argument("--methods", default="plain,lz4,lzfs,s3")
     ap.add_argument("--out", default="bench-results")
     args = ap.parse_args()
     reason = criu_unusable_reason()
@@ -260,6 +327,8 @@ def main() -> int:
         throttle = Throttle(mbps)
         try:
             for method in args.methods.split(","):
+                if method == "s3" and mbps:
+                    continue  # see the module docstring
                 print(f"[bench] {args.profile} {human(size)} {method} {storage} ...", flush=True)
                 row = run_method(method, work / f"{method}-{mbps or 0}", args.profile, size,
                                  throttle, micro=mbps is None)
@@ -280,6 +349,10 @@ def main() -> int:
         print(f"{r['method']:<6} {r['storage']:<12} {r['dump_s']:7.2f} {r['dump_ratio']:5.2f} "
               f"{r['restore_s']:9.2f} {r['restore_ratio']:5.2f} {human(r['stored']):>10} "
               f"{r['stored_ratio']:5.2f} {rss:>9} {r['intact']}")
+    for r in results:
+        if "gets" in r:
+            print(f"object store: restore from a cold node cache took {r['restore_s']:.2f} s, "
+                  f"{r['gets']} GETs, {human(r['get_bytes'])} fetched")
     for r in results:
         if "micro" in r:
             m = r["micro"]

@@ -22,15 +22,9 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from ..render import parse_size
+
 _WORDS = ["the", "model", "attends", "to", "every", "token", "in", "the", "context", "window", "and", "the", "cache", "keeps", "keys", "and", "values", "for", "each", "layer", "so", "that", "generation", "does", "not", "recompute", "them", "prompt", "completion", "request", "latency", "batch", "scheduler", "sampling", "temperature", "logits"]
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = text.strip().upper().rstrip("B").rstrip("I")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 def build(profile: str, size: int, seed: int, weights_seed: int) -> list:

@@ -219,7 +219,7 @@ def test_check_only_fsck_writes_nothing(mounted):
     _fill(mounted)
     mounted.umount()
     before = tree_state(mounted.store)
-    code, rep = _check(mounted.store)
+    code, _ = _check(mounted.store)
     assert code == 0
     assert tree_state(mounted.store) == before  # no -wal/-shm, the lock file untouched
 

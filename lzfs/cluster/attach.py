@@ -1,0 +1,83 @@
+"""Opening a node: the object store, its config, the cache directory as working store, and the
+published snapshots imported into it. Used by the daemon, `lzfs report` and `lzfs gc`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LzfsError
+from ..namespace import Namespace
+from ..store import Store
+from .backend import open_backend
+from .node import NODE_FILE, ClusterNode, prepare_cache, read_remote_config
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    endpoint: str | None = None
+    profile: str | None = None
+    cache: str | None = None          # the node's cache directory (its working store)
+    cache_size: int = 10 << 30        # bytes of remote segments kept on local disk
+    refresh: float = 10.0             # seconds between looks for newly published snapshots
+
+
+def open_node(url: str, opts: RemoteOptions, readonly: bool = False
+              ) -> tuple[Store, ClusterNode]:
+    """Open (creating on first use) the node cache for ``url`` and import every published
+    snapshot not yet here. Raises LzfsError with one line for any bad input."""
+    if not opts.cache:
+        raise LzfsError(f"mounting {url} needs --cache DIR: a local directory for this node's "
+                        f"working store and block cache")
+    backend = open_backend(url, opts.endpoint, opts.profile)
+    cfg = read_remote_config(backend)
+    cache = Path(opts.cache).resolve()
+    node_id = prepare_cache(cache, backend, cfg)
+    info = json.loads((cache / NODE_FILE).read_text())
+    info.update(spec=url, endpoint=opts.endpoint, profile=opts.profile,
+                cache_size=opts.cache_size)
+    (cache / NODE_FILE).write_text(json.dumps(info) + "\n")
+    store = Store(cache, readonly=readonly)
+    try:
+        node = ClusterNode(store, backend, node_id, opts.cache_size, cfg.gc_grace_s)
+        if not readonly:
+            node.refresh_now(Namespace(store.db), replace=True)
+            store.commit()
+    except BaseException:
+        store.close()
+        raise
+    return store, node
+
+
+def attach_readonly(store: Store) -> ClusterNode | None:
+    """A store opened read-only beside a running node daemon: reads of remote packs go to the
+    object store like the daemon's (for reports that parse images)."""
+    path = store.root / NODE_FILE
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())
+    backend = open_backend(info["spec"], info.get("endpoint"),
+                           info.get("profile"))
+    return ClusterNode(store, backend, info["node"], info.get("cache_size", 1 << 30))
+
+
+@contextmanager
+def snapshot_view(url: str, opts: RemoteOptions) -> Iterator[Store]:
+    """Every published snapshot of ``url`` in a throwaway working store (no data is fetched
+    until something reads it): what `lzfs report s3://...` reports on."""
+    tmp = Path(tempfile.mkdtemp(prefix="lzfs-view-"))
+    try:
+        store, node = open_node(url, RemoteOptions(opts.endpoint, opts.profile,
+                                                   str(tmp / "cache"), opts.cache_size))
+        try:
+            yield store
+        finally:
+            store.close()
+            node.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

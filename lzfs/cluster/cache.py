@@ -1,0 +1,181 @@
+"""The node-local cache of pack objects: fixed-size segments of remote packs on local disk, with
+a size limit, so a second restore on one node reads locally.
+
+Why segments and not frames: one ranged GET per 4 MiB segment turns a restore of a 2 GiB image
+into ~500 GETs instead of ~10,000 (one per 256 KiB frame), and segments are the unit prefetch
+asks for ahead of the reader. Segments are fetched on a thread pool, so the readahead window
+of a restore is in flight as parallel GETs; a segment already being fetched is waited for, not
+fetched twice. Eviction is least-recently-used by whole segment.
+
+Cached bytes are not trusted more than remote ones: every frame read from them is verified by
+its checksum and content hashes (store.read_frame), and a segment that fails is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from .backend import Backend, Counters
+
+SEGMENT = 4 << 20
+WORKERS = 8
+
+
+class SegmentCache:
+    def __init__(self, backend: Backend, directory: Path, limit: int,
+                 counters: Counters | None = None) -> None:
+        self.backend = backend
+        self.dir = directory
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.limit = max(limit, 2 * SEGMENT)
+        self.counters = counters or Counters()
+        self.hits = 0
+        self.sizes: dict[str, int] = {}  # object key -> end of its last known frame
+        self.peak_inflight = 0  # most GETs in flight at once: prefetch runs them in parallel
+        self._lock = threading.Lock()
+        self._lru: OrderedDict[tuple[str, int], int] = OrderedDict()  # (key, idx) -> bytes
+        self._bytes = 0
+        self._inflight: dict[tuple[str, int], Future[bytes]] = {}
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lzfs-get")
+        self._scan()
+
+    def _scan(self) -> None:
+        """Adopt what an earlier mount left, oldest first (by mtime)."""
+        found = []
+        for sub in self.dir.iterdir():
+            if not sub.is_dir():
+                continue
+            for f in sub.iterdir():
+                try:
+                    st = f.stat()
+                except FileNotFoundError:  # renamed or evicted by a daemon beside us
+                    continue
+                if f.name.startswith("."):  # a fetch in progress (perhaps of a daemon beside
+                    if st.st_mtime < time.time() - 3600:  # us), or one a crash left
+                        f.unlink(missing_ok=True)
+                    continue
+                found.append((st.st_mtime, (_unslug(sub.name), int(f.name)), st.st_size))
+        for _, seg, size in sorted(found):
+            self._lru[seg] = size
+            self._bytes += size
+        self._evict()
+
+    def _path(self, seg: tuple[str, int]) -> Path:
+        return self.dir / _slug(seg[0]) / f"{seg[1]:06d}"
+
+    # ---- reading (any thread) --------------------------------------------------------------
+
+    def read(self, key: str, off: int, length: int) -> bytes:
+        """Bytes [off, off+length) of object ``key``: from cached segments (only the slice
+        asked for is read from disk), else fetched, waiting for fetches already under way."""
+        end = off + length
+        pending = [(i, self._segment(key, i)) for i in range(off // SEGMENT,
+                                                              (end - 1) // SEGMENT + 1)]
+        parts = []
+        for i, fut in pending:
+            lo, hi = max(off - i * SEGMENT, 0), min(end - i * SEGMENT, SEGMENT)
+            data = self._read_cached((key, i), lo, hi) if fut is None else None
+            if data is None:
+                fut = fut or self._segment(key, i, refetch=True)
+                data = fut.result()[lo:hi]
+            parts.append(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_cached(self, seg: tuple[str, int], lo: int, hi: int) -> bytes | None:
+        try:
+            fd = os.open(self._path(seg), os.O_RDONLY)
+        except FileNotFoundError:  # evicted since: fetch again
+            return None
+        try:
+            return os.pread(fd, hi - lo, lo)
+        finally:
+            os.close(fd)
+
+    def prefetch(self, ranges: list[tuple[str, int, int]], ahead: int = 0) -> None:
+        """Start fetching the segments covering (key, off, length) ranges, and ``ahead`` more
+        segments after each, not past ``sizes[key]`` (the end of the object as far as known);
+        returns at once."""
+        for key, off, length in ranges:
+            last = (off + length - 1) // SEGMENT + ahead
+            known = self.sizes.get(key)
+            if known is not None:
+                last = min(last, (known - 1) // SEGMENT)
+            for i in range(off // SEGMENT, max(last, (off + length - 1) // SEGMENT) + 1):
+                self._segment(key, i)
+
+    def drop(self, key: str, off: int, length: int) -> None:
+        """Forget cached segments of a range that failed verification."""
+        for i in range(off // SEGMENT, (off + length - 1) // SEGMENT + 1):
+            with self._lock:
+                size = self._lru.pop((key, i), None)
+                if size is not None:
+                    self._bytes -= size
+            self._path((key, i)).unlink(missing_ok=True)
+
+    def _segment(self, key: str, idx: int, refetch: bool = False) -> Future[bytes] | None:
+        """None when the segment is cached, else the future of its fetch."""
+        seg = (key, idx)
+        with self._lock:
+            fut = self._inflight.get(seg)
+            if fut is not None:
+                return fut
+            if seg in self._lru:
+                if not refetch:
+                    self._lru.move_to_end(seg)
+                    self.hits += 1
+                    return None
+                self._bytes -= self._lru.pop(seg)
+            fut = self._pool.submit(self._fetch, seg)
+            self._inflight[seg] = fut
+            self.peak_inflight = max(self.peak_inflight, len(self._inflight))
+            return fut
+
+    def _fetch(self, seg: tuple[str, int]) -> bytes:
+        try:
+            data = self.backend.get(seg[0], seg[1] * SEGMENT, SEGMENT)
+            self.counters.got(len(data))
+            path = self._path(seg)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.rename(tmp, path)
+            with self._lock:
+                if seg not in self._lru:
+                    self._lru[seg] = len(data)
+                    self._bytes += len(data)
+                self._evict()
+            return data
+        finally:
+            with self._lock:
+                self._inflight.pop(seg, None)
+
+    def _evict(self) -> None:
+        """Drop least recently used segments past the limit (caller holds the lock)."""
+        while self._bytes > self.limit and len(self._lru) > 1:
+            seg, size = self._lru.popitem(last=False)
+            self._bytes -= size
+            self._path(seg).unlink(missing_ok=True)
+
+    def describe(self) -> dict[str, int]:
+        c = self.counters
+        return {"gets": c.gets, "get_bytes": c.get_bytes, "puts": c.puts,
+                "put_bytes": c.put_bytes, "segment_hits": self.hits, "peak_inflight": self.peak_inflight,
+                "cached_bytes": self._bytes, "limit": self.limit}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _slug(key: str) -> str:
+    return key.replace("/", "%")
+
+
+def _unslug(name: str) -> str:
+    return name.replace("%", "/")

@@ -1,0 +1,70 @@
+"""The cluster's parts without a server or a mount: manifests, the segment cache, backends."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from lzfs.cluster import manifest
+from lzfs.cluster.backend import DirBackend, RemoteError, open_backend
+from lzfs.cluster.cache import SEGMENT, SegmentCache
+from lzfs.errors import CorruptDataError
+
+
+def test_manifest_round_trips_and_rejects_damage():
+    doc = {"format": manifest.FORMAT, "name": "server-1", "packs": ["packs/ab.pack"],
+           "frames": [[0, 16, 100, 80, 200, 2]], "blocks": [["00" * 16, 0, 0, 200]],
+           "entries": []}
+    data = manifest.encode(doc)
+    assert manifest.decode(data, "k") == doc
+    flipped = bytearray(data)
+    flipped[-3] ^= 1
+    with pytest.raises(CorruptDataError, match="checksum"):
+        manifest.decode(bytes(flipped), "k")
+    with pytest.raises(CorruptDataError, match="not an lzfs manifest"):
+        manifest.decode(b"LZFSMAN\x02" + data[8:], "k")
+
+
+def test_manifest_keys_are_unique_and_the_newest_wins():
+    keys = [manifest.new_key(b"srv 1/x", "node-a") for _ in range(3)]
+    keys.append(manifest.new_key(b"other", "node-b"))
+    assert len(set(keys)) == 4
+    assert manifest.name_of(keys[0]) == b"srv 1/x"
+    newest = manifest.newest_per_name(list(reversed(keys)))
+    assert newest == {b"srv 1/x": max(keys[:3]), b"other": keys[3]}
+    assert manifest.name_of("snapshots/a/b/c.lzm") is None  # not a manifest key
+
+
+def test_segment_cache_reads_ranges_and_stays_under_its_limit(tmp_path):
+    backend = DirBackend(tmp_path / "bucket")
+    blob = random.Random(1).randbytes(5 * SEGMENT + 123)
+    backend.put("packs/p.pack", blob)
+    cache = SegmentCache(backend, tmp_path / "cache", limit=2 * SEGMENT)
+    try:
+        for off, n in [(0, 10), (SEGMENT - 5, 10), (3 * SEGMENT + 7, SEGMENT),
+                       (5 * SEGMENT, 123)]:
+            assert cache.read("packs/p.pack", off, n) == blob[off:off + n]
+        gets = cache.counters.gets
+        assert gets == 5  # segments 0, 1 (0 is cached by then), 3, 4, 5: one GET each
+        assert cache.describe()["cached_bytes"] <= 2 * SEGMENT
+        assert cache.read("packs/p.pack", 5 * SEGMENT, 10) == blob[5 * SEGMENT:][:10]
+        assert cache.counters.gets == gets  # the most recent segment is still here
+        cache.prefetch([("packs/p.pack", 0, 2 * SEGMENT)])
+        assert cache.read("packs/p.pack", SEGMENT, 4) == blob[SEGMENT:SEGMENT + 4]
+    finally:
+        cache.close()
+    again = SegmentCache(backend, tmp_path / "cache", limit=2 * SEGMENT)
+    try:  # what a node cached survives its restart
+        before = again.counters.gets
+        assert again.read("packs/p.pack", SEGMENT, 4) == blob[SEGMENT:SEGMENT + 4]
+        assert again.counters.gets == before
+    finally:
+        again.close()
+
+
+def test_unknown_store_urls_are_refused():
+    with pytest.raises(RemoteError, match="unknown object store"):
+        open_backend("gs://bucket/x")
+    with pytest.raises(RemoteError, match="no bucket"):
+        open_backend("s3:///x")
