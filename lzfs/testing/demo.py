@@ -78,6 +78,8 @@ def main() -> int:
         w = None
         sh(*lzfs, "umount", str(mnt))
         sh(*lzfs, "stats", str(store))
+        print("\n# every block read back and checked against its hash, and the metadata")
+        sh(*lzfs, "fsck", str(store))
         return 0 if same else 1
     finally:
         if w is not None:
