@@ -375,8 +375,10 @@ class Checker:
         children: dict[int, list[int]] = defaultdict(list)
         for did, parent, name, ino in q("SELECT id, parent, name, ino FROM dentries"):
             pm = inodes.get(parent)
-            if ino not in inodes or pm is None or not stat.S_ISDIR(pm[0]):
-                why = ("its directory is missing" if pm is None else
+            if (ino not in inodes or ino == ROOT_INODE or pm is None
+                    or not stat.S_ISDIR(pm[0])):
+                why = ("it names the root directory" if ino == ROOT_INODE else
+                       "its directory is missing" if pm is None else
                        "its directory is not a directory" if ino in inodes else
                        f"inode {ino} is missing")
                 self.problem("dentry", f"entry {name!r} under inode {parent}: {why}")
