@@ -100,6 +100,8 @@ class LzfsOperations(pyfuse3.Operations):
                 log.exception("background commit failed")
 
     async def gc(self) -> tuple[int, int]:
+        if self.cluster is not None and self.cluster.publishing:
+            return 0, 0  # after the upload (store.garbage stays set: the committer retries)
         removed, frames = self.store.collect_garbage()
         self.cache.drop(f[0] for f in frames)
         await self.commit()  # no committed row names those frames any more: punch them
@@ -365,6 +367,8 @@ class LzfsOperations(pyfuse3.Operations):
         with _errno():
             self._guard(parent_inode, name, creating=False)
             node = self.ns.unlink(parent_inode, name, want_dir=True)
+            if self.cluster is not None and parent_inode == ROOT_INODE:
+                self.cluster.forget(name)
             self._maybe_purge(node.id)
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
@@ -373,6 +377,10 @@ class LzfsOperations(pyfuse3.Operations):
             self._guard(parent_inode_new, name_new)
             replaced = self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new,
                                       flags)
+            if self.cluster is not None:  # top-level names moved: no longer what was imported
+                for parent, nm in ((parent_inode_old, name_old), (parent_inode_new, name_new)):
+                    if parent == ROOT_INODE:
+                        self.cluster.forget(nm)
             if replaced is not None and replaced.nlink == 0:
                 self._maybe_purge(replaced.id)
 

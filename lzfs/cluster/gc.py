@@ -11,7 +11,10 @@ The rule, safe while other nodes read and write:
   new manifest names is always younger than the grace period when the manifest appears, and a
   gc that listed manifests just before that manifest appeared cannot have taken it.
 
-Node clocks and the object store's clock must agree to well within half the grace period.
+Each candidate is looked at again (HEAD) just before it is deleted, so a renewal after the
+listing keeps it; and a publisher checks, after its manifest PUT, that every pack it names is
+still there, withdrawing the manifest (and failing the publication) if one is not. Node clocks
+and the object store's clock must agree to well within half the grace period.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ def collect(backend: Backend, grace: float | None = None) -> GcResult:
             continue
         if o.mtime > cutoff:
             res.young += 1
+            continue
+        now = backend.head(o.key)  # renewed by a publisher since the listing? then keep it
+        if now is None or now.mtime > time.time() - grace:
+            res.young += now is not None
             continue
         backend.delete(o.key)
         res.deleted += 1

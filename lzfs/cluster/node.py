@@ -286,8 +286,32 @@ class ClusterNode:
         sure every own pack it names was written or seen within half the grace period, so gc
         cannot take it before the manifest is up (blocking; parallel PUTs)."""
         todo = [p for p in pack_ids if p < REMOTE_BASE]
+        shared = [p for p in pack_ids if p >= REMOTE_BASE]
         with ThreadPoolExecutor(4) as pool:
+            list(pool.map(self._renew_shared, shared))
             return {p: k for p, k in zip(todo, pool.map(self._upload_one, todo)) if k}
+
+    def _renew_shared(self, pack_id: int) -> None:
+        """A pack another node published that this snapshot reuses through dedup: it must
+        still be there, and young enough that no gc takes it before our manifest is up."""
+        key = self.keys[pack_id]
+        info = self.backend.head(key)
+        if info is None:
+            raise RemoteError(f"pack object {key}, which this snapshot shares with another, "
+                              f"is gone from {self.backend.url}; dump the snapshot again")
+        if info.mtime < time.time() - self.grace / 2:
+            self.backend.touch(key)
+
+    def put_manifest(self, key: str, data: bytes, doc: dict) -> None:
+        """PUT a manifest, then check that every pack it names is still there: a gc that
+        listed the packs before a renewal and the manifests before this PUT may have taken
+        one. If so the manifest is withdrawn and the publication fails (publish again)."""
+        self.backend.put(key, data)
+        gone = [k for k in doc["packs"] if self.backend.head(k) is None]
+        if gone:
+            self.backend.delete(key)
+            raise RemoteError(f"pack object {gone[0]} vanished while the snapshot was published "
+                              f"(a concurrent gc?); nothing was published, publish again")
 
     def _upload_one(self, pack_id: int) -> str:
         """Upload one own pack under the hash of its bytes, or renew the object it already has.

@@ -34,6 +34,14 @@ class ClusterSync:
         self.node = node
         self.refresh = refresh
         self._lock = trio.Lock()  # one publication or refresh at a time
+        # while a publication uploads, the daemon's gc waits: it must not punch frames of
+        # sealed packs between their collection and their upload (LzfsOperations.gc)
+        self.publishing = False
+
+    def forget(self, name: bytes) -> None:
+        """A top-level directory was removed or renamed away: its record goes too, so a new
+        directory of that name is this node's own (published at unmount, never replaced)."""
+        self.node.store.db.execute("DELETE FROM snapshots WHERE name=?", (name,))
 
     def snapshot_name(self, ops: LzfsOperations, ino: int) -> bytes | None:
         """The name of a top-level directory (a snapshot), else None."""
@@ -59,12 +67,18 @@ class ClusterSync:
                 if dig == node.published_digest(name):
                     return store.db.execute("SELECT manifest FROM snapshots WHERE name=?",
                                             (name,)).fetchone()[0]
-                uploaded = await trio.to_thread.run_sync(node.upload_packs, snap.packs)
+                self.publishing = True
+                try:
+                    uploaded = await trio.to_thread.run_sync(node.upload_packs, snap.packs)
+                    doc = snap.doc({**node.keys, **uploaded}, node.node, node.config_doc())
+                    key = manifest.new_key(name, node.node)
+                    data = manifest.encode(doc)
+                    await trio.to_thread.run_sync(node.put_manifest, key, data, doc)
+                finally:
+                    self.publishing = False
+                # only now are the uploads named by a manifest: before, trimming their local
+                # copies could leave an object gc may take as the only copy
                 node.record_uploads(uploaded)
-                doc = snap.doc(node.keys, node.node, node.config_doc())
-                key = manifest.new_key(name, node.node)
-                data = manifest.encode(doc)
-                await trio.to_thread.run_sync(node.backend.put, key, data)
                 node.record_published(name, key, dig)
                 await ops.commit()
                 trimmed = await trio.to_thread.run_sync(node.trim_own_packs)

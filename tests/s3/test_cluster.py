@@ -207,3 +207,28 @@ def test_fsck_verifies_node_caches_through_the_object_store(nodes):
         assert res.returncode == 0, rep
         assert rep["frames"] > 0
         assert not [p for p in rep["problems"] if p["kind"] in ("remote", "frame", "pack")], rep
+
+
+def test_a_snapshot_removed_and_dumped_again_is_this_nodes_own(nodes, seaweed, bucket):
+    """B imports A's S, removes it and writes its own S: B's S is published at unmount and
+    is not replaced by A's at B's next mount (its data would be lost)."""
+    a = nodes("a")
+    (a.mnt / "S").mkdir()
+    (a.mnt / "S" / "pages-1.img").write_bytes(_data(7, 50))
+    lzfs_cmd("publish", str(a.mnt / "S"))
+    b = nodes("b")
+    assert (b.mnt / "S" / "pages-1.img").exists()
+    import shutil
+
+    shutil.rmtree(b.mnt / "S")
+    (b.mnt / "S").mkdir()
+    mine = _data(8, 60)
+    (b.mnt / "S" / "mine.img").write_bytes(mine)
+    before = len(bucket_objects(seaweed, bucket, "snapshots/"))
+    b.umount()
+    assert len(bucket_objects(seaweed, bucket, "snapshots/")) == before + 1  # published
+    (a.mnt / "S" / "later.img").write_bytes(b"a again")
+    lzfs_cmd("publish", str(a.mnt / "S"))
+    b.mount()
+    assert sorted(os.listdir(b.mnt / "S")) == ["mine.img"]
+    assert (b.mnt / "S" / "mine.img").read_bytes() == mine
