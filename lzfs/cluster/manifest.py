@@ -60,7 +60,8 @@ def decode(data: bytes, key: str) -> dict:
 
 def new_key(name: bytes, node: str) -> str:
     """A name nobody else can pick: time first (so the newest sorts last), node, random."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
+    us = time.time_ns() // 1000  # one clock read: seconds and fraction always agree
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}"
     return f"{PREFIX}{quote(name, safe='')}/{stamp}Z-{node}-{uuid.uuid4().hex[:8]}{SUFFIX}"
 
 

@@ -68,3 +68,16 @@ def test_unknown_store_urls_are_refused():
         open_backend("gs://bucket/x")
     with pytest.raises(RemoteError, match="no bucket"):
         open_backend("s3:///x")
+
+
+def test_manifest_keys_sort_in_publication_order(monkeypatch):
+    """The newest manifest of a name is the one that sorts last, also across a second
+    boundary and at the last microsecond of a second."""
+    import time
+
+    stamps = iter([1_795_000_000_999_999_900, 1_795_000_001_000_000_100,
+                   1_795_000_001_999_999_999, 1_795_000_002_000_000_000])
+    monkeypatch.setattr(time, "time_ns", lambda: next(stamps))
+    keys = [manifest.new_key(b"snap", "node-a") for _ in range(4)]
+    assert keys == sorted(keys) and len(set(keys)) == 4
+    assert manifest.newest_per_name(keys)[b"snap"] == keys[-1]
