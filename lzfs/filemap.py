@@ -64,6 +64,9 @@ class FileMap:
         self._idle.set()
         self._progress = trio.Event()
         self._error: BaseException | None = None
+        # bytes to hand to one non-final encode: enough that it always holds a cut point (a
+        # block is at most max_pages pages, plus an unaligned head)
+        self._batch = BATCH + (store.chunker.max_pages + 1) * PAGE
         self._uses: Counter[int] = Counter(e.block for e in exts)
         self.stored = sum(self._share(e) for e in {e.block: e for e in exts}.values())
         self.nursery: trio.Nursery | None = None
@@ -226,12 +229,6 @@ class FileMap:
             self._encoding = False
             self._idle.set()
             self._progress.set()
-
-    @property
-    def _batch(self) -> int:
-        """Bytes to hand to one non-final encode: enough that it always holds a cut point
-        (a block is at most max_pages pages, plus an unaligned head)."""
-        return BATCH + (self.store.chunker.max_pages + 1) * PAGE
 
     async def _encode_pending(self, final: bool) -> int:
         """Store the pending bytes as blocks: all of them if ``final``, else a batch of them up

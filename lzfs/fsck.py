@@ -145,12 +145,10 @@ class Checker:
         self.db = store.db
         self.progress = progress
         self.result = FsckResult()
-        self.bad_frames: dict[int, str] = {}     # frame id -> why
         self.bad_blocks: set[int] = set()        # blocks whose bytes are lost
         self.refcounts: dict[int, int] = {}      # block id -> correct count, where wrong
         self.homeless_extents: set[int] = set()  # inodes that extents name but that do not exist
         self.blockless_extents: list[tuple[int, int, int]] = []  # (ino, off, len)
-        self.dangling_blocks: list[int] = []
         self.dangling_dentries: list[int] = []   # dentry ids
         self.nlinks: dict[int, int] = {}         # ino -> correct nlink, where wrong
         self.disconnected: list[int] = []        # inodes with names that the root cannot reach
@@ -186,7 +184,7 @@ class Checker:
 
     # ---- 2. pack files -----------------------------------------------------------------------
 
-    def check_packs(self) -> dict[int, int]:
+    def check_packs(self) -> None:
         committed = dict(self.db.execute("SELECT id, size FROM packs"))
         self.frame_ends = dict(self.db.execute(
             "SELECT pack, MAX(off + rlen) FROM frames GROUP BY pack"))
@@ -228,7 +226,6 @@ class Checker:
             else:
                 self.problem("pack", f"{pack_name(pid)} is not in the pack table (uncommitted; "
                              f"removed at the next mount)", error=False)
-        return committed
 
     # ---- 3. frames ---------------------------------------------------------------------------
 
@@ -248,17 +245,16 @@ class Checker:
         for fid, pack, off, rlen, stored, raw_len, codec, seed in frames:
             blocks = blocks_of.get(fid, [])
             where = f"frame {fid} ({pack_name(pack)} at {off})"
-            why = self._check_frame(pack, off, rlen, stored, raw_len, codec, seed)
+            why, table = self._check_frame(pack, off, rlen, stored, raw_len, codec, seed)
             if why:
-                self.bad_frames[fid] = why
                 self.bad_blocks.update(b[0] for b in blocks)
                 if fid in live:
                     self.problem("frame", f"{where}: {why}")
                 else:
                     self.problem("frame", f"{where}, which no file uses any more: {why} "
                                  f"('lzfs gc' drops it)", error=False)
-            elif self._last_table is not None:
-                for bid in self._check_block_rows(self._last_table, blocks):
+            elif table is not None:
+                for bid in self._check_block_rows(table, blocks):
                     self.bad_blocks.add(bid)
                     self.problem("block", f"block {bid} is not where the table of {where} "
                                  f"puts it (its row is damaged; its bytes cannot be trusted)")
@@ -270,29 +266,29 @@ class Checker:
                          f"and were not verified", error=False)
 
     def _check_frame(self, pack: int, off: int, rlen: int, stored: int, raw_len: int,
-                     codec: int, seed: int) -> str | None:
-        """Why the frame record is bad (None: it is whole, or could not be read here); leaves
-        its block table behind (None when it was not read)."""
-        self._last_table: dict[int, tuple[int, bytes]] | None = {}
+                     codec: int, seed: int
+                     ) -> tuple[str | None, dict[int, tuple[int, bytes]] | None]:
+        """(why the frame record is bad or None, its block table by offset or None when it
+        was not read: bad, or kept only in an object store that is not attached)."""
         if pack not in self.on_disk and pack in self.remote_packs:
             if self.store.packs.remote is None:
                 self.unverified += 1
-                self._last_table = None
-                return None
+                return None, None
         elif off + rlen > self.on_disk.get(pack, 0):
-            return "its pack ends before it" if pack in self.on_disk else "its pack is missing"
+            return ("its pack ends before it" if pack in self.on_disk
+                    else "its pack is missing"), None
         try:
             record = self.store.packs.read(pack, off, rlen)
             head, _ = decode_frame(record, seed)
         except (CorruptDataError, OSError) as exc:
-            return str(exc)
+            return str(exc), None
         if (head.stored_len, head.raw_len, head.codec) != (stored, raw_len, codec):
-            return "its header disagrees with the frame table"
-        pos = 0
+            return "its header disagrees with the frame table", None
+        table, pos = {}, 0
         for n, h in head.blocks:
-            self._last_table[pos] = (n, h)
+            table[pos] = (n, h)
             pos += n
-        return None
+        return None, table
 
     @staticmethod
     def _check_block_rows(table: dict[int, tuple[int, bytes]],
@@ -307,11 +303,10 @@ class Checker:
     def check_blocks_and_extents(self) -> None:
         q = self.db.execute
         self.result.blocks = q("SELECT COUNT(*) FROM blocks").fetchone()[0]
-        self.dangling_blocks = [r[0] for r in q(
-            "SELECT b.id FROM blocks b LEFT JOIN frames f ON f.id = b.frame WHERE f.id IS NULL")]
-        for bid in self.dangling_blocks:
+        for (bid,) in q("SELECT b.id FROM blocks b LEFT JOIN frames f ON f.id = b.frame "
+                        "WHERE f.id IS NULL"):
             self.problem("block", f"block {bid} names a frame that does not exist")
-        self.bad_blocks.update(self.dangling_blocks)
+            self.bad_blocks.add(bid)
         modes = dict(q("SELECT id, mode FROM inodes"))
         sizes = dict(q("SELECT id, size FROM inodes"))
         blens = dict(q("SELECT id, len FROM blocks"))

@@ -200,13 +200,13 @@ def read_file(store: Store, ino: int, size: int) -> bytes:
     return bytes(out[:size])
 
 
-def _image(store: Store, tree: Tree, snap: str, name: str, files: dict[str, int]) -> bytes:
-    """A protobuf image of a snapshot, read whole: refused past IMAGE_LIMIT (pagemaps, mm and
-    files images are kilobytes; a larger one is not what its name says)."""
-    ino = files[name]
+def _image(store: Store, tree: Tree, what: str, ino: int) -> bytes:
+    """A protobuf image of a snapshot (``what`` names it in errors), read whole: refused past
+    IMAGE_LIMIT (pagemaps, mm and files images are kilobytes; a larger one is not what its
+    name says)."""
     size = tree.size.get(ino, 0)
     if size > IMAGE_LIMIT:
-        raise ImageFormatError(f"{snap}/{name}: {size} bytes is too large for this image")
+        raise ImageFormatError(f"{what}: {size} bytes is too large for this image")
     return read_file(store, ino, size)
 
 
@@ -222,8 +222,7 @@ def snapshot_problems(store: Store, tree: Tree, snap: str) -> list[str]:
     else:
         what = f"{snap}/inventory.img"
         try:
-            if not images.entries(_image(store, tree, snap, "inventory.img",
-                                         {"inventory.img": kids[b"inventory.img"]}),
+            if not images.entries(_image(store, tree, what, kids[b"inventory.img"]),
                                   images.INVENTORY_MAGIC, what):
                 problems.append(f"{what} holds no entry: the dump did not finish")
         except (ImageFormatError, CorruptDataError) as exc:
@@ -234,8 +233,7 @@ def snapshot_problems(store: Store, tree: Tree, snap: str) -> list[str]:
             continue
         what = f"{snap}/{name.decode()}"
         try:
-            pm = images.parse_pagemap(_image(store, tree, snap, name.decode(),
-                                             {name.decode(): ino}), what)
+            pm = images.parse_pagemap(_image(store, tree, what, ino), what)
         except (ImageFormatError, CorruptDataError) as exc:
             problems.append(f"{what} is unreadable: {exc}")
             continue
@@ -268,19 +266,21 @@ def region_report(store: Store) -> dict:
         try:
             file_names = {}
             if "files.img" in files:
-                file_names = images.parse_files(_image(store, tree, snap, "files.img", files),
-                                                f"{snap}/files.img")
+                what = f"{snap}/files.img"
+                file_names = images.parse_files(_image(store, tree, what, files["files.img"]),
+                                                what)
             for fname, ino in sorted(files.items()):
                 m = re.match(r"^pagemap-(\d+)\.img$", fname)
                 if not m:
                     continue
                 pid = m.group(1)
-                pm = images.parse_pagemap(_image(store, tree, snap, fname, files),
-                                          f"{snap}/{fname}")
+                what = f"{snap}/{fname}"
+                pm = images.parse_pagemap(_image(store, tree, what, ino), what)
                 vmas = []
                 if f"mm-{pid}.img" in files:
-                    vmas = images.parse_mm(_image(store, tree, snap, f"mm-{pid}.img", files),
-                                           f"{snap}/mm-{pid}.img")
+                    what = f"{snap}/mm-{pid}.img"
+                    vmas = images.parse_mm(_image(store, tree, what, files[f"mm-{pid}.img"]),
+                                           what)
                 pages_ino = files.get(f"pages-{pm.pages_id}.img")
                 exts = [] if pages_ino is None else store.db.execute(
                     "SELECT off, len, block FROM extents WHERE ino=? ORDER BY off",
