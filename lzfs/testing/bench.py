@@ -13,7 +13,10 @@ by side in one run, unthrottled and with storage throttled (blkio cgroup v1):
 Page cache is dropped before every dump and restore. A dump counts until its data is durable
 (``sync`` of the directory; for lzfs an fsync of the mount root, which commits), since a dump
 that sits in the page cache has not finished. Every figure is also given as a ratio to
-``plain`` of the same storage setting. Results: a table on stdout, JSON and a PNG chart in
+``plain`` of the same storage setting. Every method runs ``--rounds`` times, the methods
+interleaved round by round; times are medians, and a ratio is the median of each round's ratio
+to ``plain`` of that same round (figures on a small shared machine swing by 2x between runs of
+the same command; paired, interleaved ratios are what stays put). Results: a table on stdout, JSON and a PNG chart in
 --out. Beside it, a FUSE micro-benchmark reads one pages file sequentially (O_DIRECT, 1 MiB)
 and at random (4 KiB) through the mount and from the plain directory.
 """
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import median
 
 from ..render import human, parse_size
 from .criu import Workload, criu_command, criu_unusable_reason
@@ -78,7 +82,8 @@ def criu(throttle: Throttle, action: str, images: Path, *args: str) -> float:
     cmd = [*throttle.prefix(), *(criu_command() or []), action, "-D", str(images), "-o",
            f"{action}.log", "--manage-cgroups=ignore", *args]
     t = time.monotonic()
-    res = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    res = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                         check=False)
     if res.returncode:
         raise RuntimeError(f"criu {action} failed: {res.stderr[-500:]} (see {images}/{action}.log)")
     return time.monotonic() - t
@@ -253,6 +258,35 @@ def run_method(method: str, work: Path, profile: str, size: int, throttle: Throt
     return row
 
 
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per (method, storage), in first-run order: median times, and each ratio the
+    median of the per-round ratios to ``plain`` of the same round and storage. Pairing by
+    round cancels the slow drifts of a shared machine that a ratio of medians would keep."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["method"], r["storage"]), []).append(r)
+    base = {(r["storage"], r["round"]): r for r in runs if r["method"] == "plain"}
+    rows = []
+    for (_, storage), rs in groups.items():
+        row = {k: v for k, v in rs[-1].items() if k not in ("round", "micro")}
+        row["rounds"] = len(rs)
+        for key in ("dump", "restore"):
+            row[f"{key}_runs"] = [r[f"{key}_s"] for r in rs]
+            row[f"{key}_s"] = median(row[f"{key}_runs"])
+            row[f"{key}_ratios"] = [r[f"{key}_s"] / base[storage, r["round"]][f"{key}_s"]
+                                    for r in rs]
+            row[f"{key}_ratio"] = median(row[f"{key}_ratios"])
+        row["stored_ratio"] = rs[-1]["stored"] / base[storage, rs[-1]["round"]]["stored"]
+        row["intact"] = all(r["intact"] for r in rs)
+        if "daemon_peak_rss" in row:
+            row["daemon_peak_rss"] = max(r["daemon_peak_rss"] for r in rs)
+        micro = [r["micro"] for r in rs if "micro" in r]
+        if micro:
+            row["micro"] = micro[0]
+        rows.append(row)
+    return rows
+
+
 def micro_bench(path: Path) -> dict:
     """MB/s of one pages file: sequential O_DIRECT 1 MiB reads, warm (second pass), and 2000
     random 4 KiB reads."""
@@ -310,8 +344,18 @@ def main() -> int:
     ap.add_argument("--throttle-mbps", type=int, default=200,
                     help="throttled storage bandwidth in MB/s (0: unthrottled run only)")
     ap.add_argument("--methods", default="plain,lz4,lzfs,s3")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of every method, interleaved; medians are reported (default 3)")
     ap.add_argument("--out", default="bench-results")
     args = ap.parse_args()
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - {"plain", "lz4", "lzfs", "s3"})
+    if unknown:
+        ap.error(f"unknown method(s) {', '.join(unknown)}: choose from plain, lz4, lzfs, s3")
+    if "plain" not in methods:
+        ap.error("--methods must include plain: every figure is a ratio to it")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     reason = criu_unusable_reason()
     if reason:
         print(f"bench: {reason}", file=sys.stderr)
@@ -321,26 +365,24 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(f"/var/tmp/lzfs-bench-{os.getpid()}")
     settings = [None] + ([args.throttle_mbps] if args.throttle_mbps else [])
-    results = []
+    runs = []
     for mbps in settings:
         storage = f"{mbps} MB/s" if mbps else "unthrottled"
         throttle = Throttle(mbps)
         try:
-            for method in args.methods.split(","):
-                if method == "s3" and mbps:
-                    continue  # see the module docstring
-                print(f"[bench] {args.profile} {human(size)} {method} {storage} ...", flush=True)
-                row = run_method(method, work / f"{method}-{mbps or 0}", args.profile, size,
-                                 throttle, micro=mbps is None)
-                row["storage"] = storage
-                results.append(row)
+            for rnd in range(args.rounds):
+                for method in methods:
+                    if method == "s3" and mbps:
+                        continue  # see the module docstring
+                    print(f"[bench] {args.profile} {human(size)} {method} {storage} "
+                          f"round {rnd + 1}/{args.rounds} ...", flush=True)
+                    row = run_method(method, work / f"{method}-{mbps or 0}-{rnd}", args.profile,
+                                     size, throttle, micro=mbps is None and rnd == 0)
+                    row["storage"], row["round"] = storage, rnd
+                    runs.append(row)
         finally:
             throttle.close()
-    for r in results:
-        base = next(b for b in results if b["method"] == "plain" and b["storage"] == r["storage"])
-        r["dump_ratio"] = r["dump_s"] / base["dump_s"]
-        r["restore_ratio"] = r["restore_s"] / base["restore_s"]
-        r["stored_ratio"] = r["stored"] / base["stored"]
+    results = summarize(runs)
     header = (f"{'method':<6} {'storage':<12} {'dump s':>7} {'x':>5} {'restore s':>9} {'x':>5} "
               f"{'stored':>10} {'x':>5} {'RSS':>9} intact")
     print(f"\nprofile {args.profile}, {human(size)}, CRIU {criu_command()}\n{header}")
@@ -349,6 +391,13 @@ def main() -> int:
         print(f"{r['method']:<6} {r['storage']:<12} {r['dump_s']:7.2f} {r['dump_ratio']:5.2f} "
               f"{r['restore_s']:9.2f} {r['restore_ratio']:5.2f} {human(r['stored']):>10} "
               f"{r['stored_ratio']:5.2f} {rss:>9} {r['intact']}")
+    if args.rounds > 1:
+        print("per round, x of plain (dump | restore):")
+        for r in results:
+            if r["method"] != "plain":
+                print(f"  {r['method']:<6} {r['storage']:<12} "
+                      + " ".join(f"{x:.2f}" for x in r["dump_ratios"]) + " | "
+                      + " ".join(f"{x:.2f}" for x in r["restore_ratios"]))
     for r in results:
         if "gets" in r:
             print(f"object store: restore from a cold node cache took {r['restore_s']:.2f} s, "
@@ -359,6 +408,7 @@ def main() -> int:
             print(f"micro {r['method']:<6} sequential O_DIRECT 1 MiB {m['seq_MBps']:7.0f} MB/s, "
                   f"random 4 KiB {m['rand4k_MBps']:6.1f} MB/s")
     meta = {"profile": args.profile, "size": size, "throttle_mbps": args.throttle_mbps,
+            "rounds": args.rounds,
             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
     (out / f"bench-{args.profile}.json").write_text(json.dumps(meta, indent=2) + "\n")
     try:
