@@ -68,13 +68,14 @@ def _looks_incompressible(raw: bytes | bytearray | memoryview) -> bool:
     return len(lz4.block.compress(sample, store_size=False)) > len(sample) * (1 - MIN_SAVING)
 
 
-def compress(raw: bytes | bytearray | memoryview) -> tuple[Codec, bytes]:
+def compress(raw: bytes | bytearray | memoryview) -> tuple[Codec, bytes | bytearray | memoryview]:
+    """(codec, payload); a RAW payload is ``raw`` itself, not a copy."""
     if _looks_incompressible(raw):
-        return Codec.RAW, bytes(raw)
+        return Codec.RAW, raw
     packed = lz4.block.compress(raw, store_size=False)
     if len(packed) <= len(raw) * (1 - MIN_SAVING):
         return Codec.LZ4, packed
-    return Codec.RAW, bytes(raw)
+    return Codec.RAW, raw
 
 
 def decompress(codec: int, payload: bytes, raw_len: int) -> bytes:
@@ -125,23 +126,34 @@ def encode_frame(blocks: list[tuple[bytes, bytes]]) -> tuple[FrameHeader, bytes]
 
     Returns the header and the whole record (header, block table, payload)."""
     raw = b"".join(data for _, data in blocks)
-    if len(raw) > 0xFFFFFFFF or len(blocks) > 0xFFFF:
+    head, parts = encode_frame_parts(raw, [(len(data), h) for h, data in blocks])
+    return head, b"".join(parts)
+
+
+def encode_frame_parts(raw: bytes | memoryview, table: list[tuple[int, bytes]]
+                       ) -> tuple[FrameHeader, tuple[bytes, bytes | memoryview]]:
+    """One frame record as (header and block table, payload), not joined: the write path
+    hands both to one ``pwritev``, and an incompressible frame's payload is ``raw`` itself,
+    so a frame of weights is never copied between the request buffer and the pack file.
+    ``table`` lists (length, hash) of the blocks that make up ``raw``, in order."""
+    if len(raw) > 0xFFFFFFFF or len(table) > 0xFFFF:
         raise ValueError("frame too large")
+    if sum(n for n, _ in table) != len(raw):
+        raise ValueError("block table does not add up to the frame's raw length")
     codec, payload = compress(raw)
     head = FrameHeader(
         codec=codec,
         raw_len=len(raw),
         stored_len=len(payload),
         checksum=payload_checksum(payload),
-        blocks=tuple((len(data), h) for h, data in blocks),
+        blocks=tuple(table),
     )
-    parts = [
-        _FRAME_HEAD.pack(FRAME_MAGIC, FRAME_VERSION, codec, len(blocks), head.raw_len,
-                         head.stored_len, head.checksum)
-    ]
-    parts.extend(_FRAME_ENTRY.pack(n, h) for n, h in head.blocks)
-    parts.append(payload)
-    return head, b"".join(parts)
+    header = b"".join([
+        _FRAME_HEAD.pack(FRAME_MAGIC, FRAME_VERSION, codec, len(table), head.raw_len,
+                         head.stored_len, head.checksum),
+        *(_FRAME_ENTRY.pack(n, h) for n, h in table),
+    ])
+    return head, (header, payload)
 
 
 def parse_frame_header(buf: bytes | memoryview) -> FrameHeader:

@@ -261,9 +261,9 @@ class FileMap:
         refs = store.resolve([c.hash for c in cuts if c.hash])
         store.pin(r.id for r in refs.values())  # gc must not take them before _add_exts
         try:
-            new = store.new_blocks(buf, cuts, refs)
+            new = store.new_blocks(cuts, refs)
             if new:
-                frames = await trio.to_thread.run_sync(store.pack_new, new)
+                frames = await trio.to_thread.run_sync(store.pack_new, buf, new)
                 async with self._gate:  # not while a commit is syncing packs (fs.commit)
                     fresh = store.register(frames)
                 store.pin(r.id for r in fresh.values())

@@ -16,6 +16,7 @@ import ctypes
 import os
 import struct
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -115,20 +116,23 @@ class PackSet:
 
     # ---- writing (any thread) --------------------------------------------------------------
 
-    def append(self, records: list[bytes]) -> list[tuple[int, int]]:
-        """Append records; returns (pack id, offset) for each. Raises OSError (ENOSPC...) with
-        nothing recorded: a partial record past the committed size is cut off at next open."""
+    def append(self, records: list[Sequence[bytes | memoryview]]) -> list[tuple[int, int]]:
+        """Append records, each given as its parts (written with one ``pwritev``, not joined);
+        returns (pack id, offset) for each. Raises OSError (ENOSPC...) with nothing recorded:
+        a partial record past the committed size is cut off at next open."""
         out = []
         with self._lock:
-            for rec in records:
-                if self._write_end + len(rec) > PACK_LIMIT and self._write_end > PACK_HEADER.size:
+            for parts in records:
+                size = sum(len(p) for p in parts)
+                if self._write_end + size > PACK_LIMIT and self._write_end > PACK_HEADER.size:
                     self._new_pack(self._write_id + 1)
                 off = self._write_end
-                view = memoryview(rec)
-                done = 0
-                while done < len(rec):
-                    done += os.pwrite(self._write_fd, view[done:], off + done)
-                self._write_end = off + len(rec)
+                done = os.pwritev(self._write_fd, parts, off)
+                if done < size:  # a short write (rare): finish the rest from one buffer
+                    rest = memoryview(b"".join(parts))
+                    while done < size:
+                        done += os.pwrite(self._write_fd, rest[done:], off + done)
+                self._write_end = off + size
                 self._ends[self._write_id] = self._write_end
                 self._dirty.add(self._write_id)
                 out.append((self._write_id, off))

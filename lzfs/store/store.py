@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..chunker import Chunker
-from ..codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, encode_frame
+from ..codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, encode_frame_parts
 from ..errors import CorruptDataError
 from . import layout
 from .db import MetaDB
@@ -152,21 +152,33 @@ class Store:
                 found[h] = BlockRef(*ref)
         return found
 
-    def pack_new(self, blocks: list[tuple[bytes, bytes | memoryview]]) -> list[FrameWrite]:
-        """Compress ``blocks`` (hash, data), in order, into frames of at most FRAME_MAX raw
-        bytes, and append them to a pack."""
-        groups: list[list[tuple[bytes, bytes]]] = []
+    def pack_new(self, buf: bytes, blocks: list[Cut]) -> list[FrameWrite]:
+        """Compress ``blocks`` (pieces of ``buf``, in order) into frames of at most FRAME_MAX
+        raw bytes, and append them to a pack. A frame whose blocks lie back to back in
+        ``buf`` (the usual case: new data arrives in file order) is compressed from a view
+        of it, without joining them first."""
+        view = memoryview(buf)
+        frames: list[tuple[list[tuple[int, bytes]], list[list[int]]]] = []  # (table, spans)
         size = FRAME_MAX + 1
-        for h, data in blocks:
-            if size + len(data) > FRAME_MAX:
-                groups.append([])
+        for c in blocks:
+            if size + c.length > FRAME_MAX:
+                frames.append(([], []))
                 size = 0
-            groups[-1].append((h, data))
-            size += len(data)
-        encoded = [encode_frame(g) for g in groups]
-        places = self.packs.append([rec for _, rec in encoded])
-        return [FrameWrite(head, pack, off, len(rec))
-                for (head, rec), (pack, off) in zip(encoded, places)]
+            table, spans = frames[-1]
+            table.append((c.length, c.hash))
+            if spans and spans[-1][1] == c.start:
+                spans[-1][1] += c.length
+            else:
+                spans.append([c.start, c.start + c.length])
+            size += c.length
+        encoded = []
+        for table, spans in frames:
+            raw = (view[spans[0][0]:spans[0][1]] if len(spans) == 1
+                   else b"".join(view[lo:hi] for lo, hi in spans))
+            encoded.append(encode_frame_parts(raw, table))
+        places = self.packs.append([parts for _, parts in encoded])
+        return [FrameWrite(head, pack, off, head.record_len)
+                for (head, _), (pack, off) in zip(encoded, places)]
 
     def register(self, frames: list[FrameWrite]) -> dict[bytes, BlockRef]:
         """Record new frames and their blocks (refs 0). Returns hash -> block.
@@ -212,17 +224,17 @@ class Store:
         data blocks (zero runs are left out), offsets absolute; references are not counted."""
         cuts, consumed = self.prepare(buf, base, final)
         refs = self.resolve([c.hash for c in cuts if c.hash])
-        refs.update(self.register(self.pack_new(self.new_blocks(buf, cuts, refs))))
+        refs.update(self.register(self.pack_new(buf, self.new_blocks(cuts, refs))))
         return [(base + c.start, c.length, refs[c.hash]) for c in cuts if c.hash], consumed
 
     @staticmethod
-    def new_blocks(buf: bytes, cuts: list[Cut], known: dict[bytes, BlockRef]
-                   ) -> list[tuple[bytes, memoryview]]:
+    def new_blocks(cuts: list[Cut], known: dict[bytes, BlockRef]) -> list[Cut]:
         """The blocks of ``cuts`` the store lacks, each once, in file order."""
-        view = memoryview(buf)
-        new = {c.hash: view[c.start:c.start + c.length]
-               for c in cuts if c.hash and c.hash not in known}
-        return list(new.items())
+        new: dict[bytes, Cut] = {}
+        for c in cuts:
+            if c.hash and c.hash not in known and c.hash not in new:
+                new[c.hash] = c
+        return list(new.values())
 
     # ---- reading ---------------------------------------------------------------------------
 

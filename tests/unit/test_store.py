@@ -375,3 +375,31 @@ def test_a_failed_commit_never_lets_a_later_change_commit(tmp_path):
         db.conn.close()
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+@pytest.mark.parametrize("kind", ["text", "random"])
+def test_pack_new_frames_blocks_with_and_without_gaps_between_them(store_path, kind):
+    """New blocks usually lie back to back in the written buffer (a frame is then compressed,
+    or stored raw, from a view of it, no join); deduplicated or zero pieces leave gaps between
+    them. Both shapes must read back byte for byte, compressed (text) or raw (random)."""
+    from lzfs.codec import Codec, block_hash
+    from lzfs.store import Cut
+
+    store = Store(store_path)
+    try:
+        text = b"the cache keeps keys and values for each layer " * 12000
+        buf = text[:600 * 1024] if kind == "text" else os.urandom(600 * 1024)
+        spans = [(0, 65536), (65536, 65536), (131072, 131072),  # back to back: one frame
+                 (266240, 8192), (278528, 16384), (360448, 65536)]  # with gaps between
+        cuts = [Cut(lo, n, block_hash(buf[lo:lo + n], store.seed)) for lo, n in spans]
+        frames = store.pack_new(buf, cuts)
+        assert [len(f.header.blocks) for f in frames] == [3, 3]
+        want = Codec.LZ4 if kind == "text" else Codec.RAW
+        assert all(f.header.codec == want for f in frames)
+        refs = store.register(frames)
+        for c in cuts:
+            ref = refs[c.hash]
+            raw = store.read_frame(store.frame_loc(ref.frame))
+            assert raw[ref.foff:ref.foff + c.length] == buf[c.start:c.start + c.length]
+    finally:
+        store.close(commit=False)
