@@ -21,10 +21,13 @@ import pyfuse3
 import trio
 
 from .control import CONTROL_DIR, CONTROL_NAME, ControlTree
+from .criu.cow import read_page_by_page
 from .errors import CorruptDataError, LzfsError
 from .filemap import FileMap
 from .namespace import ROOT_INODE, FsError, Inode, Namespace, now_ns
 from .prefetch import FrameCache, Readahead
+from .render import human
+from .report import IMAGE_LIMIT
 from .store import Store
 from .store.space import DEFAULT_RESERVE, SpaceGuard
 
@@ -150,7 +153,7 @@ class LzfsOperations(pyfuse3.Operations):
             await self.cluster.publish_pending(self)
         if self.request_sizes:
             log.info("request sizes: %s", ", ".join(
-                f"{op} <={size // 1024}KiB: {n}" for (op, size), n in sorted(
+                f"{op} <={human(size)}: {n}" for (op, size), n in sorted(
                     self.request_sizes.items())))
 
     def _purge_orphans(self) -> None:
@@ -462,8 +465,13 @@ class LzfsOperations(pyfuse3.Operations):
             if flags & os.O_TRUNC and writable:
                 await fm.truncate(0)
                 self.ns.set_attrs(inode, mtime_ns=now_ns(), ctime_ns=now_ns())
-            fm.opens += 1
-            return self._file_info(self._new_fh(Handle(inode, writable)), writable)
+            fm.opens += 1  # before the await: an idle FileMap may be dropped meanwhile
+            try:
+                page_cache = not writable and await self._read_page_by_page(inode)
+            except BaseException:
+                fm.opens -= 1
+                raise
+            return self._file_info(self._new_fh(Handle(inode, writable)), writable, page_cache)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx):
         with _errno():
@@ -475,11 +483,46 @@ class LzfsOperations(pyfuse3.Operations):
             fh = self._new_fh(Handle(node.id, True))
             return self._file_info(fh, True), self._counted(node)
 
+    async def _read_page_by_page(self, ino: int) -> bool:
+        """A pages image that CRIU will read one page at a time (a forked worker's memory,
+        shared copy-on-write with its parent): served through the page cache, where the
+        kernel's readahead batches those reads, instead of one FUSE round trip per page
+        (lzfs/criu/cow.py has the measurements)."""
+        entry = self.ns.dentry_of(ino)
+        if entry is None:
+            return False
+        parent, name = entry
+        loaded: list[int] = []
+
+        async def sibling(n: str) -> bytes | None:
+            try:
+                i = self.ns.lookup(parent, n.encode())
+                node = self.ns.get(i)
+            except FsError:
+                return None
+            if not node.is_reg or node.size > IMAGE_LIMIT:
+                return None
+            if i not in self.files:
+                loaded.append(i)
+            return bytes(await self._filemap(i).read(0, node.size))
+
+        try:
+            return await read_page_by_page(name, sibling)
+        except (CorruptDataError, OSError) as exc:  # unreadable images: the default way
+            log.warning("%s: cannot tell how CRIU will read it (%s); using direct_io",
+                        self.ns.path_of(ino), exc)
+            return False
+        finally:
+            for i in loaded:  # the images read here were not opened
+                self._drop_idle(i)
+
     @staticmethod
-    def _file_info(fh: int, writable: bool) -> pyfuse3.FileInfo:
+    def _file_info(fh: int, writable: bool, page_cache: bool = False) -> pyfuse3.FileInfo:
         # Read-only opens bypass the page cache: CRIU reads each image once, with large preadv
         # calls that then arrive whole (up to 1 MiB) instead of as 128 KiB readahead pieces.
-        return pyfuse3.FileInfo(fh=fh, direct_io=not writable, keep_cache=False)
+        # The exception is an image CRIU reads page by page (_read_page_by_page).
+        return pyfuse3.FileInfo(fh=fh, direct_io=not writable and not page_cache,
+                                keep_cache=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         with _errno():

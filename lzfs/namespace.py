@@ -106,6 +106,12 @@ class Namespace:
     def path_of(self, ino: int) -> str:
         return path_of(self.db, ino)
 
+    def dentry_of(self, ino: int) -> tuple[int, bytes] | None:
+        """(parent, name) of one of the names of ``ino``, or None if it has none."""
+        row = self.db.execute("SELECT parent, name FROM dentries WHERE ino=? LIMIT 1",
+                              (ino,)).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
     def readdir(self, parent: int, after: int, limit: int = 256) -> list[tuple[int, bytes, int]]:
         """(dentry id, name, ino) after dentry id ``after``, in id order."""
         return self.db.execute(

@@ -166,3 +166,26 @@ def workload(tmp_path):
     yield start
     for w in started:
         w.stop()
+
+
+def criu_image(magic: int, items: list[tuple[str, dict]]) -> bytes:
+    """A CRIU protobuf image built from (message kind, fields) entries, for parser tests: a
+    list value fills a repeated message field from dicts."""
+    import struct
+
+    from lzfs.criu import images
+
+    out = [struct.pack("<II", images.IMG_COMMON_MAGIC, magic)]
+    for kind, fields in items:
+        msg = images._CLASSES[kind]()
+        for k, v in fields.items():
+            if isinstance(v, list):
+                for item in v:
+                    sub = getattr(msg, k).add()
+                    for kk, vv in item.items():
+                        setattr(sub, kk, vv)
+            else:
+                setattr(msg, k, v)
+        payload = msg.SerializeToString()
+        out.append(struct.pack("<I", len(payload)) + payload)
+    return b"".join(out)

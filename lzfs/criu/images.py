@@ -68,7 +68,7 @@ _MESSAGES: dict[str, list[tuple]] = {
                   ("pgoff", 3, _U64, False, None), ("shmid", 4, _U64, False, None),
                   ("prot", 5, _U32, False, None), ("flags", 6, _U32, False, None),
                   ("status", 7, _U32, False, None), ("fd", 8, _S64, False, None)],
-    "mm_entry": [("vmas", 14, _MSG, True, "vma_entry")],
+    "mm_entry": [("exe_file_id", 12, _U32, False, None), ("vmas", 14, _MSG, True, "vma_entry")],
     "pstree_entry": [("pid", 1, _U32, False, None), ("ppid", 2, _U32, False, None),
                      ("pgid", 3, _U32, False, None), ("sid", 4, _U32, False, None),
                      ("threads", 5, _U32, True, None)],
@@ -179,6 +179,7 @@ class Vma:
     end: int
     status: int
     shmid: int
+    flags: int = 0  # the mmap(2) MAP_* flags
 
     def region(self, files: dict[int, str]) -> str:
         """A human name for what this mapping holds."""
@@ -199,11 +200,16 @@ class Vma:
 
 
 def parse_mm(data: bytes, what: str = "mm") -> list[Vma]:
+    return parse_mm_task(data, what)[1]
+
+
+def parse_mm_task(data: bytes, what: str = "mm") -> tuple[int, list[Vma]]:
+    """(id of the executable's file, VMAs) of one task's mm image."""
     items = entries(data, MM_MAGIC, what)
     if not items:
         raise ImageFormatError(f"{what}: no mm entry")
     mm = decode("mm_entry", items[0], what)
-    return [Vma(v.start, v.end, v.status, v.shmid) for v in mm.vmas]
+    return mm.exe_file_id, [Vma(v.start, v.end, v.status, v.shmid, v.flags) for v in mm.vmas]
 
 
 def parse_pstree(data: bytes, what: str = "pstree") -> list[tuple[int, int]]:

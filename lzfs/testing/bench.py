@@ -192,6 +192,9 @@ def start_processes(work: Path, profile: str, size: int) -> list[Workload]:
     if profile == "replicas":
         return [Workload.start(work / f"ctl{i}", size=str(size // 4), profile="replica",
                                seed=10 + i, weights_seed=99) for i in range(4)]
+    if profile == "forked":  # a server that forked two workers after loading its memory
+        return [Workload.start(work / "ctl0", size=str(size), profile="llm", seed=10,
+                               children=2)]
     return [Workload.start(work / "ctl0", size=str(size), profile=profile, seed=10)]
 
 
@@ -241,7 +244,8 @@ def run_method(method: str, work: Path, profile: str, size: int, throttle: Throt
     for d in restore_dirs:
         criu(throttle, "restore", d, "--shell-job", "-d")
     row["restore_s"] = time.monotonic() - t
-    row["intact"] = all(w.ask_checksum() == w.checksum for w in procs)
+    row["intact"] = all(w.ask_checksum(child=c) == w.checksum
+                        for w in procs for c in (None, *range(len(w.children))))
     if isinstance(fs, ClusterMounts):
         st = fs.remote_stats()
         row["gets"], row["get_bytes"] = st["gets"], st["get_bytes"]
@@ -339,7 +343,7 @@ def chart(results: list[dict], path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--profile", choices=["llm", "random", "replicas"], default="llm")
+    ap.add_argument("--profile", choices=["llm", "random", "replicas", "forked"], default="llm")
     ap.add_argument("--size", default="2G", help="process memory (default 2G)")
     ap.add_argument("--throttle-mbps", type=int, default=200,
                     help="throttled storage bandwidth in MB/s (0: unthrottled run only)")

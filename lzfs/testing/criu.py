@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -85,10 +85,11 @@ class Workload:
     pid: int
     checksum: str
     proc: subprocess.Popen | None = None
+    children: list[int] = field(default_factory=list)  # forked workers (--children)
 
     @classmethod
     def start(cls, ctl: Path, size: str = "300M", profile: str = "llm", seed: int = 1,
-              weights_seed: int = 1234, timeout: float = 300) -> Workload:
+              weights_seed: int = 1234, timeout: float = 300, children: int = 0) -> Workload:
         become_subreaper()
         ctl.mkdir(parents=True, exist_ok=True)
         for name in ("ready", "result", "trigger", "stop"):
@@ -96,7 +97,8 @@ class Workload:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
         proc = subprocess.Popen(
             [sys.executable, "-m", "lzfs.testing.workload", "--dir", str(ctl), "--size", size,
-             "--profile", profile, "--seed", str(seed), "--weights-seed", str(weights_seed)],
+             "--profile", profile, "--seed", str(seed), "--weights-seed", str(weights_seed),
+             "--children", str(children)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, cwd=ctl, env=env)
         deadline = time.monotonic() + timeout
@@ -107,37 +109,45 @@ class Workload:
                 proc.kill()
                 raise RuntimeError("workload did not get ready in time")
             time.sleep(0.05)
-        pid, checksum = (ctl / "ready").read_text().split()
-        return cls(ctl, int(pid), checksum, proc)
+        pid, checksum, *kids = (ctl / "ready").read_text().split()
+        return cls(ctl, int(pid), checksum, proc, [int(k) for k in kids])
 
-    def ask_checksum(self, timeout: float = 120) -> str:
-        (self.ctl / "result").unlink(missing_ok=True)
-        (self.ctl / "trigger").write_text("")
+    def ask_checksum(self, timeout: float = 120, child: int | None = None) -> str:
+        """The checksum the process (or its forked worker number ``child``) computes now."""
+        ctl = self.ctl if child is None else self.ctl / f"child{child}"
+        pid = self.pid if child is None else self.children[child]
+        (ctl / "result").unlink(missing_ok=True)
+        (ctl / "trigger").write_text("")
         deadline = time.monotonic() + timeout
-        while not (self.ctl / "result").exists():
-            if not self.alive():
-                raise RuntimeError(f"workload {self.pid} is gone")
+        while not (ctl / "result").exists():
+            if not self.alive(pid):
+                raise RuntimeError(f"workload {pid} is gone")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"workload {self.pid} did not answer")
+                raise RuntimeError(f"workload {pid} did not answer")
             time.sleep(0.05)
-        return (self.ctl / "result").read_text().strip()
+        return (ctl / "result").read_text().strip()
 
-    def alive(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
+    def alive(self, pid: int | None = None) -> bool:
+        """Whether the process (default) or one of its workers is running."""
+        pid = self.pid if pid is None else pid
+        if pid == self.pid and self.proc is not None and self.proc.poll() is not None:
             return False
         try:  # restored by `criu restore -d`, it is our child (we are a subreaper): reap it
-            if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 return False
         except ChildProcessError:
             pass
         try:
-            os.kill(self.pid, 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         try:  # a zombie counts as gone
-            return Path(f"/proc/{self.pid}/stat").read_text().split()[2] != "Z"
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
         except OSError:
             return False
+
+    def any_alive(self) -> bool:
+        return any(self.alive(p) for p in (self.pid, *self.children))
 
     def wait_gone(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -147,13 +157,14 @@ class Workload:
             except subprocess.TimeoutExpired:
                 pass
             self.proc = None  # after a dump its pid may come back as a restored process
-        while self.alive() and time.monotonic() < deadline:
+        while self.any_alive() and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def stop(self) -> None:
         (self.ctl / "stop").write_text("")
         self.wait_gone(10)
-        if self.alive():
-            os.kill(self.pid, 9)
-            self.wait_gone(10)
+        for pid in (self.pid, *self.children):
+            if self.alive(pid):
+                os.kill(pid, 9)
+        self.wait_gone(10)
         (self.ctl / "stop").unlink(missing_ok=True)  # a later restore of it must run on

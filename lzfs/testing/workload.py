@@ -7,6 +7,11 @@ writes D/ready (its pid and checksum) once its memory is built, then every 50 ms
 D/trigger: when present, it recomputes the checksum into D/result and removes the trigger.
 D/stop makes it exit. It opens files only briefly, so CRIU finds nothing open to restore.
 
+With --children N it forks N workers after building its memory, as a server that preloads a
+model and then forks its workers does: they share every page copy-on-write, which CRIU
+restores page by page (lzfs/criu/cow.py). Their pids follow the checksum in D/ready, and each
+answers D/childI/trigger with D/childI/result.
+
 Profiles: `llm` weights, zeroed KV cache and text heap, a third each;
 `random` incompressible bytes; `replica` weights 60%, KV cache 30%, heap 10%, the weights depending on
 --weights-seed only, so several replicas share them while their heaps differ.
@@ -75,6 +80,16 @@ def _write(path: Path, text: str) -> None:
     os.rename(tmp, path)
 
 
+def _serve(ctl: Path, arrays: list, stop: Path) -> None:
+    """Answer checksum triggers in ``ctl`` until ``stop`` appears."""
+    trigger = ctl / "trigger"
+    while not stop.exists():
+        if trigger.exists():
+            _write(ctl / "result", checksum(arrays) + "\n")
+            trigger.unlink()
+        time.sleep(0.05)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
@@ -82,16 +97,25 @@ def main() -> None:
     ap.add_argument("--profile", default="llm", choices=["llm", "random", "replica"])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--weights-seed", type=int, default=1234)
+    ap.add_argument("--children", type=int, default=0,
+                    help="forked workers sharing the memory copy-on-write")
     args = ap.parse_args()
     d = Path(args.dir)
     arrays = build(args.profile, parse_size(args.size), args.seed, args.weights_seed)
-    _write(d / "ready", f"{os.getpid()} {checksum(arrays)}\n")
-    trigger, stop = d / "trigger", d / "stop"
-    while not stop.exists():
-        if trigger.exists():
-            _write(d / "result", checksum(arrays) + "\n")
-            trigger.unlink()
-        time.sleep(0.05)
+    kids = []
+    for i in range(args.children):
+        (d / f"child{i}").mkdir(exist_ok=True)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _serve(d / f"child{i}", arrays, d / "stop")
+            finally:
+                os._exit(0)
+        kids.append(pid)
+    _write(d / "ready", " ".join([str(os.getpid()), checksum(arrays), *map(str, kids)]) + "\n")
+    _serve(d, arrays, d / "stop")
+    for pid in kids:
+        os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,33 @@ def test_dump_kill_restore_keeps_memory_intact(mounted, workload):
     assert "stats-restore" in os.listdir(snap)
 
 
+def test_forked_workers_restore_through_the_page_cache(mounted, workload):
+    """A server that forked two workers after loading its memory: CRIU restores the workers'
+    copy-on-write memory one 4 KiB pread at a time. lzfs serves those images through the page
+    cache (lzfs/criu/cow.py), so they arrive as readahead-sized READs, not one per page, and
+    the parent's image keeps direct_io (1 MiB READs). Every process's memory comes back."""
+    import json
+
+    w = workload(size="96M", children=2)
+    assert len(w.children) == 2
+    snap = mounted.mnt / "forked"
+    snap.mkdir()
+    run_criu("dump", snap, "-t", str(w.pid), "--shell-job")
+    w.wait_gone()
+    assert len([n for n in os.listdir(snap) if n.startswith("pages-")]) == 3
+    mounted.remount()
+    run_criu("restore", snap, "--shell-job", "-d")
+    assert w.ask_checksum() == w.checksum
+    for i in range(2):
+        assert w.ask_checksum(child=i) == w.checksum
+    reqs = json.loads((mounted.mnt / ".lzfs" / "stats.json").read_text())["requests"]
+    small = sum(n for k, n in reqs.items() if k.startswith("read<=") and int(k[6:]) <= 4096)
+    large = sum(n for k, n in reqs.items() if k.startswith("read<=") and int(k[6:]) > 512 << 10)
+    # 2 x 96 MiB page by page would be about 50,000 READs of 4 KiB
+    assert small < 2000, reqs
+    assert large >= 90, reqs  # the parent's 96 MiB, read with direct_io in 1 MiB READs
+
+
 def _dirty_tracking_reason() -> str | None:
     cmd = criu_command()
     res = subprocess.run([*cmd, "check", "--feature", "mem_dirty_track"], capture_output=True,

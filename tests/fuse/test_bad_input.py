@@ -19,7 +19,7 @@ from lzfs.cli import main
 from lzfs.criu import images as I
 from lzfs.mounts import find_mount
 from lzfs.store import Store, mkfs
-from tests.conftest import fuse_unusable_reason, lzfs_cmd, tree_state
+from tests.conftest import criu_image, fuse_unusable_reason, lzfs_cmd, tree_state
 
 needs_fuse = pytest.mark.skipif(fuse_unusable_reason() is not None,
                                 reason=fuse_unusable_reason() or "")
@@ -181,21 +181,6 @@ def test_a_busy_mount_is_not_unmounted_and_keeps_its_data(mounted, capsys):
 
 # ---- damaged CRIU images in a snapshot ---------------------------------------------------
 
-def _image(magic: int, entries: list[tuple[str, dict]]) -> bytes:
-    out = [struct.pack("<II", I.IMG_COMMON_MAGIC, magic)]
-    for kind, fields in entries:
-        msg = I._CLASSES[kind]()
-        for k, v in fields.items():
-            if k == "vmas":
-                for vma in v:
-                    msg.vmas.add(**vma)
-            else:
-                setattr(msg, k, v)
-        payload = msg.SerializeToString()
-        out.append(struct.pack("<I", len(payload)) + payload)
-    return b"".join(out)
-
-
 def _snapshot(d: Path, pid: int, damage: dict[str, bytes]) -> None:
     """A small CRIU-like snapshot: 8 pages at 0x10000 in a heap VMA; ``damage`` replaces
     images (names with {pid})."""
@@ -203,9 +188,9 @@ def _snapshot(d: Path, pid: int, damage: dict[str, bytes]) -> None:
     imgs = {
         "inventory.img": struct.pack("<II", I.IMG_COMMON_MAGIC, I.INVENTORY_MAGIC),
         f"pagemap-{pid}.img": GOOD_PAGEMAP,
-        f"mm-{pid}.img": _image(I.MM_MAGIC, [("mm_entry", {"vmas": [
+        f"mm-{pid}.img": criu_image(I.MM_MAGIC, [("mm_entry", {"vmas": [
             {"start": 0x10000, "end": 0x20000, "status": I.VMA_AREA_REGULAR | I.VMA_AREA_HEAP}]})]),
-        "pstree.img": _image(I.PSTREE_MAGIC, [("pstree_entry", {"pid": pid, "ppid": 1})]),
+        "pstree.img": criu_image(I.PSTREE_MAGIC, [("pstree_entry", {"pid": pid, "ppid": 1})]),
         "pages-1.img": random.Random(pid).randbytes(8 * PAGE),
     }
     imgs.update({name.format(pid=pid): data for name, data in damage.items()})
@@ -213,7 +198,7 @@ def _snapshot(d: Path, pid: int, damage: dict[str, bytes]) -> None:
         (d / name).write_bytes(data)
 
 
-GOOD_PAGEMAP = _image(I.PAGEMAP_MAGIC, [
+GOOD_PAGEMAP = criu_image(I.PAGEMAP_MAGIC, [
     ("pagemap_head", {"pages_id": 1}),
     ("pagemap_entry", {"vaddr": 0x10000, "nr_pages": 8, "flags": I.PE_PRESENT})])
 

@@ -185,7 +185,7 @@ def test_directory_cycle_is_cut_into_lost_and_found(mounted):
 
 def test_incomplete_snapshots_are_named_by_report_and_fsck(mounted):
     from lzfs.criu import images as I
-    from tests.unit.test_criu_images import _image
+    from tests.conftest import criu_image as _image
 
     inventory = _image(I.INVENTORY_MAGIC, [("pagemap_head", {"pages_id": 1})])  # any entry
     pagemap = _image(I.PAGEMAP_MAGIC, [

@@ -10,27 +10,11 @@ from hypothesis import strategies as st
 
 from lzfs.criu import images as I
 from lzfs.errors import ImageFormatError
-
-
-def _image(magic: int, kind_payloads: list[tuple[str, dict]]) -> bytes:
-    out = [struct.pack("<II", I.IMG_COMMON_MAGIC, magic)]
-    for kind, fields in kind_payloads:
-        msg = I._CLASSES[kind]()
-        for k, v in fields.items():
-            if isinstance(v, list):
-                for item in v:
-                    sub = getattr(msg, k).add()
-                    for kk, vv in item.items():
-                        setattr(sub, kk, vv)
-            else:
-                setattr(msg, k, v)
-        payload = msg.SerializeToString()
-        out.append(struct.pack("<I", len(payload)) + payload)
-    return b"".join(out)
+from tests.conftest import criu_image
 
 
 def test_pagemap_offsets_advance_over_present_entries_only():
-    data = _image(I.PAGEMAP_MAGIC, [
+    data = criu_image(I.PAGEMAP_MAGIC, [
         ("pagemap_head", {"pages_id": 3}),
         ("pagemap_entry", {"vaddr": 0x1000, "nr_pages": 2, "flags": I.PE_PRESENT}),
         ("pagemap_entry", {"vaddr": 0x5000, "nr_pages": 4, "flags": I.PE_PARENT}),
@@ -43,14 +27,14 @@ def test_pagemap_offsets_advance_over_present_entries_only():
 
 
 def test_mm_regions_are_named():
-    data = _image(I.MM_MAGIC, [("mm_entry", {"vmas": [
+    data = criu_image(I.MM_MAGIC, [("mm_entry", {"vmas": [
         {"start": 0x1000, "end": 0x3000, "status": I.VMA_AREA_REGULAR | I.VMA_AREA_HEAP},
         {"start": 0x4000, "end": 0x5000, "status": I.VMA_AREA_REGULAR | I.VMA_FILE_PRIVATE,
          "shmid": 7},
         {"start": 0x6000, "end": 0x7000, "status": I.VMA_AREA_REGULAR | I.VMA_ANON_SHARED},
         {"start": 0x8000, "end": 0x9000, "status": I.VMA_AREA_REGULAR | I.VMA_ANON_PRIVATE},
     ]})])
-    files = I.parse_files(_image(I.FILES_MAGIC, [
+    files = I.parse_files(criu_image(I.FILES_MAGIC, [
         ("file_entry", {"type": 1, "id": 7}),
     ]))
     vmas = I.parse_mm(data)
@@ -60,14 +44,14 @@ def test_mm_regions_are_named():
 
 
 def test_pstree():
-    data = _image(I.PSTREE_MAGIC, [("pstree_entry", {"pid": 10, "ppid": 1}),
+    data = criu_image(I.PSTREE_MAGIC, [("pstree_entry", {"pid": 10, "ppid": 1}),
                                    ("pstree_entry", {"pid": 11, "ppid": 10})])
     assert I.parse_pstree(data) == [(10, 1), (11, 10)]
 
 
 @pytest.mark.parametrize("damage", ["short", "magic", "size", "cut"])
 def test_damaged_images_give_a_clear_error(damage):
-    data = _image(I.PAGEMAP_MAGIC, [("pagemap_head", {"pages_id": 1}),
+    data = criu_image(I.PAGEMAP_MAGIC, [("pagemap_head", {"pages_id": 1}),
                                     ("pagemap_entry", {"vaddr": 1, "nr_pages": 1, "flags": 4})])
     if damage == "short":
         data = data[:5]
@@ -98,15 +82,15 @@ def test_garbage_never_crashes_or_hangs(junk, kind):
 _PARSERS = {"pagemap": (I.parse_pagemap, I.PAGEMAP_MAGIC), "mm": (I.parse_mm, I.MM_MAGIC),
             "pstree": (I.parse_pstree, I.PSTREE_MAGIC), "files": (I.parse_files, I.FILES_MAGIC)}
 _VALID = {
-    "pagemap": _image(I.PAGEMAP_MAGIC, [
+    "pagemap": criu_image(I.PAGEMAP_MAGIC, [
         ("pagemap_head", {"pages_id": 1}),
         ("pagemap_entry", {"vaddr": 0x1000, "nr_pages": 3, "flags": I.PE_PRESENT}),
         ("pagemap_entry", {"vaddr": 0x9000, "nr_pages": 1, "flags": I.PE_PARENT})]),
-    "mm": _image(I.MM_MAGIC, [("mm_entry", {"vmas": [
+    "mm": criu_image(I.MM_MAGIC, [("mm_entry", {"vmas": [
         {"start": 0x1000, "end": 0x4000, "status": I.VMA_AREA_HEAP, "fd": -1},
         {"start": 0x9000, "end": 0xA000, "status": I.VMA_FILE_PRIVATE, "shmid": 2}]})]),
-    "pstree": _image(I.PSTREE_MAGIC, [("pstree_entry", {"pid": 7, "ppid": 1})]),
-    "files": _image(I.FILES_MAGIC, [("file_entry", {"type": 1, "id": 2})]),
+    "pstree": criu_image(I.PSTREE_MAGIC, [("pstree_entry", {"pid": 7, "ppid": 1})]),
+    "files": criu_image(I.FILES_MAGIC, [("file_entry", {"type": 1, "id": 2})]),
 }
 
 

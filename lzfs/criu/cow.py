@@ -1,0 +1,124 @@
+"""Which pages images CRIU reads one page at a time on restore, so that lzfs serves them
+through the page cache instead of with direct_io.
+
+A forked worker's private mappings that it still shares copy-on-write with its parent (CRIU
+calls them inherited: same start and end, both private, the same anonymous and grows-down
+flags, the same file, and both tasks run the same executable) are restored by reading the
+child's pages one 4 KiB ``pread`` at a time and comparing each with the parent's page, so
+that equal pages stay shared. Through a direct_io open every such pread is a FUSE round trip:
+a parent with two forked workers sharing 512 MiB took 283,000 READs and 3.3x the plain
+restore. Through the page cache, the kernel's readahead turns them into 128 KiB READs and the
+restore is as fast as plain. CRIU's usual path, large forward ``preadv`` calls, is the
+other way round: 1.65 s with direct_io against 3.58 s through the page cache for 2 GiB.
+
+So lzfs decides per pages image, at open: the page cache when at least PAGE_CACHE_SHARE of
+its pages lie in inherited mappings. Break-even, from the two measurements: page by page
+costs about 4 s per GiB more with direct_io, large reads about 1 s per GiB more through the
+page cache, so the page cache wins from about a fifth of the image on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+
+from ..errors import ImageFormatError
+from .images import (
+    VMA_ANON_PRIVATE,
+    VMA_AREA_REGULAR,
+    VMA_FILE_PRIVATE,
+    Pagemap,
+    Vma,
+    parse_mm_task,
+    parse_pagemap,
+    parse_pstree,
+)
+
+PAGE_CACHE_SHARE = 0.2
+
+_MAP_GROWSDOWN = 0x100
+_MAP_ANONYMOUS = 0x20
+_MAP_HUGETLB = 0x40000
+
+
+def task_of_pages(pstree: list[tuple[int, int]], pagemaps: dict[int, Pagemap],
+                  pages_id: int) -> tuple[int, int] | None:
+    """(pid, parent pid) of the task whose pagemap names pages-``pages_id``.img, if that task
+    has its parent in the dump (only then can it share pages with it)."""
+    parents = dict(pstree)
+    for pid, pm in pagemaps.items():
+        if pm.pages_id == pages_id and pid in parents:
+            ppid = parents[pid]
+            return (pid, ppid) if ppid in parents else None
+    return None
+
+
+def _private(v: Vma) -> bool:
+    return bool(v.status & VMA_AREA_REGULAR and v.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE))
+
+
+def _cow_pair(child: Vma, parent: Vma) -> bool:
+    if child.start != parent.start or child.end != parent.end:
+        return False
+    if not (_private(child) and _private(parent)):
+        return False
+    if (child.flags | parent.flags) & _MAP_HUGETLB:
+        return False
+    if (child.flags ^ parent.flags) & (_MAP_GROWSDOWN | _MAP_ANONYMOUS):
+        return False
+    return bool(child.flags & _MAP_ANONYMOUS) or child.shmid == parent.shmid
+
+
+def inherited_share(child: tuple[int, list[Vma]], parent: tuple[int, list[Vma]],
+                    pagemap: Pagemap) -> float:
+    """The fraction of the child's stored pages that lie in mappings it inherited from its
+    parent (each argument from images.parse_mm_task / parse_pagemap)."""
+    (exe, vmas), (pexe, pvmas) = child, parent
+    if exe != pexe:  # exec'd since the fork: nothing is shared
+        return 0.0
+    by_start = {v.start: v for v in pvmas}
+    ranges = sorted((v.start, v.end) for v in vmas
+                    if v.start in by_start and _cow_pair(v, by_start[v.start]))
+    total = inside = 0
+    for vaddr, _, length in pagemap.page_runs():
+        total += length
+        end = vaddr + length
+        for lo, hi in ranges:  # few mappings: a linear scan is fine
+            if hi > vaddr and lo < end:
+                inside += min(hi, end) - max(lo, vaddr)
+    return inside / total if total else 0.0
+
+
+_PAGES = re.compile(rb"pages-(\d+)\.img")
+
+
+async def read_page_by_page(name: bytes, read: Callable[[str], Awaitable[bytes | None]]
+                            ) -> bool:
+    """Whether CRIU will read enough of the image ``name`` one page at a time that lzfs should
+    serve it through the page cache. ``read`` gives a sibling image's bytes (None if there is
+    none). Anything missing or malformed means no: direct_io is the default."""
+    m = _PAGES.fullmatch(name)
+    if m is None:
+        return False
+    try:
+        data = await read("pstree.img")
+        if data is None:
+            return False
+        tree = parse_pstree(data, "pstree.img")
+        pagemaps = {}
+        for pid, _ in tree:
+            data = await read(f"pagemap-{pid}.img")
+            if data is not None:
+                pagemaps[pid] = parse_pagemap(data, f"pagemap-{pid}.img")
+        task = task_of_pages(tree, pagemaps, int(m[1]))
+        if task is None:
+            return False
+        pid, ppid = task
+        child, parent = await read(f"mm-{pid}.img"), await read(f"mm-{ppid}.img")
+        if child is None or parent is None:
+            return False
+        share = inherited_share(parse_mm_task(child, f"mm-{pid}.img"),
+                                parse_mm_task(parent, f"mm-{ppid}.img"), pagemaps[pid])
+    except ImageFormatError:
+        return False
+    return share >= PAGE_CACHE_SHARE
