@@ -461,15 +461,18 @@ class LzfsOperations(pyfuse3.Operations):
             if not node.is_reg:
                 raise FsError(errno.EINVAL)
             fm = self._filemap(inode)
+            fm.opens += 1  # before any await: an idle FileMap may be dropped meanwhile
             writable = (flags & os.O_ACCMODE) != os.O_RDONLY
-            if flags & os.O_TRUNC and writable:
-                await fm.truncate(0)
-                self.ns.set_attrs(inode, mtime_ns=now_ns(), ctime_ns=now_ns())
-            fm.opens += 1  # before the await: an idle FileMap may be dropped meanwhile
             try:
+                if flags & os.O_TRUNC and writable:
+                    await fm.truncate(0)
+                    self.ns.set_attrs(inode, mtime_ns=now_ns(), ctime_ns=now_ns())
                 page_cache = not writable and await self._read_page_by_page(inode)
             except BaseException:
                 fm.opens -= 1
+                if fm.opens == 0:
+                    self._drop_idle(inode)
+                    self._maybe_purge(inode)
                 raise
             return self._file_info(self._new_fh(Handle(inode, writable)), writable, page_cache)
 
@@ -494,7 +497,7 @@ class LzfsOperations(pyfuse3.Operations):
         parent, name = entry
         loaded: list[int] = []
 
-        async def sibling(n: str) -> bytes | None:
+        async def sibling(n: str, limit: int | None = None) -> bytes | None:
             try:
                 i = self.ns.lookup(parent, n.encode())
                 node = self.ns.get(i)
@@ -504,11 +507,13 @@ class LzfsOperations(pyfuse3.Operations):
                 return None
             if i not in self.files:
                 loaded.append(i)
-            return bytes(await self._filemap(i).read(0, node.size))
+            size = node.size if limit is None else min(node.size, limit)
+            return bytes(await self._filemap(i).read(0, size))
 
         try:
             return await read_page_by_page(name, sibling)
-        except (CorruptDataError, OSError) as exc:  # unreadable images: the default way
+        except Exception as exc:  # noqa: BLE001 - any failure (damaged or remote images,
+            # the database) costs speed only, never the open itself
             log.warning("%s: cannot tell how CRIU will read it (%s); using direct_io",
                         self.ns.path_of(ino), exc)
             return False

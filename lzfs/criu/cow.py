@@ -29,6 +29,7 @@ from .images import (
     VMA_FILE_PRIVATE,
     Pagemap,
     Vma,
+    pagemap_pages_id,
     parse_mm_task,
     parse_pagemap,
     parse_pstree,
@@ -41,13 +42,14 @@ _MAP_ANONYMOUS = 0x20
 _MAP_HUGETLB = 0x40000
 
 
-def task_of_pages(pstree: list[tuple[int, int]], pagemaps: dict[int, Pagemap],
+def task_of_pages(pstree: list[tuple[int, int]], pages_ids: dict[int, int],
                   pages_id: int) -> tuple[int, int] | None:
-    """(pid, parent pid) of the task whose pagemap names pages-``pages_id``.img, if that task
-    has its parent in the dump (only then can it share pages with it)."""
+    """(pid, parent pid) of the task whose pagemap names pages-``pages_id``.img (``pages_ids``
+    maps pid -> the pages id its pagemap names), if that task has its parent in the dump (only
+    then can it share pages with it)."""
     parents = dict(pstree)
-    for pid, pm in pagemaps.items():
-        if pm.pages_id == pages_id and pid in parents:
+    for pid, pid_pages in pages_ids.items():
+        if pid_pages == pages_id and pid in parents:
             ppid = parents[pid]
             return (pid, ppid) if ppid in parents else None
     return None
@@ -79,24 +81,32 @@ def inherited_share(child: tuple[int, list[Vma]], parent: tuple[int, list[Vma]],
     by_start = {v.start: v for v in pvmas}
     ranges = sorted((v.start, v.end) for v in vmas
                     if v.start in by_start and _cow_pair(v, by_start[v.start]))
-    total = inside = 0
-    for vaddr, _, length in pagemap.page_runs():
-        total += length
-        end = vaddr + length
-        for lo, hi in ranges:  # few mappings: a linear scan is fine
-            if hi > vaddr and lo < end:
-                inside += min(hi, end) - max(lo, vaddr)
+    runs = sorted((vaddr, vaddr + length) for vaddr, _, length in pagemap.page_runs())
+    total = sum(hi - lo for lo, hi in runs)
+    inside, i = 0, 0
+    for lo, hi in runs:  # both sorted, mappings never overlap: one sweep
+        while i < len(ranges) and ranges[i][1] <= lo:
+            i += 1
+        j = i
+        while j < len(ranges) and ranges[j][0] < hi:
+            inside += min(hi, ranges[j][1]) - max(lo, ranges[j][0])
+            j += 1
     return inside / total if total else 0.0
 
 
 _PAGES = re.compile(rb"pages-(\d+)\.img")
 
 
-async def read_page_by_page(name: bytes, read: Callable[[str], Awaitable[bytes | None]]
-                            ) -> bool:
+HEAD_BYTES = 4096  # a pagemap's head entry (its pages id) is in its first few bytes
+
+
+async def read_page_by_page(name: bytes,
+                            read: Callable[..., Awaitable[bytes | None]]) -> bool:
     """Whether CRIU will read enough of the image ``name`` one page at a time that lzfs should
-    serve it through the page cache. ``read`` gives a sibling image's bytes (None if there is
-    none). Anything missing or malformed means no: direct_io is the default."""
+    serve it through the page cache. ``read(name, limit=None)`` gives (a prefix of) a sibling
+    image's bytes, None if there is none. Anything missing or malformed means no: direct_io
+    is the default. Only the heads of the other tasks' pagemaps are read, and one task's
+    pagemap and two mm images are parsed whole, so a restore of many tasks stays cheap."""
     m = _PAGES.fullmatch(name)
     if m is None:
         return False
@@ -105,20 +115,22 @@ async def read_page_by_page(name: bytes, read: Callable[[str], Awaitable[bytes |
         if data is None:
             return False
         tree = parse_pstree(data, "pstree.img")
-        pagemaps = {}
+        pages_ids = {}
         for pid, _ in tree:
-            data = await read(f"pagemap-{pid}.img")
-            if data is not None:
-                pagemaps[pid] = parse_pagemap(data, f"pagemap-{pid}.img")
-        task = task_of_pages(tree, pagemaps, int(m[1]))
+            head = await read(f"pagemap-{pid}.img", HEAD_BYTES)
+            if head is not None:
+                pages_ids[pid] = pagemap_pages_id(head, f"pagemap-{pid}.img")
+        task = task_of_pages(tree, pages_ids, int(m[1]))
         if task is None:
             return False
         pid, ppid = task
-        child, parent = await read(f"mm-{pid}.img"), await read(f"mm-{ppid}.img")
-        if child is None or parent is None:
+        pm, child, parent = (await read(f"pagemap-{pid}.img"), await read(f"mm-{pid}.img"),
+                             await read(f"mm-{ppid}.img"))
+        if pm is None or child is None or parent is None:
             return False
         share = inherited_share(parse_mm_task(child, f"mm-{pid}.img"),
-                                parse_mm_task(parent, f"mm-{ppid}.img"), pagemaps[pid])
+                                parse_mm_task(parent, f"mm-{ppid}.img"),
+                                parse_pagemap(pm, f"pagemap-{pid}.img"))
     except ImageFormatError:
         return False
     return share >= PAGE_CACHE_SHARE

@@ -104,8 +104,10 @@ def decode(kind: str, payload: bytes, what: str = "image"):
     return msg
 
 
-def entries(data: bytes, magic: int, what: str = "image") -> list[bytes]:
-    """Split a protobuf image into its entries' payloads, checking the magics."""
+def entries(data: bytes, magic: int, what: str = "image", first_only: bool = False
+            ) -> list[bytes]:
+    """Split a protobuf image into its entries' payloads, checking the magics. With
+    ``first_only``, ``data`` may be a prefix of the image: only the first entry is taken."""
     if len(data) < 8:
         raise ImageFormatError(f"{what}: {len(data)} bytes is too short for an image header")
     first, second = struct.unpack_from("<II", data)
@@ -127,6 +129,8 @@ def entries(data: bytes, magic: int, what: str = "image") -> list[bytes]:
                 f"{what}: entry at offset {pos - 4} claims {size} bytes, {n - pos} are left")
         out.append(data[pos:pos + size])
         pos += size
+        if first_only:
+            break
     return out
 
 
@@ -155,6 +159,15 @@ class Pagemap:
                 runs.append((e.vaddr, off, e.nr_pages * PAGE))
                 off += e.nr_pages * PAGE
         return runs
+
+
+def pagemap_pages_id(data: bytes, what: str = "pagemap") -> int:
+    """The pages image a pagemap names, from its head entry alone (a prefix of the file
+    holding the head is enough)."""
+    items = entries(data, PAGEMAP_MAGIC, what, first_only=True)
+    if not items:
+        raise ImageFormatError(f"{what}: no pagemap head")
+    return decode("pagemap_head", items[0], what).pages_id
 
 
 def parse_pagemap(data: bytes, what: str = "pagemap") -> Pagemap:

@@ -146,6 +146,15 @@ class Workload:
         except OSError:
             return False
 
+    def _is_ours(self, pid: int) -> bool:
+        """Still this workload (its command line survives a CRIU restore), not a process that
+        got the pid after ours exited."""
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return b"lzfs.testing.workload" in cmd and str(self.ctl).encode() in cmd
+
     def any_alive(self) -> bool:
         return any(self.alive(p) for p in (self.pid, *self.children))
 
@@ -164,7 +173,7 @@ class Workload:
         (self.ctl / "stop").write_text("")
         self.wait_gone(10)
         for pid in (self.pid, *self.children):
-            if self.alive(pid):
+            if self.alive(pid) and self._is_ours(pid):
                 os.kill(pid, 9)
         self.wait_gone(10)
         (self.ctl / "stop").unlink(missing_ok=True)  # a later restore of it must run on

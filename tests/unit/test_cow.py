@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from lzfs.criu import cow
@@ -38,8 +39,9 @@ def _images(child_vmas, child_exe: int = 7) -> dict[str, bytes]:
 
 
 def _decide(imgs: dict[str, bytes], name: bytes) -> bool:
-    async def read(n: str) -> bytes | None:
-        return imgs.get(n)
+    async def read(n: str, limit: int | None = None) -> bytes | None:
+        data = imgs.get(n)
+        return data if data is None or limit is None else data[:limit]
     return trio.run(cow.read_page_by_page, name, read)
 
 
@@ -65,6 +67,62 @@ def test_no_sharing_when_the_child_exec_d_or_its_mappings_differ() -> None:
     shared = [(0x10000000, 0x10000000 + 64 * MiB, I.VMA_AREA_REGULAR | I.VMA_ANON_SHARED,
                ANON), FORKED[1]]
     assert not _decide(_images(shared), b"pages-2.img")  # shared memory is not COW
+
+
+FILE_PRIV = I.VMA_AREA_REGULAR | I.VMA_FILE_PRIVATE
+
+
+def _parent_child(parent_vma: tuple, child_vma: tuple) -> dict[str, bytes]:
+    """Like _images, with the one shared mapping given for each side."""
+    imgs = _images([child_vma, FORKED[1]])
+    imgs["mm-10.img"] = _mm(7, [parent_vma])
+    return imgs
+
+
+@pytest.mark.parametrize("parent_vma, child_vma, shared", [
+    # the same private anonymous mapping: inherited
+    ((0x10000000, 0x14000000, PRIV, ANON), (0x10000000, 0x14000000, PRIV, ANON), True),
+    # hugetlb on either side is never COW-restored page by page
+    ((0x10000000, 0x14000000, PRIV, ANON | 0x40000), (0x10000000, 0x14000000, PRIV, ANON),
+     False),
+    # grows-down on one side only
+    ((0x10000000, 0x14000000, PRIV, ANON | 0x100), (0x10000000, 0x14000000, PRIV, ANON),
+     False),
+    # the parent's mapping is shared memory, not private
+    ((0x10000000, 0x14000000, I.VMA_AREA_REGULAR | I.VMA_ANON_SHARED, ANON),
+     (0x10000000, 0x14000000, PRIV, ANON), False),
+])
+def test_the_inherited_mapping_rule_is_criu_s(parent_vma, child_vma, shared) -> None:
+    assert _decide(_parent_child(parent_vma, child_vma), b"pages-2.img") is shared
+
+
+def test_file_backed_private_mappings_are_inherited_only_from_the_same_file() -> None:
+    def vma(shmid: int) -> dict:
+        return {"start": 0x10000000, "end": 0x14000000, "status": FILE_PRIV, "flags": 0x02,
+                "shmid": shmid}
+    imgs = _images(FORKED)
+    for child_file, shared in ((5, True), (6, False)):
+        imgs["mm-10.img"] = criu_image(I.MM_MAGIC, [("mm_entry", {"exe_file_id": 7,
+                                                                  "vmas": [vma(5)]})])
+        imgs["mm-11.img"] = criu_image(I.MM_MAGIC, [("mm_entry", {"exe_file_id": 7, "vmas": [
+            vma(child_file), {"start": 0x40000000, "end": 0x41000000, "status": PRIV,
+                              "flags": ANON}]})])
+        assert _decide(imgs, b"pages-2.img") is shared
+
+
+def test_the_share_counts_each_stored_page_once_across_runs_and_mappings() -> None:
+    # inherited: [16, 32) and [48, 64) MiB; stored runs: [0, 24), [30, 50), [60, 70) MiB
+    vmas = [I.Vma(a * MiB, b * MiB, PRIV, 0, ANON) for a, b in ((16, 32), (48, 64))]
+    runs = [(0, 24), (30, 50), (60, 70)]
+    pm = I.parse_pagemap(_pagemap(2, [(a * MiB, (b - a) * MiB // I.PAGE) for a, b in runs]))
+    share = cow.inherited_share((7, vmas), (7, vmas), pm)
+    assert share == (8 + 2 + 2 + 4) / (24 + 20 + 10)
+
+
+def test_a_pagemap_head_is_read_from_a_prefix() -> None:
+    big = _pagemap(9, [(i * 0x2000, 1) for i in range(5000)])
+    assert len(big) > cow.HEAD_BYTES
+    assert I.pagemap_pages_id(big[:cow.HEAD_BYTES]) == 9
 
 
 def test_a_small_inherited_part_keeps_direct_io() -> None:

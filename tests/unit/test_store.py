@@ -403,3 +403,31 @@ def test_pack_new_frames_blocks_with_and_without_gaps_between_them(store_path, k
             assert raw[ref.foff:ref.foff + c.length] == buf[c.start:c.start + c.length]
     finally:
         store.close(commit=False)
+
+
+def test_a_short_pwritev_is_finished_and_the_record_reads_back(store_path, monkeypatch):
+    """pwritev may write less than asked (a signal, a size limit): the rest of the record
+    must follow at the right offset, or the frame would fail its checksum."""
+    from lzfs.codec import block_hash
+    from lzfs.store import Cut
+    from lzfs.store import packs as packs_mod
+
+    real = os.pwritev
+    calls = []
+
+    def short(fd, buffers, offset):
+        calls.append(sum(len(b) for b in buffers))
+        data = b"".join(bytes(b) for b in buffers)
+        return real(fd, [data[:len(data) // 3]], offset)  # a third only
+
+    monkeypatch.setattr(packs_mod.os, "pwritev", short)
+    store = Store(store_path)
+    try:
+        buf = os.urandom(40960)
+        cut = Cut(0, len(buf), block_hash(buf, store.seed))
+        refs = store.register(store.pack_new(buf, [cut]))
+        assert calls, "the pack write went around pwritev"
+        ref = refs[cut.hash]
+        assert store.read_frame(store.frame_loc(ref.frame))[:len(buf)] == buf
+    finally:
+        store.close(commit=False)
