@@ -100,8 +100,8 @@ class Namespace:
         return row[0]
 
     def parent_of(self, ino: int) -> int:
-        row = self.db.execute("SELECT parent FROM dentries WHERE ino=? LIMIT 1", (ino,)).fetchone()
-        return row[0] if row else ROOT_INODE
+        entry = self.dentry_of(ino)
+        return entry[0] if entry else ROOT_INODE
 
     def path_of(self, ino: int) -> str:
         return path_of(self.db, ino)

@@ -36,6 +36,8 @@ from .images import (
 )
 
 PAGE_CACHE_SHARE = 0.2
+HEAD_BYTES = 4096  # a pagemap's head entry (its pages id) is in its first few bytes
+_PAGES = re.compile(rb"pages-(\d+)\.img")
 
 _MAP_GROWSDOWN = 0x100
 _MAP_ANONYMOUS = 0x20
@@ -92,12 +94,6 @@ def inherited_share(child: tuple[int, list[Vma]], parent: tuple[int, list[Vma]],
             inside += min(hi, ranges[j][1]) - max(lo, ranges[j][0])
             j += 1
     return inside / total if total else 0.0
-
-
-_PAGES = re.compile(rb"pages-(\d+)\.img")
-
-
-HEAD_BYTES = 4096  # a pagemap's head entry (its pages id) is in its first few bytes
 
 
 async def read_page_by_page(name: bytes,

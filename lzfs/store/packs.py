@@ -1,10 +1,10 @@
 """Append-only pack files holding frame records.
 
 A pack starts with a 16-byte header (``LZFSPACK``, u32 version, u32 pack id) followed by frame
-records back to back (codec.encode_frame). Records are only ever appended; the database says
-how much of each pack is committed, and anything past that is a tail written by a daemon that
-died before its commit: `recover()` cuts it off. Space is given back by gc punching holes over
-dead frames (the file keeps its size and offsets, so no frame ever moves).
+records back to back (codec.encode_frame_parts). Records are only ever appended; the database
+says how much of each pack is committed, and anything past that is a tail written by a daemon
+that died before its commit: `recover()` cuts it off. Space is given back by gc punching holes
+over dead frames (the file keeps its size and offsets, so no frame ever moves).
 
 Appends come from worker threads (compression runs off the trio thread) and are serialised by a
 lock; reads use pread on shared descriptors and need no lock.

@@ -16,9 +16,10 @@ that sits in the page cache has not finished. Every figure is also given as a ra
 ``plain`` of the same storage setting. Every method runs ``--rounds`` times, the methods
 interleaved round by round; times are medians, and a ratio is the median of each round's ratio
 to ``plain`` of that same round (figures on a small shared machine swing by 2x between runs of
-the same command; paired, interleaved ratios are what stays put). Results: a table on stdout, JSON and a PNG chart in
---out. Beside it, a FUSE micro-benchmark reads one pages file sequentially (O_DIRECT, 1 MiB)
-and at random (4 KiB) through the mount and from the plain directory.
+the same command; paired, interleaved ratios are what stays put). Results: a table on stdout,
+JSON and a PNG chart in --out. Beside it, a FUSE micro-benchmark reads one pages file
+sequentially (O_DIRECT, 1 MiB) and at random (4 KiB) through the mount and from the plain
+directory.
 """
 
 from __future__ import annotations
