@@ -109,8 +109,8 @@ def cmd_stats(args: argparse.Namespace) -> None:
         ("logical size", human(st.logical)), ("zero pages / holes", human(st.zero)),
         ("referenced data", human(st.referenced)),
         ("after dedup", human(st.unique)), ("after compression", human(st.stored)),
-        ("overall ratio", f"{ratio:.2f}x"), ("blocks / frames", f"{st.blocks} / {st.frames}"),
-        ("unreferenced blocks", f"{st.garbage_blocks} (lzfs gc removes them)"),
+        ("overall ratio", f"{ratio:.2f}x"), ("pages / frames", f"{st.pages} / {st.frames}"),
+        ("unreferenced frames", f"{st.garbage_frames} (lzfs gc removes them)"),
         ("pack files on disk", human(st.pack_bytes)),
     ]
     width = max(len(k) for k, _ in rows)
@@ -251,7 +251,7 @@ def cmd_gc(args: argparse.Namespace) -> None:
         removed, freed = store.gc()
     finally:
         store.close()
-    print(f"removed {removed} unreferenced blocks, gave back {human(freed)}")
+    print(f"removed {removed} unreferenced frames, gave back {human(freed)}")
 
 
 FSCK_FAILED = 8  # fsck(8)'s "operational error": it could not check

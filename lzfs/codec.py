@@ -47,12 +47,7 @@ def block_hash(data: bytes | memoryview, seed: int = 0) -> bytes:
     return xxhash.xxh3_128_digest(data, seed)
 
 
-def page_fingerprint(page: bytes | memoryview) -> int:
-    """A 64-bit hash of one page, used only to choose cut points (not for identity)."""
-    return xxhash.xxh3_64_intdigest(page)
-
-
-def payload_checksum(payload: bytes | memoryview) -> int:
+def payload_checksum(payload: bytes | bytearray | memoryview) -> int:
     return xxhash.xxh3_64_intdigest(payload)
 
 
@@ -130,8 +125,8 @@ def encode_frame(blocks: list[tuple[bytes, bytes]]) -> tuple[FrameHeader, bytes]
     return head, b"".join(parts)
 
 
-def encode_frame_parts(raw: bytes | memoryview, table: list[tuple[int, bytes]]
-                       ) -> tuple[FrameHeader, tuple[bytes, bytes | memoryview]]:
+def encode_frame_parts(raw: bytes | bytearray | memoryview, table: list[tuple[int, bytes]]
+                       ) -> tuple[FrameHeader, tuple[bytes, bytes | bytearray | memoryview]]:
     """One frame record as (header and block table, payload), not joined: the write path
     hands both to one ``pwritev``, and an incompressible frame's payload is ``raw`` itself,
     so a frame of weights is never copied between the request buffer and the pack file.
@@ -184,10 +179,6 @@ def parse_frame_header(buf: bytes | memoryview) -> FrameHeader:
     if sum(n for n, _ in blocks) != raw_len:
         raise CorruptDataError("frame block table does not add up to its raw length")
     return FrameHeader(codec, raw_len, stored_len, checksum, blocks)
-
-
-def frame_header_len(count: int) -> int:
-    return _FRAME_HEAD.size + count * _FRAME_ENTRY.size
 
 
 def decode_frame(record: bytes, seed: int = 0) -> tuple[FrameHeader, bytes]:

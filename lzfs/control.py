@@ -72,8 +72,8 @@ class ControlTree:
             f"zero pages / holes  {human(st['zero'])}",
             f"after dedup         {human(st['unique'])}",
             f"after compression   {human(st['stored'])}  ({ratio:.2f}x overall)",
-            f"blocks / frames     {st['blocks']} / {st['frames']}",
-            f"unreferenced blocks {st['garbage_blocks']}",
+            f"pages / frames      {st['pages']} / {st['frames']}",
+            f"unreferenced frames {st['garbage_frames']}",
             f"pack files on disk  {human(st['pack_bytes'])}",
             f"frame cache         {human(st['cache']['bytes'])} of {human(st['cache']['budget'])},"
             f" {st['cache']['hits']} hits, {st['cache']['misses']} misses,"

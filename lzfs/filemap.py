@@ -1,13 +1,15 @@
-"""One file's bytes: its block map (extents), a pending tail being written, and how the two
-change on write, truncate and flush.
+"""One file's bytes: its block map (runs of frames), a pending tail being written, and how the
+two change on write, truncate and flush.
 
 Appends (every image CRIU writes) are buffered in ``_pend`` and returned at once; a background
-encoder cuts, hashes, compresses and stores complete blocks while the writer goes on, so
+encoder hashes, dedups, compresses and stores whole pages while the writer goes on, so
 compression overlaps the FUSE request path instead of adding to it. Memory stays bounded: the
 writer waits when more than ``MAX_PENDING`` bytes are queued. Any other write (an overwrite, a
-write into a hole) first drains the queue, then rewrites the affected blocks.
+write into a hole) first drains the queue, then stores the pages it touches again.
 
-Durability contract: the inode's stored size only ever covers bytes that are in extents, so a
+The runs themselves are read and written only through ``store.maps`` (store/blockmap.py).
+
+Durability contract: the inode's stored size only ever covers bytes that are in runs, so a
 crash between commits leaves a shorter file, never a file whose tail reads as zeros that were
 never written.
 """
@@ -16,37 +18,25 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
-from collections import Counter
 from collections.abc import Callable
-from typing import NamedTuple
 
 import trio
 
 from .codec import PAGE
-from .errors import CorruptDataError
 from .prefetch import FrameCache, Readahead
-from .store import BlockRef, Store
+from .store import Run, Store
 
 log = logging.getLogger(__name__)
 
 BATCH = 4 << 20        # encode once this much is pending
 MAX_PENDING = 16 << 20  # writers wait beyond this
 
-
-class Ext(NamedTuple):
-    off: int
-    len: int
-    block: int
-    frame: int
-    foff: int
-
-
 PersistFn = Callable[[int, int, int], None]  # (ino, size, stored bytes)
 
 
 class FileMap:
     def __init__(self, ino: int, size: int, store: Store, cache: FrameCache,
-                 exts: list[Ext], persist: PersistFn, gate: trio.Lock | None = None) -> None:
+                 exts: list[Run], persist: PersistFn) -> None:
         self.ino = ino
         self.size = size
         self.store = store
@@ -54,7 +44,6 @@ class FileMap:
         self.exts = exts
         self.offs = [e.off for e in exts]
         self._persist = persist
-        self._gate = gate if gate is not None else trio.Lock()
         self._pend: list[bytes] = []
         self._pend_len = 0
         self._pend_off = size
@@ -64,36 +53,23 @@ class FileMap:
         self._idle.set()
         self._progress = trio.Event()
         self._error: BaseException | None = None
-        # bytes to hand to one non-final encode: enough that it always holds a cut point (a
-        # block is at most max_pages pages, plus an unaligned head)
-        self._batch = BATCH + (store.chunker.max_pages + 1) * PAGE
-        self._uses: Counter[int] = Counter(e.block for e in exts)
-        self.stored = sum(self._share(e) for e in {e.block: e for e in exts}.values())
+        # bytes to hand to one non-final encode: enough that it always holds a whole page
+        self._batch = BATCH + PAGE
+        self._cover = store.maps.coverage(exts)
         self.nursery: trio.Nursery | None = None
         self.opens = 0
 
     @classmethod
     def load(cls, ino: int, size: int, store: Store, cache: FrameCache,
-             persist: PersistFn, gate: trio.Lock | None = None) -> FileMap:
-        # LEFT JOIN: an extent whose block row is gone must read as EIO (frame -1 is in no
-        # table), never vanish and read as zeros
-        rows = store.db.execute(
-            "SELECT e.off, e.len, e.block, COALESCE(b.frame, -1), COALESCE(b.foff, 0) "
-            "FROM extents e LEFT JOIN blocks b ON b.id = e.block WHERE e.ino=? ORDER BY e.off",
-            (ino,)).fetchall()
-        return cls(ino, size, store, cache, [Ext(*r) for r in rows], persist, gate)
+             persist: PersistFn) -> FileMap:
+        return cls(ino, size, store, cache, store.maps.load(ino), persist)
 
-    # ---- figures ---------------------------------------------------------------------------
+    # ---- figures ----------------------------------------------------------------------------
 
-    def _share(self, e: Ext) -> float:
-        """The compressed bytes of ``e``'s block. A block the file holds several times (a page
-        repeated across a pages image) is stored once, so it is counted once: st_blocks, and so
-        ``du``, agree with the getfattr figures (Store.file_figures)."""
-        try:
-            loc = self.store.frame_loc(e.frame)
-        except CorruptDataError:  # a block lost to damage (fsck): it takes no space
-            return 0.0
-        return e.len * loc.rlen / loc.raw if loc.raw else 0.0
+    @property
+    def stored(self) -> float:
+        """Compressed bytes of the pages it holds, each page once (st_blocks, du)."""
+        return self._cover.stored
 
     @property
     def pending_bytes(self) -> int:
@@ -219,9 +195,9 @@ class FileMap:
         try:
             while self._pend_len >= self._batch and self._error is None:
                 if not await self._encode_pending(final=False):
-                    break  # no cut point yet (cannot happen past _batch, but never spin)
+                    break  # no whole page yet (cannot happen past _batch, but never spin)
                 self._progress.set()
-        except Exception as exc:  # reported to the writer at its next write/flush
+        except Exception as exc:  # noqa: BLE001 - reported to the writer at its next write
             log.error("inode %d: storing data at offset %d failed: %s", self.ino,
                       self._pend_off, exc)
             self._error = exc
@@ -255,41 +231,30 @@ class FileMap:
             consumed += await self._encode_pending(final=True)
         return consumed
 
-    async def _ingest(self, buf: bytes, base: int, final: bool) -> tuple[list[Ext], int]:
-        store = self.store
-        cuts, consumed = await trio.to_thread.run_sync(store.prepare, buf, base, final)
-        refs = store.resolve([c.hash for c in cuts if c.hash])
-        store.pin(r.id for r in refs.values())  # gc must not take them before _add_exts
-        try:
-            new = store.new_blocks(cuts, refs)
-            if new:
-                frames = await trio.to_thread.run_sync(store.pack_new, buf, new)
-                async with self._gate:  # not while a commit is syncing packs (fs.commit)
-                    fresh = store.register(frames)
-                store.pin(r.id for r in fresh.values())
-                refs.update(fresh)
-        finally:
-            # Callers record the extents (incref) right after this returns, with no
-            # checkpoint in between, so gc (which runs on this thread) cannot slip in.
-            store.unpin(r.id for r in refs.values())
-        exts = []
-        for c in cuts:
-            if c.hash:
-                r: BlockRef = refs[c.hash]
-                exts.append(Ext(base + c.start, c.length, r.id, r.frame, r.foff))
-        return exts, consumed
+    async def _ingest(self, buf: bytes | bytearray, base: int, final: bool
+                      ) -> tuple[list[Run], int]:
+        return await self.store.ingest(buf, base, final)
 
-    def _add_exts(self, new: list[Ext]) -> None:
-        """Insert extents (which must not overlap existing ones) and count their references."""
+    def _add_exts(self, new: list[Run]) -> None:
+        """Insert runs (which must not overlap existing ones) through the block maps. A first
+        run that continues the file's last one (same frame, next bytes: a file written again
+        with pages that were stored in order) extends it instead of adding a row."""
         if not new:
             return
-        self.store.incref([e.block for e in new])
-        self.store.db.executemany("INSERT INTO extents(ino, off, len, block) VALUES (?,?,?,?)",
-                                  [(self.ino, e.off, e.len, e.block) for e in new])
-        for e in new:
-            self._uses[e.block] += 1
-            if self._uses[e.block] == 1:
-                self.stored += self._share(e)
+        maps = self.store.maps
+        if self.exts and new[0].off >= self.exts[-1].off:
+            last = self.exts[-1]
+            first = new[0]
+            if (last.frame == first.frame and last.end == first.off
+                    and last.foff + last.len == first.foff):
+                maps.extend(self.ino, last, last.len + first.len)
+                self._cover.add([first])
+                self.exts[-1] = Run(last.off, last.len + first.len, last.frame, last.foff)
+                new = new[1:]
+                if not new:
+                    return
+        maps.insert(self.ino, new)
+        self._cover.add(new)
         if not self.exts or new[0].off >= self.exts[-1].off:
             self.exts.extend(new)
             self.offs.extend(e.off for e in new)
@@ -299,20 +264,28 @@ class FileMap:
             self.offs = [e.off for e in merged]
 
     def _remove_exts(self, lo: int, hi: int) -> None:
-        """Drop the extents with index in [lo, hi) and their references."""
+        """Drop the runs with index in [lo, hi) and their references."""
         gone = self.exts[lo:hi]
         if not gone:
             return
-        self.store.decref([e.block for e in gone])
-        self.store.db.executemany("DELETE FROM extents WHERE ino=? AND off=?",
-                                  [(self.ino, e.off) for e in gone])
-        for e in gone:
-            self._uses[e.block] -= 1
-            if not self._uses[e.block]:
-                del self._uses[e.block]
-                self.stored -= self._share(e)
+        self.store.maps.delete(self.ino, gone)
+        self._cover.remove(gone)
         del self.exts[lo:hi]
         del self.offs[lo:hi]
+
+    def _split_at(self, pos: int) -> None:
+        """Make ``pos`` a run boundary: a run across it becomes two runs of its frame."""
+        i = bisect_right(self.offs, pos) - 1
+        if i < 0:
+            return
+        r = self.exts[i]
+        if not r.off < pos < r.end:
+            return
+        k = pos - r.off
+        head = Run(r.off, k, r.frame, r.foff)
+        tail = Run(pos, r.len - k, r.frame, r.foff + k)
+        self._remove_exts(i, i + 1)
+        self._add_exts([head, tail])
 
     async def _drain(self) -> None:
         """Wait for the encoder, then store everything pending (with a final cut)."""
@@ -323,20 +296,19 @@ class FileMap:
             await self._encode_pending(final=True)
 
     async def _rewrite(self, off: int, data: bytes) -> None:
-        """Overwrite inside the stored extents: re-cut the blocks the write touches."""
+        """Overwrite inside the stored runs: the pages the write touches are stored again,
+        the runs around them are cut at those pages and keep their frames."""
         end = off + len(data)
-        i = max(bisect_right(self.offs, off) - 1, 0)
-        if i < len(self.exts) and self.exts[i].off + self.exts[i].len <= off:
-            i += 1
-        j = i
-        while j < len(self.exts) and self.exts[j].off < end:
-            j += 1
-        lo = min(off, self.exts[i].off) if i < j else off
-        hi = max(end, self.exts[j - 1].off + self.exts[j - 1].len) if i < j else end
+        lo = off - off % PAGE
+        hi = min(-(-end // PAGE) * PAGE, max(self.size, end))
         buf = bytearray(await self.read(lo, max(0, min(hi, self.size) - lo)))
         buf.extend(bytes(hi - lo - len(buf)))
         buf[off - lo:end - lo] = data
-        new, _ = await self._ingest(bytes(buf), lo, True)
+        new, _ = await self._ingest(buf, lo, True)
+        self._split_at(lo)
+        self._split_at(hi)
+        i = bisect_right(self.offs, lo - 1) if lo > 0 else 0
+        j = bisect_right(self.offs, hi - 1) if hi > 0 else 0
         self._remove_exts(i, j)
         self._add_exts(new)
 
@@ -344,16 +316,9 @@ class FileMap:
         async with self._lock:
             await self._drain()
             if size < self.size:
+                self._split_at(size)
                 i = bisect_right(self.offs, size - 1) if size > 0 else 0
-                # i = first extent starting at or after size; the one before may straddle it
-                if i > 0 and self.exts[i - 1].off + self.exts[i - 1].len > size:
-                    e = self.exts[i - 1]
-                    head = bytes(await self.read(e.off, size - e.off))
-                    self._remove_exts(i - 1, len(self.exts))
-                    new, _ = await self._ingest(head, e.off, True)
-                    self._add_exts(new)
-                else:
-                    self._remove_exts(i, len(self.exts))
+                self._remove_exts(i, len(self.exts))
             self.size = size
             self._pend_off = max(self._pend_off, size) if self._pend_len else size
             self._persist_now()
@@ -363,13 +328,6 @@ class FileMap:
         async with self._lock:
             await self._drain()
             self._persist_now()
-
-    async def release_all(self) -> None:
-        """The file is deleted: drop every extent."""
-        async with self._lock:
-            await self._drain()
-            self._remove_exts(0, len(self.exts))
-            self.size = 0
 
     def _persist_now(self) -> None:
         covered = self.size if not self._pend_len else min(self.size, self._pend_off)

@@ -71,7 +71,7 @@ class LzfsOperations(pyfuse3.Operations):
         self.lookups: dict[int, int] = {}
         self._next_fh = 1
         self.nursery: trio.Nursery | None = None
-        self.gate = trio.Lock()  # held while committing: no frame is registered meanwhile
+        self.gate = store.gate  # held while committing: no frame is registered meanwhile
         self._committed_changes = -1
         # (op, size rounded up to a power of two) -> count: what the kernel really sends us
         self.request_sizes: Counter[tuple[str, int]] = Counter()
@@ -218,8 +218,7 @@ class LzfsOperations(pyfuse3.Operations):
         fm = self.files.get(ino)
         if fm is None:
             node = self.ns.get(ino)
-            fm = FileMap.load(ino, node.size, self.store, self.cache, self._persist_size,
-                              gate=self.gate)
+            fm = FileMap.load(ino, node.size, self.store, self.cache, self._persist_size)
             fm.nursery = self.nursery
             self.files[ino] = fm
         return fm
@@ -229,11 +228,7 @@ class LzfsOperations(pyfuse3.Operations):
 
     def _purge(self, ino: int) -> None:
         """Drop a nameless inode with no handles: its extents' references, then the row."""
-        db = self.store.db
-        db.execute("UPDATE blocks SET refs = refs - (SELECT COUNT(*) FROM extents "
-                   "WHERE ino=? AND block=blocks.id) WHERE id IN "
-                   "(SELECT block FROM extents WHERE ino=?)", (ino, ino))
-        db.execute("DELETE FROM extents WHERE ino=?", (ino,))
+        self.store.maps.purge(ino)  # wakes gc: the committer gives the space back
         self.ns.delete(ino)
         self.files.pop(ino, None)
 

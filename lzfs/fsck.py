@@ -5,23 +5,24 @@ What is checked, in order (each check trusts only what the earlier ones proved):
 1. the SQLite file itself (``PRAGMA integrity_check``);
 2. pack files against the pack table: missing, shorter than committed (frames past the end are
    lost), uncommitted tails and stray packs (left by a daemon that died; cut at next mount);
-3. every frame: read, checksum, decompress, and every block hash recomputed in the frame's
-   dedup domain, and the frame's block table against the blocks table;
-4. blocks point to frames; extents point to blocks of their own length, stay inside their
-   file and do not overlap; reference counts equal the extents naming each block;
+3. every frame: read, checksum, decompress, and every page hash recomputed in the frame's
+   dedup domain, and the frame's page table (the dedup index) against its own record;
+4. runs (extents) name frames that exist and stay inside them, stay inside their file and do
+   not overlap; each frame's reference count equals the runs naming it; the sparse index
+   names frames that exist;
 5. the tree: dentries name existing inodes under existing directories, every inode has the
    link count its names give it, every directory is reachable from the root exactly once,
    orphans (unlinked while open when the daemon stopped);
 6. snapshots: each CRIU images directory is complete (report.snapshot_problems).
 
 Problems are errors (the store is inconsistent or data is lost) or notices (normal leftovers of
-a crash or of deletes: orphans, uncommitted tails, unreferenced blocks, incomplete dumps).
+a crash or of deletes: orphans, uncommitted tails, unreferenced frames, incomplete dumps).
 ``--repair`` fixes what can be fixed without losing intact data: counts are recomputed, dangling
 rows dropped, disconnected files linked under ``/lost+found``, orphans and garbage collected,
-and blocks that failed verification are marked lost: their hash is replaced by
-DAMAGED_PREFIX + id, so no later write dedups against them (it stores a fresh copy), and
-getfattr user.lzfs.damaged and later fscks name the files that hold them. Reads of damaged
-ranges keep failing with EIO: lzfs never invents bytes. Exit status of the CLI: 0 clean,
+and frames that failed verification are marked lost (``frames.lost``) and leave the page index,
+so no later write dedups against them (it stores a fresh copy), and getfattr
+user.lzfs.damaged and later fscks name the files that hold them. Reads of damaged ranges keep
+failing with EIO: lzfs never invents bytes. Exit status of the CLI: 0 clean,
 1 errors found and all repaired, 4 errors left (data that was lost stays an error until the
 files holding it are deleted).
 """
@@ -34,12 +35,15 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .codec import decode_frame
 from .errors import CorruptDataError
 from .namespace import ROOT_INODE, Namespace, path_of
 from .report import load_tree, snapshot_problems
-from .store import DAMAGED_PREFIX, Store, layout
+from .store import Coverage, FrameShape, Run, Store, layout
+from .store.blockmap import LOST_FRAME
+from .store.index import decode_table, encode_table
 from .store.packs import PACK_HEADER, pack_name
 
 LOST_FOUND = b"lost+found"
@@ -58,7 +62,7 @@ class Problem:
 class FsckResult:
     frames: int = 0
     frame_bytes: int = 0
-    blocks: int = 0
+    pages: int = 0
     files: int = 0
     directories: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -77,7 +81,7 @@ class FsckResult:
 
     def to_json(self) -> dict:
         return {"schema": "lzfs-fsck/1", "clean": self.clean, "frames": self.frames,
-                "frame_bytes": self.frame_bytes, "blocks": self.blocks, "files": self.files,
+                "frame_bytes": self.frame_bytes, "pages": self.pages, "files": self.files,
                 "directories": self.directories,
                 "problems": [{"kind": p.kind, "message": p.message, "error": p.error}
                              for p in self.problems],
@@ -97,7 +101,7 @@ def fsck(root: str | Path, repair: bool = False, progress: Progress | None = Non
         layout.read_config(root)  # a clear error for a non-store before touching anything
         lock.acquire(record=False)
         try:
-            store = Store(root, readonly=True, exclusive=True)
+            store = Store(root, readonly=True, exclusive=True, scratch=True)
         except BaseException:
             lock.release()
             raise
@@ -116,7 +120,7 @@ def fsck(root: str | Path, repair: bool = False, progress: Progress | None = Non
                 result.remaining = result.errors
             else:
                 Repairer(store, checker, result).run()
-                # what is left, without reading every frame again: lost blocks are marked now
+                # what is left, without reading every frame again: lost frames are marked now
                 result.remaining = Checker(store, None).run(verify_frames=False).errors
         return result
     finally:
@@ -127,7 +131,7 @@ def fsck(root: str | Path, repair: bool = False, progress: Progress | None = Non
             lock.release()
 
 
-def _attach_node(store: Store) -> tuple[object | None, str | None]:
+def _attach_node(store: Store) -> tuple[Any, str | None]:
     """A node cache of an object store (docs/cluster.md) keeps frames in pack objects: attach
     the object store so they are verified too. Returns (node or None, why it could not be)."""
     from .cluster.attach import attach_readonly
@@ -145,10 +149,12 @@ class Checker:
         self.db = store.db
         self.progress = progress
         self.result = FsckResult()
-        self.bad_blocks: set[int] = set()        # blocks whose bytes are lost
-        self.refcounts: dict[int, int] = {}      # block id -> correct count, where wrong
+        self.bad_frames: set[int] = set()        # frames whose bytes are lost
+        self.refcounts: dict[int, int] = {}      # frame id -> correct count, where wrong
         self.homeless_extents: set[int] = set()  # inodes that extents name but that do not exist
-        self.blockless_extents: list[tuple[int, int, int]] = []  # (ino, off, len)
+        self.frameless_extents: list[tuple[int, int]] = []  # (ino, off) naming no frame
+        self.tables: dict[int, bytes] = {}       # frame id -> page table rebuilt from its record
+        self.stale_hooks = 0                     # index rows naming frames that are gone
         self.dangling_dentries: list[int] = []   # dentry ids
         self.nlinks: dict[int, int] = {}         # ino -> correct nlink, where wrong
         self.disconnected: list[int] = []        # inodes with names that the root cannot reach
@@ -168,7 +174,7 @@ class Checker:
         self.check_packs()
         if verify_frames:
             self.check_frames()
-        self.check_blocks_and_extents()
+        self.check_extents()
         self.check_tree()
         self.check_snapshots()
         self.check_garbage()
@@ -188,7 +194,8 @@ class Checker:
         committed = dict(self.db.execute("SELECT id, size FROM packs"))
         self.frame_ends = dict(self.db.execute(
             "SELECT pack, MAX(off + rlen) FROM frames GROUP BY pack"))
-        self.on_disk = on_disk = {}
+        self.on_disk: dict[int, int] = {}
+        on_disk = self.on_disk
         for entry in (self.store.root / layout.PACKS).iterdir():
             name = entry.name
             if name.endswith(".pack") and name[:-5].isdigit() and entry.is_file():
@@ -231,33 +238,32 @@ class Checker:
 
     def check_frames(self) -> None:
         frames = self.db.execute(
-            "SELECT id, pack, off, rlen, stored, raw, codec, seed FROM frames "
+            "SELECT id, pack, off, rlen, stored, raw, codec, seed, refs, lost, pages FROM frames "
             "ORDER BY pack, off").fetchall()
-        blocks_of: dict[int, list[tuple[int, int, int, bytes]]] = defaultdict(list)
-        for bid, frame, foff, n, h in self.db.execute(
-                "SELECT id, frame, foff, len, hash FROM blocks"):
-            blocks_of[frame].append((bid, foff, n, bytes(h)))
         total = sum(f[3] for f in frames)
         done = 0
         self.result.frames = len(frames)
         self.result.frame_bytes = total
-        live = {r[0] for r in self.db.execute("SELECT DISTINCT frame FROM blocks WHERE refs > 0")}
-        for fid, pack, off, rlen, stored, raw_len, codec, seed in frames:
-            blocks = blocks_of.get(fid, [])
+        for fid, pack, off, rlen, stored, raw_len, codec, seed, refs, lost, pages in frames:
             where = f"frame {fid} ({pack_name(pack)} at {off})"
+            if lost:  # marked by an earlier repair: counted with the damage, not again
+                self.bad_frames.add(fid)
+                continue
             why, table = self._check_frame(pack, off, rlen, stored, raw_len, codec, seed)
             if why:
-                self.bad_blocks.update(b[0] for b in blocks)
-                if fid in live:
+                self.bad_frames.add(fid)
+                if refs > 0:
                     self.problem("frame", f"{where}: {why}")
                 else:
                     self.problem("frame", f"{where}, which no file uses any more: {why} "
                                  f"('lzfs gc' drops it)", error=False)
             elif table is not None:
-                for bid in self._check_block_rows(table, blocks):
-                    self.bad_blocks.add(bid)
-                    self.problem("block", f"block {bid} is not where the table of {where} "
-                                 f"puts it (its row is damaged; its bytes cannot be trusted)")
+                self.result.pages += len(table)
+                if any(table.get(foff, (0, b""))[1] != h for foff, h in decode_table(pages)):
+                    self.tables[fid] = encode_table((foff, h) for foff, (_, h) in sorted(
+                        table.items()))
+                    self.problem("index", f"the page table of {where} disagrees with its "
+                                 f"record (dedup could name wrong pages)")
             done += rlen
             if self.progress:
                 self.progress(done, total)
@@ -268,7 +274,7 @@ class Checker:
     def _check_frame(self, pack: int, off: int, rlen: int, stored: int, raw_len: int,
                      codec: int, seed: int
                      ) -> tuple[str | None, dict[int, tuple[int, bytes]] | None]:
-        """(why the frame record is bad or None, its block table by offset or None when it
+        """(why the frame record is bad or None, its page table by offset or None when it
         was not read: bad, or kept only in an object store that is not attached)."""
         if pack not in self.on_disk and pack in self.remote_packs:
             if self.store.packs.remote is None:
@@ -290,69 +296,67 @@ class Checker:
             pos += n
         return None, table
 
-    @staticmethod
-    def _check_block_rows(table: dict[int, tuple[int, bytes]],
-                          blocks: list[tuple[int, int, int, bytes]]) -> list[int]:
-        """Blocks whose row (offset, length, hash) the frame's own table does not confirm;
-        blocks marked lost by an earlier repair are lost already and not counted again."""
-        return [bid for bid, foff, n, h in blocks
-                if not h.startswith(DAMAGED_PREFIX) and table.get(foff) != (n, h)]
+    # ---- 4. runs, reference counts, the index -----------------------------------------------
 
-    # ---- 4. blocks, extents, reference counts -----------------------------------------------
-
-    def check_blocks_and_extents(self) -> None:
+    def check_extents(self) -> None:
         q = self.db.execute
-        self.result.blocks = q("SELECT COUNT(*) FROM blocks").fetchone()[0]
-        for (bid,) in q("SELECT b.id FROM blocks b LEFT JOIN frames f ON f.id = b.frame "
-                        "WHERE f.id IS NULL"):
-            self.problem("block", f"block {bid} names a frame that does not exist")
-            self.bad_blocks.add(bid)
         modes = dict(q("SELECT id, mode FROM inodes"))
         sizes = dict(q("SELECT id, size FROM inodes"))
-        blens = dict(q("SELECT id, len FROM blocks"))
+        shapes = {f: (raw, lost) for f, raw, lost in q("SELECT id, raw, lost FROM frames")}
         uses: Counter[int] = Counter()
         last: dict[int, int] = {}
-        for ino, off, n, block in q("SELECT ino, off, len, block FROM extents ORDER BY ino, off"):
+        for ino, off, n, frame, foff in q(
+                "SELECT ino, off, len, frame, foff FROM extents ORDER BY ino, off"):
             if ino not in modes:
                 if ino not in self.homeless_extents:
                     self.problem("extent", f"inode {ino} has data but no inode row")
                 self.homeless_extents.add(ino)
                 continue
-            if block not in blens:
-                self.problem("extent", f"inode {ino} at {off}: block {block} does not exist")
-                self.blockless_extents.append((ino, off, n))
+            if frame not in shapes:
+                if frame != LOST_FRAME:
+                    self.problem("extent", f"inode {ino} at {off}: frame {frame} does not exist")
+                    self.frameless_extents.append((ino, off))
                 continue
-            uses[block] += 1
+            uses[frame] += 1
             if not stat.S_ISREG(modes[ino]):
                 self.problem("extent", f"inode {ino} is not a regular file but has data")
-            if n != blens[block]:
-                self.problem("extent", f"inode {ino} at {off}: extent of {n} bytes names a "
-                             f"block of {blens[block]}")
+            if n <= 0 or foff < 0 or foff + n > shapes[frame][0]:
+                self.problem("extent", f"inode {ino} at {off}: a run of {n} bytes at {foff} "
+                             f"does not fit in frame {frame} ({shapes[frame][0]} bytes)")
             if off < last.get(ino, 0):
                 self.problem("extent", f"inode {ino}: extents overlap at {off}")
             if off + n > sizes[ino]:
                 self.problem("extent", f"inode {ino}: extent at {off} ends past the file size "
                              f"{sizes[ino]}")
             last[ino] = off + n
-        for bid, refs in q("SELECT id, refs FROM blocks"):
-            if refs != uses.get(bid, 0):
-                self.refcounts[bid] = uses.get(bid, 0)
+        for fid, refs in q("SELECT id, refs FROM frames"):
+            if refs != uses.get(fid, 0):
+                self.refcounts[fid] = uses.get(fid, 0)
         if self.refcounts:
-            sample = ", ".join(f"block {b}" for b in list(self.refcounts)[:3])
-            self.problem("refcount", f"{len(self.refcounts)} blocks have a wrong reference "
+            sample = ", ".join(f"frame {f}" for f in list(self.refcounts)[:3])
+            self.problem("refcount", f"{len(self.refcounts)} frames have a wrong reference "
                          f"count ({sample}...)")
+        self.stale_hooks = q("SELECT COUNT(*) FROM hooks WHERE frame NOT IN "
+                             "(SELECT id FROM frames WHERE lost = 0)").fetchone()[0]
+        if self.stale_hooks:
+            self.problem("index", f"{self.stale_hooks} page index rows name frames that are "
+                         f"gone (ignored by writes; --repair drops them)", error=False)
         self._check_stored_figures()
 
     def _check_stored_figures(self) -> None:
-        """The stored figure an inode row keeps for st_blocks, recomputed from its blocks."""
-        want: dict[int, float] = defaultdict(float)
-        for ino, n, rlen, raw in self.db.execute(
-                "SELECT x.ino, b.len, f.rlen, f.raw FROM (SELECT DISTINCT ino, block FROM "
-                "extents) x JOIN blocks b ON b.id = x.block JOIN frames f ON f.id = b.frame"):
-            want[ino] += n * rlen / raw if raw else 0.0
+        """The stored figure an inode row keeps for st_blocks, recomputed from its runs."""
+        shapes = {f: FrameShape(rlen, raw) for f, rlen, raw in self.db.execute(
+            "SELECT id, rlen, raw FROM frames WHERE lost = 0")}
+        runs: dict[int, list[Run]] = defaultdict(list)
+        for ino, *r in self.db.execute("SELECT ino, off, len, frame, foff FROM extents"):
+            runs[ino].append(Run(*r))
         for ino, mode, have in self.db.execute("SELECT id, mode, stored FROM inodes"):
-            if stat.S_ISREG(mode) and abs(have - want.get(ino, 0.0)) > 1:
-                self.stored[ino] = int(want.get(ino, 0.0))
+            if not stat.S_ISREG(mode):
+                continue
+            cov = Coverage(shapes.get)
+            cov.add(runs.get(ino, []))
+            if abs(have - cov.stored) > 1:
+                self.stored[ino] = int(cov.stored)
         if self.stored:
             self.problem("figures", f"{len(self.stored)} files show a stale stored size "
                          f"(du, st_blocks)", error=False)
@@ -430,25 +434,22 @@ class Checker:
 
     def check_garbage(self) -> None:
         n, raw = self.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(len), 0) FROM blocks WHERE refs <= 0").fetchone()
+            "SELECT COUNT(*), COALESCE(SUM(raw), 0) FROM frames WHERE refs <= 0").fetchone()
         if n:
-            self.problem("garbage", f"{n} unreferenced blocks ({raw} bytes before compression; "
+            self.problem("garbage", f"{n} unreferenced frames ({raw} bytes before compression; "
                          f"'lzfs gc' gives their space back)", error=False)
 
     # ---- damage, by file ---------------------------------------------------------------------
 
     def locate_damage(self) -> None:
-        """Which files (and byte ranges) the bad blocks, found now or marked before, hit."""
+        """Which files (and byte ranges) the bad frames, found now or marked before, and runs
+        in no frame hit."""
         ranges: dict[int, list[tuple[int, int]]] = defaultdict(list)
-        marked = {r[0] for r in self.db.execute(
-            "SELECT id FROM blocks WHERE substr(hash, 1, ?) = ?",
-            (len(DAMAGED_PREFIX), DAMAGED_PREFIX))}
-        bad = sorted(self.bad_blocks | marked)
-        for i in range(0, len(bad), 500):
-            part = bad[i:i + 500]
-            for ino, off, n in self.db.execute(
-                    "SELECT ino, off, len FROM extents WHERE block IN "
-                    f"({','.join('?' * len(part))})", part):
+        bad = self.bad_frames | {r[0] for r in self.db.execute(
+            "SELECT id FROM frames WHERE lost = 1")}
+        known = {r[0] for r in self.db.execute("SELECT id FROM frames")}
+        for ino, off, n, frame in self.db.execute("SELECT ino, off, len, frame FROM extents"):
+            if frame in bad or frame not in known:
                 ranges[ino].append((off, n))
         for ino, rs in sorted(ranges.items()):
             self.result.damaged[path_of(self.db, ino)] = _merge(rs)
@@ -488,10 +489,10 @@ class Repairer:
         self._fix_packs()
         self._recreate_inodes()
         now = Checker(self.store, None)  # what the tree and block maps are after that
-        now.check_blocks_and_extents()
+        now.check_extents()
         now.check_tree()
-        if now.blockless_extents:
-            self._placeholders(now.blockless_extents)
+        if now.frameless_extents:
+            self._placeholders(now.frameless_extents)
         if now.dangling_dentries:
             self.db.executemany("DELETE FROM dentries WHERE id=?",
                                 [(d,) for d in now.dangling_dentries])
@@ -503,12 +504,21 @@ class Repairer:
             self._relink(now.disconnected)
         # counts last: the steps above change them
         fresh = Checker(self.store, None)
-        fresh.check_blocks_and_extents()
+        fresh.check_extents()
         fresh.check_tree()
         if fresh.refcounts:
-            self.db.executemany("UPDATE blocks SET refs=? WHERE id=?",
-                                [(n, b) for b, n in fresh.refcounts.items()])
+            self.db.executemany("UPDATE frames SET refs=? WHERE id=?",
+                                [(n, f) for f, n in fresh.refcounts.items()])
             self.did(f"set {len(fresh.refcounts)} reference counts")
+        if self.c.tables:
+            self.db.executemany("UPDATE frames SET pages=? WHERE id=?",
+                                [(t, f) for f, t in self.c.tables.items()])
+            self.did(f"rebuilt the page tables of {len(self.c.tables)} frames from their "
+                     f"records")
+        if fresh.stale_hooks:
+            self.db.execute("DELETE FROM hooks WHERE frame NOT IN "
+                            "(SELECT id FROM frames WHERE lost = 0)")
+            self.did(f"dropped {fresh.stale_hooks} page index rows naming frames that are gone")
         if fresh.nlinks:
             self.db.executemany("UPDATE inodes SET nlink=? WHERE id=?",
                                 [(n, i) for i, n in fresh.nlinks.items()])
@@ -520,15 +530,13 @@ class Repairer:
         orphans = [r[0] for r in q("SELECT id FROM inodes WHERE nlink=0")]
         if orphans:
             for ino in orphans:
-                blocks = [r[0] for r in q("SELECT block FROM extents WHERE ino=?", (ino,))]
-                self.store.decref(blocks)
-                q("DELETE FROM extents WHERE ino=?", (ino,))
+                self.store.maps.purge(ino)
                 q("DELETE FROM inodes WHERE id=?", (ino,))
             self.did(f"removed {len(orphans)} orphan inodes")
         self.store.commit()
         removed, freed = self.store.gc()
         if removed or freed:
-            self.did(f"collected {removed} unreferenced blocks, gave back {freed} bytes")
+            self.did(f"collected {removed} unreferenced frames, gave back {freed} bytes")
 
     def _recreate_inodes(self) -> None:
         """Give back an inode row to what entries or extents still name: a directory if
@@ -554,16 +562,13 @@ class Repairer:
             self.did(f"recreated {made} inodes that entries or data still named (as root's "
                       f"0600 files or 0700 directories)")
 
-    def _placeholders(self, extents: list[tuple[int, int, int]]) -> None:
-        """Extents whose block row is gone keep their place, naming a block marked lost that
-        lies in no frame: reads there fail with EIO, as lost data must, never read zeros."""
-        for ino, off, n in extents:
-            lost = DAMAGED_PREFIX + b"/" + ino.to_bytes(8, "little") + off.to_bytes(8, "little")
-            bid = self.db.execute("INSERT INTO blocks(hash, frame, foff, len, refs) "
-                                  "VALUES (?, -1, 0, ?, 0)", (lost, n)).lastrowid
-            self.db.execute("UPDATE extents SET block=? WHERE ino=? AND off=?", (bid, ino, off))
-        self.did(f"{len(extents)} extents named missing blocks: they now name blocks marked "
-                 f"lost (reads there fail with EIO)")
+    def _placeholders(self, extents: list[tuple[int, int]]) -> None:
+        """Runs whose frame row is gone keep their place, marked lost (frame -1): reads
+        there fail with EIO, as lost data must, never read zeros."""
+        self.db.executemany("UPDATE extents SET frame=? WHERE ino=? AND off=?",
+                            [(LOST_FRAME, ino, off) for ino, off in extents])
+        self.did(f"{len(extents)} runs named missing frames: they are now marked lost (reads "
+                 f"there fail with EIO)")
 
     def _fix_packs(self) -> None:
         """Make the pack table agree with what the frames need and the files hold, then cut
@@ -593,14 +598,17 @@ class Repairer:
             self.did(action)
 
     def _mark_damage(self) -> None:
-        """Mark lost blocks (renaming their hash) so that new writes store fresh copies."""
-        bad = sorted(self.c.bad_blocks)
+        """Mark frames that failed verification lost and take them out of the page index,
+        so that new writes store fresh copies of their pages."""
+        bad = sorted(self.c.bad_frames)
         n = 0
-        for b in bad:
-            n += self.db.execute("UPDATE blocks SET hash=? WHERE id=? AND length(hash) = 16",
-                                 (DAMAGED_PREFIX + b.to_bytes(16, "little"), b)).rowcount
+        for f in bad:
+            n += self.db.execute("UPDATE frames SET lost=1, pages=NULL WHERE id=? AND lost=0",
+                                 (f,)).rowcount
+            self.db.execute("DELETE FROM hooks WHERE frame=?", (f,))
+        self.store.index.clear()
         if n:
-            self.did(f"marked {n} blocks that failed verification as lost (in "
+            self.did(f"marked {n} frames that failed verification as lost (in "
                      f"{len(self.result.damaged)} files); new writes will not dedup against them")
 
     def _relink(self, inos: list[int]) -> None:

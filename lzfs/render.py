@@ -105,7 +105,7 @@ def print_fsck(result, console: Console | None = None) -> None:
     """The fsck summary: what was checked, each problem, damaged files, repairs, verdict."""
     console = console or Console(width=160, highlight=False)
     console.print(f"checked {result.frames} frames ({human(result.frame_bytes)}), "
-                  f"{result.blocks} blocks, {result.files} files, "
+                  f"{result.pages} pages, {result.files} files, "
                   f"{result.directories} directories")
     for p in result.problems:
         tag = "[red]error:[/red]" if p.error else "[yellow]notice:[/yellow]"

@@ -1,13 +1,13 @@
 """Dedup accounting: what each snapshot (or file, or memory region) costs and shares.
 
-Every live block lands in exactly one bucket per snapshot: unique to it, or shared with the
-others named; so unique + shared adds up to what the snapshot references, and the unique
-figures of all snapshots plus the shared blocks add up to the store (the model of `borg
-analyze`). Byte figures come in two currencies:
+Every stored page (a 4 KiB slot of a frame) that a group references lands in exactly one
+bucket per group: unique to it, or shared with the others named; so unique + shared adds up to
+what the group references, and the unique figures of all groups plus the shared pages add up
+to the store (the model of `borg analyze`). Byte figures come in two currencies:
 
-* ``*_raw``: uncompressed bytes of distinct blocks (exact, independent of compression);
-* stored bytes: each block's share of its frame record in the pack (``len * record / raw``),
-  headers included, so the shares of all live blocks add up to what the packs hold.
+* ``*_raw``: uncompressed bytes of distinct pages (exact, independent of compression);
+* stored bytes: each page's share of its frame record in the pack (``len * record / raw``),
+  headers included, so the shares of all live pages add up to what the packs hold.
 
 A snapshot is a directory that directly holds CRIU images (inventory.img, pagemap-*.img or
 pages-*.img); it is complete when inventory.img is there (CRIU writes it last).
@@ -20,10 +20,11 @@ import stat
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
+from .codec import PAGE
 from .criu import images
 from .errors import CorruptDataError, ImageFormatError
 from .namespace import ROOT_INODE
-from .store import Store
+from .store import Run, Store
 
 _IMAGE = re.compile(rb"^(inventory\.img|pagemap-\d+\.img|pages-\d+\.img)$")
 OUTSIDE = "(outside snapshots)"
@@ -110,11 +111,28 @@ def load_tree(store: Store) -> Tree:
                 children)
 
 
-def _block_shares(store: Store) -> dict[int, tuple[int, float]]:
-    """block id -> (raw length, compressed share) for live blocks."""
-    return {b: (n, n * st / raw if raw else 0.0) for b, n, st, raw in store.db.execute(
-        "SELECT b.id, b.len, f.rlen, f.raw FROM blocks b JOIN frames f ON f.id = b.frame "
-        "WHERE b.refs > 0")}
+def _slot_groups(store: Store, group_of: dict[int, str]
+                 ) -> tuple[dict[int, dict[int, set[str]]], dict[str, int]]:
+    """frame -> slot -> the groups referencing that 4 KiB slot; and the bytes each group
+    references (repeats included). Runs are few (one per frame stretch), so this is one pass
+    over the extents table."""
+    slots: dict[int, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+    referenced: dict[str, int] = defaultdict(int)
+    for ino, n, frame, foff in store.db.execute("SELECT ino, len, frame, foff FROM extents"):
+        g = group_of.get(ino)
+        if g is None or n <= 0:
+            continue
+        referenced[g] += n
+        fs = slots[frame]
+        for slot in range(foff // PAGE, (foff + n - 1) // PAGE + 1):
+            fs[slot].add(g)
+    return slots, referenced
+
+
+def _shapes(store: Store) -> dict[int, tuple[int, int]]:
+    """frame -> (record bytes, raw bytes) of frames that hold data (not lost)."""
+    return {f: (rlen, raw) for f, rlen, raw in store.db.execute(
+        "SELECT id, rlen, raw FROM frames WHERE lost = 0")}
 
 
 def account(store: Store, group_of: dict[int, str], tree: Tree) -> dict[str, Figures]:
@@ -124,29 +142,33 @@ def account(store: Store, group_of: dict[int, str], tree: Tree) -> dict[str, Fig
         f = figs.setdefault(g, Figures(g))
         f.files += 1
         f.logical += tree.size.get(ino, 0)
-    holders: dict[int, set[str]] = defaultdict(set)
-    for ino, block, n in store.db.execute("SELECT ino, block, len FROM extents"):
-        g = group_of.get(ino)
-        if g is None:
-            continue
+    slots, referenced = _slot_groups(store, group_of)
+    for g, n in referenced.items():
         figs[g].referenced += n
-        holders[block].add(g)
-    shares = _block_shares(store)
-    for block, groups in holders.items():
-        raw, share = shares.get(block, (0, 0.0))
-        for g in groups:
-            f = figs[g]
-            f.distinct_raw += raw
-            f.stored += share
-            if len(groups) == 1:
-                f.unique_raw += raw
-                f.unique += share
-            else:
-                f.shared += share
-                for other in groups:
-                    if other != g:
-                        f.shared_with[other] = f.shared_with.get(other, 0.0) + share
-                        f.shared_with_raw[other] = f.shared_with_raw.get(other, 0) + raw
+    shapes = _shapes(store)
+    for frame, by_slot in slots.items():
+        shape = shapes.get(frame)
+        if shape is None or not shape[1]:
+            continue
+        rlen, raw_len = shape
+        for slot, groups in by_slot.items():
+            raw = min(PAGE, raw_len - slot * PAGE)
+            if raw <= 0:
+                continue
+            share = raw * rlen / raw_len
+            for g in groups:
+                f = figs[g]
+                f.distinct_raw += raw
+                f.stored += share
+                if len(groups) == 1:
+                    f.unique_raw += raw
+                    f.unique += share
+                else:
+                    f.shared += share
+                    for other in groups:
+                        if other != g:
+                            f.shared_with[other] = f.shared_with.get(other, 0.0) + share
+                            f.shared_with_raw[other] = f.shared_with_raw.get(other, 0) + raw
     for f in figs.values():
         f.zero = f.logical - f.referenced
     return figs
@@ -168,7 +190,7 @@ def snapshot_report(store: Store) -> dict:
         "totals": {
             "logical": st.logical, "zero": st.zero, "referenced": st.referenced,
             "unique_raw": st.unique, "stored": st.stored, "pack_bytes": st.pack_bytes,
-            "garbage_blocks": st.garbage_blocks,
+            "garbage_frames": st.garbage_frames,
             "dedup_ratio": round(st.referenced / st.unique, 3) if st.unique else 1.0,
             "compression_ratio": round(st.unique / st.stored, 3) if st.stored else 1.0,
             "overall_ratio": round(st.logical / st.stored, 3) if st.stored else 1.0,
@@ -187,19 +209,6 @@ def file_report(store: Store) -> dict:
             "groups": [figs[n].to_json() for n in sorted(figs)]}
 
 
-def read_file(store: Store, ino: int, size: int) -> bytes:
-    """A whole (small) file's bytes, straight from the store: for parsing images."""
-    out = bytearray(size)
-    decoded: dict[int, bytes] = {}  # several blocks of a small file share one frame
-    for off, n, frame, foff in store.db.execute(
-            "SELECT e.off, e.len, b.frame, b.foff FROM extents e JOIN blocks b "
-            "ON b.id = e.block WHERE e.ino=? ORDER BY e.off", (ino,)):
-        if frame not in decoded:
-            decoded[frame] = store.read_frame(store.frame_loc(frame))
-        out[off:off + n] = decoded[frame][foff:foff + n]
-    return bytes(out[:size])
-
-
 def _image(store: Store, tree: Tree, what: str, ino: int) -> bytes:
     """A protobuf image of a snapshot (``what`` names it in errors), read whole: refused past
     IMAGE_LIMIT (pagemaps, mm and files images are kilobytes; a larger one is not what its
@@ -207,7 +216,7 @@ def _image(store: Store, tree: Tree, what: str, ino: int) -> bytes:
     size = tree.size.get(ino, 0)
     if size > IMAGE_LIMIT:
         raise ImageFormatError(f"{what}: {size} bytes is too large for this image")
-    return read_file(store, ino, size)
+    return store.read_file(ino, size)
 
 
 def snapshot_problems(store: Store, tree: Tree, snap: str) -> list[str]:
@@ -253,11 +262,7 @@ def region_report(store: Store) -> dict:
     """Per snapshot, per memory region (VMA name): logical, zero, unique and shared bytes of
     the pages CRIU stored for it, and which snapshots share them."""
     tree = load_tree(store)
-    block_groups: dict[int, set[str]] = defaultdict(set)
-    for ino, block in store.db.execute("SELECT ino, block FROM extents"):
-        g = tree.snapshot_of.get(ino)
-        if g is not None and g != OUTSIDE:
-            block_groups[block].add(g)
+    slots, _ = _slot_groups(store, {i: g for i, g in tree.snapshot_of.items() if g != OUTSIDE})
     out_snaps = []
     errors = []
     for snap, dino in sorted(tree.snapshots.items()):
@@ -282,26 +287,25 @@ def region_report(store: Store) -> dict:
                     vmas = images.parse_mm(_image(store, tree, what, files[f"mm-{pid}.img"]),
                                            what)
                 pages_ino = files.get(f"pages-{pm.pages_id}.img")
-                exts = [] if pages_ino is None else store.db.execute(
-                    "SELECT off, len, block FROM extents WHERE ino=? ORDER BY off",
-                    (pages_ino,)).fetchall()
-                _attribute(snap, pm, vmas, file_names, exts, block_groups, regions)
+                exts = [] if pages_ino is None else store.maps.load(pages_ino)
+                _attribute(snap, pm, vmas, file_names, exts, slots, regions)
         except (ImageFormatError, CorruptDataError) as exc:
             errors.append(str(exc))
             continue
         out_snaps.append({"snapshot": snap, "regions": [
-            {"region": k, **v} for k, v in sorted(regions.items(), key=lambda kv: -kv[1]["logical"])]})
+            {"region": k, **v}
+            for k, v in sorted(regions.items(), key=lambda kv: -kv[1]["logical"])]})
     return {"schema": "lzfs-report/1", "by": "region", "store": str(store.root),
             "snapshots": out_snaps, "errors": errors}
 
 
 def _attribute(snap: str, pm: images.Pagemap, vmas: list[images.Vma], names: dict[int, str],
-               exts: list[tuple[int, int, int]], block_groups: dict[int, set[str]],
+               exts: list[Run], slots: dict[int, dict[int, set[str]]],
                regions: dict[str, dict]) -> None:
     import bisect
 
     starts = [v.start for v in vmas]
-    ext_offs = [e[0] for e in exts]
+    ext_offs = [e.off for e in exts]
     for vaddr, off, length in pm.page_runs():
         # split the run at VMA boundaries
         pos = 0
@@ -320,18 +324,22 @@ def _attribute(snap: str, pm: images.Pagemap, vmas: list[images.Vma], names: dic
             lo, hi = off + pos, off + end
             covered = 0
             j = max(bisect.bisect_right(ext_offs, lo) - 1, 0)
-            while j < len(exts) and exts[j][0] < hi:
-                e_off, e_len, block = exts[j]
-                n = min(hi, e_off + e_len) - max(lo, e_off)
-                if n > 0:
+            while j < len(exts) and exts[j].off < hi:
+                e = exts[j]
+                a, b = max(lo, e.off), min(hi, e.end)
+                # page by page: the slots of the frame this stretch of the file is
+                while a < b:
+                    fpos = e.foff + a - e.off
+                    n = min(b, a + PAGE - fpos % PAGE) - a
                     covered += n
-                    others = block_groups.get(block, set()) - {snap}
+                    others = slots.get(e.frame, {}).get(fpos // PAGE, set()) - {snap}
                     if others:
                         r["shared_raw"] += n
                         for o in others:
                             r["shared_with"][o] = r["shared_with"].get(o, 0) + n
                     else:
                         r["unique_raw"] += n
+                    a += n
                 j += 1
             r["zero"] += (end - pos) - covered
             pos = end

@@ -3,20 +3,23 @@
 A manifest is one immutable object, written with a single PUT once every pack it names is in
 the object store, so a snapshot is either wholly visible or not at all. Layout (docs/cluster.md):
 
-    8 bytes   magic "LZFSMAN" + format version (1)
+    8 bytes   magic "LZFSMAN" + format version (2; 1 is still read)
     8 bytes   XXH3-64 of the body, little-endian
-    body      zlib-compressed JSON: name, node, time, chunking config, pack keys, frames,
-              blocks (content hash, frame, offset in frame, length), entries (path, mode,
-              owner, mtime, size, symlink target, extents as [offset, length, block index])
-              and figures (files, logical, referenced, distinct and stored bytes)
+    body      zlib-compressed JSON: name, node, time, config, pack keys, frames (pack, offset,
+              record, stored and raw length, codec, page table in base64), entries (path,
+              mode, owner, mtime, size, symlink target, runs as [offset, length, frame index,
+              offset in the frame]) and figures (files, logical, referenced, distinct and
+              stored bytes)
 
 Frames carry their pack object key and offset, so a reader fetches frames by ranged GET without
-any index of the pack; blocks carry their hash, so a writer on another node deduplicates
-against them without reading a byte of data.
+any index of the pack; they carry their page tables (the store's own, store/index.py), so a
+writer on another node deduplicates against them without reading a byte of data. Format 1
+named content-defined blocks instead of runs; installing one turns its blocks into runs.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 import struct
@@ -30,9 +33,13 @@ import xxhash
 
 from ..errors import CorruptDataError
 from ..namespace import ROOT_INODE, Namespace
+from ..store import Run, Store
+from ..store.index import decode_table, encode_table
 
-MAGIC = b"LZFSMAN\x01"
-FORMAT = "lzfs-manifest/1"
+MAGIC = b"LZFSMAN\x02"
+MAGIC_1 = b"LZFSMAN\x01"
+FORMAT = "lzfs-manifest/2"
+FORMAT_1 = "lzfs-manifest/1"
 PREFIX = "snapshots/"
 SUFFIX = ".lzm"
 
@@ -43,7 +50,7 @@ def encode(doc: dict) -> bytes:
 
 
 def decode(data: bytes, key: str) -> dict:
-    if data[:8] != MAGIC:
+    if data[:8] not in (MAGIC, MAGIC_1):
         raise CorruptDataError(f"manifest {key}: not an lzfs manifest (or a newer format: "
                                f"upgrade lzfs)")
     body = data[16:]
@@ -53,7 +60,7 @@ def decode(data: bytes, key: str) -> dict:
         doc = json.loads(zlib.decompress(body))
     except (zlib.error, ValueError) as exc:
         raise CorruptDataError(f"manifest {key}: does not decode: {exc}") from None
-    if doc.get("format") != FORMAT:
+    if doc.get("format") not in (FORMAT, FORMAT_1):
         raise CorruptDataError(f"manifest {key}: unknown format {doc.get('format')!r}")
     return doc
 
@@ -90,8 +97,8 @@ class Snapshot:
     """A snapshot directory as rows, with packs still as local pack ids."""
     name: bytes
     entries: list[dict] = field(default_factory=list)
-    frames: dict[int, tuple] = field(default_factory=dict)   # frame id -> (pack, off, rlen, ...)
-    blocks: dict[int, tuple] = field(default_factory=dict)   # block id -> (hash, frame, foff, len)
+    # frame id -> (pack, off, rlen, stored, raw, codec, page table)
+    frames: dict[int, tuple] = field(default_factory=dict)
 
     @property
     def packs(self) -> set[int]:
@@ -101,32 +108,32 @@ class Snapshot:
         packs = sorted({pack_keys[p] for p in self.packs})
         pidx = {k: i for i, k in enumerate(packs)}
         fidx = {f: i for i, f in enumerate(self.frames)}
-        bidx = {b: i for i, b in enumerate(self.blocks)}
-        frames = [[pidx[pack_keys[p]], off, rlen, st, raw, codec]
-                  for p, off, rlen, st, raw, codec in self.frames.values()]
-        blocks = [[h.hex(), fidx[fr], foff, n] for h, fr, foff, n in self.blocks.values()]
+        frames = [[pidx[pack_keys[p]], off, rlen, st, raw, codec,
+                   base64.b64encode(table or b"").decode()]
+                  for p, off, rlen, st, raw, codec, table in self.frames.values()]
         entries = []
         logical = referenced = 0
         for e in self.entries:
             e = dict(e)
-            e["x"] = [[off, n, bidx[b]] for off, n, b in e.get("x", [])]
+            e["x"] = [[off, n, fidx[fr], foff] for off, n, fr, foff in e.get("x", [])]
             referenced += sum(x[1] for x in e["x"])
             if stat.S_ISREG(e["m"]):
                 logical += e["s"]
             entries.append(e)
-        distinct = sum(b[3] for b in blocks)
-        stored = sum(b[3] * f[2] / f[4] for b in blocks for f in (frames[b[1]],) if f[4])
+        distinct = sum(f[4] for f in frames)
+        stored = sum(f[2] for f in frames)
         return {"format": FORMAT, "name": self.name.decode("utf-8", "surrogateescape"),
                 "node": node, "created": time.time(), "config": config, "packs": packs,
-                "frames": frames, "blocks": blocks, "entries": entries,
+                "frames": frames, "entries": entries,
                 "figures": {"files": sum(1 for e in entries if stat.S_ISREG(e["m"])),
                             "logical": logical, "referenced": referenced,
                             "distinct": distinct, "stored": round(stored)}}
 
 
-def collect(db, dir_ino: int, name: bytes) -> Snapshot:
+def collect(store: Store, dir_ino: int, name: bytes) -> Snapshot:
     """Read one snapshot directory's tree and block maps from the database (DB thread, no
     checkpoint: the result is one consistent moment)."""
+    db = store.db
     snap = Snapshot(name)
     stack = [(dir_ino, "")]
     while stack:
@@ -143,56 +150,75 @@ def collect(db, dir_ino: int, name: bytes) -> Snapshot:
             if stat.S_ISDIR(mode):
                 stack.append((ino, path + "/"))
             elif stat.S_ISREG(mode):
-                rows = db.execute(
-                    "SELECT e.off, e.len, b.id, b.hash, b.frame, b.foff, b.len, f.pack, f.off, "
-                    "f.rlen, f.stored, f.raw, f.codec FROM extents e JOIN blocks b ON "
-                    "b.id = e.block JOIN frames f ON f.id = b.frame WHERE e.ino=? "
-                    "ORDER BY e.off", (ino,)).fetchall()
-                e["x"] = []
-                for off, n, bid, h, fr, foff, blen, *floc in rows:
-                    e["x"].append((off, n, bid))
-                    snap.blocks[bid] = (bytes(h), fr, foff, blen)
-                    snap.frames[fr] = tuple(floc)
+                runs = store.maps.load(ino)
+                e["x"] = [tuple(r) for r in runs]
+                for fr in {r.frame for r in runs} - snap.frames.keys():
+                    row = db.execute("SELECT pack, off, rlen, stored, raw, codec, pages "
+                                     "FROM frames WHERE id=? AND lost=0", (fr,)).fetchone()
+                    if row is None:
+                        raise CorruptDataError(f"{path}: its frame {fr} is lost; run lzfs fsck")
+                    snap.frames[fr] = (*row[:6], bytes(row[6]) if row[6] else None)
             snap.entries.append(e)
     return snap
 
 
 def digest(snap: Snapshot) -> str:
-    """What the snapshot holds (names, attributes, block hashes), independent of where the
-    blocks are stored and when: equal digests mean publishing again would change nothing."""
+    """What the snapshot holds (names, attributes, page hashes), independent of where the
+    pages are stored and when: equal digests mean publishing again would change nothing."""
+    tables = {f: decode_table(t[6]) for f, t in snap.frames.items()}
     h = xxhash.xxh3_128()
     for e in sorted(snap.entries, key=lambda e: e["p"]):
-        h.update(json.dumps([e["p"], e["m"], e["s"], e.get("l"),
-                             [(o, n, snap.blocks[b][0].hex()) for o, n, b in e.get("x", [])]]
-                            ).encode())
+        runs = []
+        for o, n, fr, foff in e.get("x", []):
+            hashes = [hh.hex() for fo, hh in tables[fr] if foff <= fo < foff + n]
+            runs.append((o, n, hashes or [fr, foff]))
+        h.update(json.dumps([e["p"], e["m"], e["s"], e.get("l"), runs]).encode())
     return h.hexdigest()
 
 
 # ---- installing a manifest into the working store -----------------------------------------
 
-def install(db, ns: Namespace, doc: dict, pack_id: dict[str, int]) -> int:
-    """Create the snapshot's tree under the root from a manifest, sharing blocks the store
+def _runs_and_tables(doc: dict) -> tuple[list[list], list[bytes | None]]:
+    """(frames as [pack, off, rlen, stored, raw, codec], page table per frame), and each
+    entry's "x" turned into runs [off, len, frame index, foff]: format 2 as it is, format 1
+    from its content-defined blocks (a one-page block is a page of the table)."""
+    if doc["format"] == FORMAT:
+        frames = [f[:6] for f in doc["frames"]]
+        tables: list[bytes | None] = [base64.b64decode(f[6]) if len(f) > 6 and f[6] else None
+                                      for f in doc["frames"]]
+        return frames, tables
+    blocks = doc["blocks"]
+    pages: dict[int, list[tuple[int, bytes]]] = {}
+    for h_hex, fi, foff, n in blocks:
+        if n == 4096 and len(h_hex) == 32:
+            pages.setdefault(fi, []).append((foff, bytes.fromhex(h_hex)))
+    for e in doc["entries"]:
+        e["x"] = [[off, n, blocks[bi][1], blocks[bi][2]] for off, n, bi in e.get("x", [])]
+    frames = [f[:6] for f in doc["frames"]]
+    return frames, [encode_table(sorted(pages[i])) if i in pages else None
+                    for i in range(len(frames))]
+
+
+def install(store: Store, ns: Namespace, doc: dict, pack_id: dict[str, int]) -> int:
+    """Create the snapshot's tree under the root from a manifest, sharing frames the store
     already holds. ``pack_id`` maps every pack key of the manifest to a pack id. Returns the
     snapshot directory's inode."""
+    db = store.db
     name = doc["name"].encode("utf-8", "surrogateescape")
-    frame_ids: dict[int, int] = {}
-    block_ids: list[int] = []
-    frames = doc["frames"]
-    for h_hex, fi, foff, n in doc["blocks"]:
-        h = bytes.fromhex(h_hex)
-        row = db.execute("SELECT id FROM blocks WHERE hash=?", (h,)).fetchone()
-        if row is None:
-            if fi not in frame_ids:
-                p, off, rlen, st, raw, codec = frames[fi]
-                pid = pack_id[doc["packs"][p]]
-                fr = db.execute("SELECT id FROM frames WHERE pack=? AND off=?",
-                                (pid, off)).fetchone()
-                frame_ids[fi] = fr[0] if fr else db.execute(
-                    "INSERT INTO frames(pack, off, rlen, stored, raw, codec) VALUES "
-                    "(?,?,?,?,?,?)", (pid, off, rlen, st, raw, codec)).lastrowid
-            row = (db.execute("INSERT INTO blocks(hash, frame, foff, len, refs) VALUES "
-                              "(?,?,?,?,0)", (h, frame_ids[fi], foff, n)).lastrowid,)
-        block_ids.append(row[0])
+    frames, tables = _runs_and_tables(doc)
+    frame_ids: list[int] = []
+    for (p, off, rlen, st, raw, codec), table in zip(frames, tables, strict=True):
+        pid = pack_id[doc["packs"][p]]
+        fr = db.execute("SELECT id FROM frames WHERE pack=? AND off=?", (pid, off)).fetchone()
+        if fr is None:
+            fid = db.execute(
+                "INSERT INTO frames(pack, off, rlen, stored, raw, codec, pages) VALUES "
+                "(?,?,?,?,?,?,?)", (pid, off, rlen, st, raw, codec, table)).lastrowid
+            assert fid is not None
+            store.index.add(fid, decode_table(table))
+            frame_ids.append(fid)
+        else:
+            frame_ids.append(fr[0])
     top = ns.create(ROOT_INODE, name, stat.S_IFDIR | 0o755, 0, 0)
     inos = {"": top.id}
     for e in sorted(doc["entries"], key=lambda e: e["p"].count("/")):
@@ -201,24 +227,17 @@ def install(db, ns: Namespace, doc: dict, pack_id: dict[str, int]) -> int:
         node = ns.create(inos[parent_path], leaf.encode("utf-8", "surrogateescape"), e["m"],
                          e["u"], e["g"], target=target)
         inos[e["p"]] = node.id
-        exts = [(node.id, off, n, block_ids[bi]) for off, n, bi in e.get("x", [])]
-        if exts:
-            db.executemany("INSERT INTO extents(ino, off, len, block) VALUES (?,?,?,?)", exts)
-            db.executemany("UPDATE blocks SET refs = refs + 1 WHERE id=?",
-                           [(x[3],) for x in exts])
-        stored = 0.0
-        for b in {x[3] for x in exts}:
-            n, rlen, raw = db.execute("SELECT b.len, f.rlen, f.raw FROM blocks b JOIN frames f "
-                                      "ON f.id = b.frame WHERE b.id=?", (b,)).fetchone()
-            stored += n * rlen / raw if raw else 0.0
+        runs = [Run(off, n, frame_ids[fi], foff) for off, n, fi, foff in e.get("x", [])]
+        store.maps.insert(node.id, runs)
         ns.set_attrs(node.id, size=e["s"] if target is None else len(target),
-                     stored=int(stored), mtime_ns=e["t"])
+                     stored=int(store.maps.coverage(runs).stored), mtime_ns=e["t"])
     return top.id
 
 
-def remove_tree(db, ns: Namespace, dir_ino: int) -> None:
-    """Drop a snapshot directory and everything under it, giving back its block references
+def remove_tree(store: Store, ns: Namespace, dir_ino: int) -> None:
+    """Drop a snapshot directory and everything under it, giving back its frame references
     (used at mount, before the kernel knows any inode, to replace an older imported version)."""
+    db = store.db
     inos, stack = [], [dir_ino]
     while stack:
         d = stack.pop()
@@ -226,10 +245,7 @@ def remove_tree(db, ns: Namespace, dir_ino: int) -> None:
         for (ino,) in db.execute("SELECT ino FROM dentries WHERE parent=?", (d,)).fetchall():
             stack.append(ino)
     for ino in inos:
-        db.execute("UPDATE blocks SET refs = refs - (SELECT COUNT(*) FROM extents "
-                   "WHERE ino=? AND block=blocks.id) WHERE id IN "
-                   "(SELECT block FROM extents WHERE ino=?)", (ino, ino))
-        db.execute("DELETE FROM extents WHERE ino=?", (ino,))
+        store.maps.purge(ino)
         db.execute("DELETE FROM dentries WHERE ino=? OR parent=?", (ino, ino))
         db.execute("DELETE FROM inodes WHERE id=?", (ino,))
     db.execute("UPDATE inodes SET nlink = nlink - 1 WHERE id=?", (ROOT_INODE,))

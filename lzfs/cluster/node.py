@@ -243,7 +243,7 @@ class ClusterNode:
                                     name.decode(errors="replace"), key)
                         db.execute("INSERT OR IGNORE INTO seen_manifests VALUES (?)", (key,))
                     continue
-                manifest.remove_tree(db, ns, existing)
+                manifest.remove_tree(self.store, ns, existing)
             for k in doc["packs"]:
                 if k not in self.ids:
                     pid = max([REMOTE_BASE - 1, *(p for p in self.keys if p >= REMOTE_BASE)]) + 1
@@ -251,7 +251,7 @@ class ClusterNode:
                                (pid, k, time.time()))
                     self.keys[pid] = k
                     self.ids[k] = pid
-            manifest.install(db, ns, doc, self.ids)
+            manifest.install(self.store, ns, doc, self.ids)
             for p, off, rlen, *_ in doc["frames"]:
                 k = doc["packs"][p]
                 self.segments.sizes[k] = max(self.segments.sizes.get(k, 0), off + rlen)

@@ -62,7 +62,7 @@ class ClusterSync:
                 await ops.commit()
                 async with ops.gate:  # no frame is registered while we seal and read
                     store.packs.seal()
-                    snap = manifest.collect(store.db, ino, name)
+                    snap = manifest.collect(store, ino, name)
                 dig = manifest.digest(snap)
                 if dig == node.published_digest(name):
                     return store.db.execute("SELECT manifest FROM snapshots WHERE name=?",

@@ -1,6 +1,9 @@
-"""Block store: layout of the store directory, metadata DB, pack files, dedup and refcounts."""
+"""Block store: layout of the store directory, metadata DB, pack files, the page index, block
+maps and reference counts."""
 
+from .blockmap import BlockMaps, Coverage, FrameShape, Run
 from .layout import mkfs, read_config
-from .store import DAMAGED_PREFIX, BlockRef, Cut, FrameLoc, Store, StoreStats
+from .store import FrameLoc, Store, StoreStats
 
-__all__ = ["DAMAGED_PREFIX", "BlockRef", "Cut", "FrameLoc", "Store", "StoreStats", "mkfs", "read_config"]
+__all__ = ["BlockMaps", "Coverage", "FrameLoc", "FrameShape", "Run", "Store", "StoreStats",
+           "mkfs", "read_config"]

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from ..errors import CorruptDataError, NotAStoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def create_tables(db: sqlite3.Connection) -> None:
@@ -54,30 +54,22 @@ _SCHEMA = """
             UNIQUE (parent, name)
         );
         CREATE INDEX dentries_ino ON dentries(ino);
-        -- A file's block map: [off, off+len) holds block `block`. Gaps are zeros (holes and
-        -- all-zero pages are never stored).
+        -- A file's block map, as runs: file bytes [off, off+len) are raw bytes
+        -- [foff, foff+len) of frame `frame`. A run never spans two frames. Gaps are zeros
+        -- (holes and all-zero pages are never stored). A frame that does not exist (or is
+        -- marked lost) reads as EIO, never as zeros. store/blockmap.py is the only writer.
         CREATE TABLE extents (
             ino    INTEGER NOT NULL,
             off    INTEGER NOT NULL,
             len    INTEGER NOT NULL,
-            block  INTEGER NOT NULL REFERENCES blocks(id),
+            frame  INTEGER NOT NULL,
+            foff   INTEGER NOT NULL,
             PRIMARY KEY (ino, off)
         ) WITHOUT ROWID;
-        CREATE INDEX extents_block ON extents(block);
-        -- Deduplicated blocks, named by content hash. refs = number of extents naming it; a
-        -- block at 0 stays until gc so that a later write of the same content can revive it.
-        CREATE TABLE blocks (
-            id     INTEGER PRIMARY KEY,
-            hash   BLOB NOT NULL UNIQUE,  -- 24 bytes (DAMAGED_PREFIX + id): lost, see fsck
-            frame  INTEGER NOT NULL REFERENCES frames(id),
-            foff   INTEGER NOT NULL,  -- offset of the block in its frame's raw data
-            len    INTEGER NOT NULL,
-            refs   INTEGER NOT NULL
-        );
-        CREATE INDEX blocks_frame ON blocks(frame);
         -- Compressed frames: the record (header, block table, payload) at pack/off, rlen bytes.
         -- AUTOINCREMENT: an id gc freed is never given to another frame, so nothing that
-        -- remembers a frame by id (the decoded-frame cache) can meet different bytes under it.
+        -- remembers a frame by id (the decoded-frame cache, the page index) can meet different
+        -- bytes under it.
         CREATE TABLE frames (
             id      INTEGER PRIMARY KEY AUTOINCREMENT,
             pack    INTEGER NOT NULL REFERENCES packs(id),
@@ -86,7 +78,20 @@ _SCHEMA = """
             stored  INTEGER NOT NULL,   -- payload length
             raw     INTEGER NOT NULL,   -- decompressed length
             codec   INTEGER NOT NULL,
-            seed    INTEGER NOT NULL DEFAULT 0  -- dedup domain its block hashes are keyed by
+            seed    INTEGER NOT NULL DEFAULT 0,  -- dedup domain its hashes are keyed by
+            refs    INTEGER NOT NULL DEFAULT 0,  -- extents naming it; 0: gc removes it
+            lost    INTEGER NOT NULL DEFAULT 0,  -- 1: fsck --repair found it damaged
+            pages   BLOB  -- dedup table: (u32 foff, 16-byte hash) per indexed page; NULL: none
+        );
+        -- What gc looks at: only frames nobody references are in it.
+        CREATE INDEX frames_dead ON frames(id) WHERE refs <= 0;
+        -- The sparse page index (store/index.py): a sample of page hashes (1 in 8, chosen by
+        -- the hash itself) -> the newest frame holding that page. A hit loads the frame's whole
+        -- page table. key is the hash's first 8 bytes >> 1; rows naming a frame that is gone
+        -- are ignored (ids are never reused) and removed by gc.
+        CREATE TABLE hooks (
+            key    INTEGER PRIMARY KEY,
+            frame  INTEGER NOT NULL
         );
         -- Pack files and how far each is committed: bytes past `size` are an uncommitted tail,
         -- cut off at the next open.
@@ -109,7 +114,58 @@ _UPGRADES = {
           DROP TABLE frames;
           ALTER TABLE frames2 RENAME TO frames;
        """,
+    # 2 -> 3: content-defined blocks with a row each become runs of frames (docs/format.md).
+    # Extents keep their bytes: a block's place in its frame becomes the run's. A placeholder
+    # block of a repair (frame -1) stays a run in no frame (EIO); frames holding a block a
+    # repair marked lost are marked lost. Page tables are filled in by _index_old_blocks.
+    2: """CREATE TABLE extents3 (
+              ino INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL,
+              frame INTEGER NOT NULL, foff INTEGER NOT NULL,
+              PRIMARY KEY (ino, off)) WITHOUT ROWID;
+          INSERT INTO extents3 SELECT e.ino, e.off, e.len, COALESCE(b.frame, -1),
+              COALESCE(b.foff, 0) FROM extents e LEFT JOIN blocks b ON b.id = e.block;
+          DROP TABLE extents;
+          ALTER TABLE extents3 RENAME TO extents;
+          ALTER TABLE frames ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
+          ALTER TABLE frames ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
+          ALTER TABLE frames ADD COLUMN pages BLOB;
+          CREATE TEMP TABLE upgrade_refs (frame INTEGER PRIMARY KEY, n INTEGER);
+          INSERT INTO upgrade_refs SELECT frame, COUNT(*) FROM extents GROUP BY frame;
+          UPDATE frames SET refs = (SELECT n FROM upgrade_refs WHERE frame = frames.id)
+              WHERE id IN (SELECT frame FROM upgrade_refs);
+          DROP TABLE upgrade_refs;
+          UPDATE frames SET lost = 1 WHERE id IN
+              (SELECT frame FROM blocks WHERE length(hash) != 16);
+          CREATE TABLE hooks (key INTEGER PRIMARY KEY, frame INTEGER NOT NULL);
+          CREATE INDEX frames_dead ON frames(id) WHERE refs <= 0;
+       """,
 }
+
+
+def _index_old_blocks(conn: sqlite3.Connection) -> None:
+    """Schema 2 -> 3, after the SQL: a block of format 1 that is one page is a page of the
+    new index (same hash, same seed), so it goes into its frame's page table; multi-page
+    blocks stay readable but are no dedup candidates for new writes."""
+    from .index import encode_table, hook_rows
+
+    tables: dict[int, list[tuple[int, bytes]]] = {}
+    for frame, foff, h in conn.execute(
+            "SELECT b.frame, b.foff, b.hash FROM blocks b JOIN frames f ON f.id = b.frame "
+            "WHERE b.len = 4096 AND length(b.hash) = 16 AND f.lost = 0 ORDER BY b.frame, b.foff"):
+        tables.setdefault(frame, []).append((foff, bytes(h)))
+    conn.executemany("UPDATE frames SET pages=? WHERE id=?",
+                     [(encode_table(t), f) for f, t in tables.items()])
+    conn.executemany("INSERT OR REPLACE INTO hooks(key, frame) VALUES (?,?)",
+                     [r for f, t in tables.items() for r in hook_rows(f, t)])
+    conn.execute("DROP TABLE blocks")
+
+
+_PY_UPGRADES = {2: _index_old_blocks}
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of an upgrade script (no string literals hold a ';' in them)."""
+    return [st.strip() for st in script.split(";") if st.strip()]
 
 
 class MetaDB:
@@ -119,10 +175,14 @@ class MetaDB:
     nobody writes it meanwhile, so not even the -wal and -shm files appear."""
 
     def __init__(self, path: Path, *, create: bool = False, readonly: bool = False,
-                 immutable: bool = False, upgradable: bool = False) -> None:
+                 immutable: bool = False, upgradable: bool = False,
+                 scratch: bool = False) -> None:
         self.path = path
         self.readonly = readonly
         self.upgradable = upgradable  # a look before a writable open: an older schema is fine
+        # read-only, and an older schema is upgraded in a private in-memory copy (what a
+        # check-only fsck reads: it writes nothing, and checks old stores as they will be)
+        self.scratch = scratch
         try:
             if create:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -175,13 +235,29 @@ class MetaDB:
             raise CorruptDataError(f"{self.path}: journal mode is {mode}, not wal")
         if version == SCHEMA_VERSION or (self.readonly and self.upgradable):
             return
-        if self.readonly:
+        if self.readonly and self.scratch:
+            self.conn.execute("COMMIT")
+            mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self.conn.backup(mem)
+            self.conn.close()
+            self.conn = mem
+        elif self.readonly:
             raise CorruptDataError(f"{self.path}: written by an older lzfs (schema {version}); "
                                    f"mount the store once to upgrade it")
-        steps = "".join(_UPGRADES[v] for v in range(version, SCHEMA_VERSION))
         # executescript commits the (empty) open transaction first; the upgrade is one unit
-        self.conn.executescript(f"BEGIN; {steps} UPDATE meta SET value={SCHEMA_VERSION} "
-                                f"WHERE key='schema_version'; COMMIT;")
+        self.conn.executescript("BEGIN;")
+        try:
+            for v in range(version, SCHEMA_VERSION):
+                for stmt in _statements(_UPGRADES[v]):
+                    self.conn.execute(stmt)
+                if v in _PY_UPGRADES:
+                    _PY_UPGRADES[v](self.conn)
+            self.conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                              (SCHEMA_VERSION,))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
         self.conn.execute("BEGIN")
 
     # SQLITE_FULL, SQLITE_IOERR (and NOMEM, BUSY) may roll the whole open transaction back on
@@ -225,10 +301,6 @@ class MetaDB:
             if not self.conn.in_transaction:
                 self.conn.execute("BEGIN")
             raise
-        self.conn.execute("BEGIN")
-
-    def rollback(self) -> None:
-        self.conn.execute("ROLLBACK")
         self.conn.execute("BEGIN")
 
     def close(self, commit: bool = True) -> None:

@@ -80,12 +80,9 @@ class PackSet:
             size = entry.stat().st_size
             if size > committed[pid]:
                 os.truncate(entry, committed[pid])
-                actions.append(f"cut uncommitted tail of {entry.name}: {size - committed[pid]} bytes")
+                actions.append(f"cut uncommitted tail of {entry.name}: "
+                               f"{size - committed[pid]} bytes")
         return actions
-
-    def missing(self, committed: dict[int, int]) -> list[int]:
-        return [pid for pid, size in committed.items()
-                if size > 0 and not (self.dir / pack_name(pid)).exists()]
 
     def start(self, committed: dict[int, int]) -> None:
         """Choose the pack to append to: the newest if it has room, else a new one."""
@@ -116,7 +113,8 @@ class PackSet:
 
     # ---- writing (any thread) --------------------------------------------------------------
 
-    def append(self, records: list[Sequence[bytes | memoryview]]) -> list[tuple[int, int]]:
+    def append(self, records: list[Sequence[bytes | bytearray | memoryview]]
+               ) -> list[tuple[int, int]]:
         """Append records, each given as its parts (written with one ``pwritev``, not joined);
         returns (pack id, offset) for each. Raises OSError (ENOSPC...) with nothing recorded:
         a partial record past the committed size is cut off at next open."""

@@ -1,15 +1,17 @@
-"""The block store: content-addressed blocks in compressed frames, with reference counts.
+"""The block store: pages deduplicated by content, compressed in frames, packed.
 
-Writing a run of file data takes four steps, split so the expensive ones run off the trio
-thread and the database is touched only from it:
+Writing a run of file data (``ingest``) takes four steps, split so the expensive ones run off
+the trio thread and the database is touched only from it:
 
-1. ``prepare`` (any thread): cut into blocks at page-granular content-defined points, hash each;
-2. ``resolve`` (DB thread): which hashes the store already holds;
-3. ``pack_new`` (any thread): compress the new blocks into frames and append them to a pack;
-4. ``register`` (DB thread): record frames and blocks.
+1. split (worker thread): cut at file pages, drop zero pages, hash each page (chunker.py);
+2. match (DB thread): which pages the store holds already (store/index.py);
+3. pack (worker thread): compress the new pages into frames and append them to a pack;
+4. register (DB thread, under ``gate``): record the frames and their page tables.
 
-The caller then records extents and counts references (``incref``). ``ingest_sync`` runs all
-four in the calling thread, for tools and tests.
+It returns the runs (blockmap.Run) that now hold the data; the caller records them at once,
+with no checkpoint in between, through ``maps`` (store/blockmap.py), the one owner of block
+maps and reference counts. Frames found or made are pinned while the data is in flight, so gc
+(which runs on the same thread) never takes a frame a write is about to name.
 """
 
 from __future__ import annotations
@@ -22,31 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from ..chunker import Chunker
-from ..codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, encode_frame_parts
+import trio
+
+from .. import chunker
+from ..chunker import Piece
+from ..codec import FRAME_MAX, FrameHeader, decode_frame, encode_frame_parts
 from ..errors import CorruptDataError
 from . import layout
+from .blockmap import BlockMaps, FrameShape, Run, merge_runs
 from .db import MetaDB
+from .index import PageIndex, encode_table
 from .packs import REMOTE_BASE, PackSet
 
 log = logging.getLogger(__name__)
 _S_IFMT = 0o170000
-# fsck --repair renames a block that failed verification to DAMAGED_PREFIX + its id (24 bytes,
-# never a 16-byte content hash): no later write dedups against it, and its files can be named.
-DAMAGED_PREFIX = b"\0damaged"
-
-
-class Cut(NamedTuple):
-    """One piece of prepared data: a block (hash set) or a run of zero pages (hash None)."""
-    start: int  # offset in the prepared buffer
-    length: int
-    hash: bytes | None
-
-
-class BlockRef(NamedTuple):
-    id: int
-    frame: int
-    foff: int  # offset of the block in its frame's raw data
 
 
 class FrameWrite(NamedTuple):
@@ -62,7 +53,7 @@ class FrameLoc(NamedTuple):
     rlen: int
     stored: int
     raw: int
-    seed: int = 0  # the dedup domain its block hashes were computed in
+    seed: int = 0  # the dedup domain its page hashes were computed in
 
 
 @dataclass
@@ -70,26 +61,28 @@ class StoreStats:
     files: int
     directories: int
     logical: int          # sum of file sizes
-    referenced: int       # bytes of block data the files reference (with repeats)
-    unique: int           # bytes of distinct live blocks
-    stored: int           # compressed bytes of the frames holding live blocks
-    zero: int             # logical bytes not backed by any block (zero pages, holes)
-    blocks: int
+    referenced: int       # bytes of frame data the files reference (with repeats)
+    unique: int           # raw bytes of the frames files reference (after dedup)
+    stored: int           # record bytes of those frames (after compression)
+    zero: int             # logical bytes not backed by any frame (zero pages, holes)
+    pages: int            # pages held by live frames
     frames: int
-    garbage_blocks: int   # blocks no extent references (gc removes them)
+    garbage_frames: int   # frames no file references (gc removes them)
     pack_bytes: int       # bytes the pack files occupy on disk
 
 
 class Store:
     def __init__(self, root: str | os.PathLike, *, domain: str | None = None,
                  readonly: bool = False, lock_wait: float = 0.0, exclusive: bool = False,
-                 recover: bool = True, upgradable: bool = False) -> None:
+                 recover: bool = True, upgradable: bool = False, scratch: bool = False
+                 ) -> None:
         """Open a store. ``readonly`` opens it beside a running daemon (for stats and
         reports): no lock, no recovery, nothing written; with ``exclusive`` the caller holds
         the store's lock itself (fsck), so nobody writes meanwhile. ``recover`` False leaves
         pack tails past the committed sizes alone (fsck --repair decides what they are).
-        ``domain`` names the dedup domain new blocks are hashed in: blocks only ever dedup
-        against blocks of the same domain."""
+        ``scratch`` (read-only) upgrades an older schema in a private in-memory copy.
+        ``domain`` names the dedup domain new pages are hashed in: pages only ever dedup
+        against pages of the same domain."""
         self.root = Path(root).resolve()
         self.config = layout.read_config(self.root)
         self.readonly = readonly
@@ -102,7 +95,8 @@ class Store:
                  and _empty(db_path.with_name(db_path.name + "-wal")))
         if readonly:
             # upgradable: a look before a mount, which will upgrade an older schema
-            self.db = MetaDB(db_path, readonly=True, immutable=quiet, upgradable=upgradable)
+            self.db = MetaDB(db_path, readonly=True, immutable=quiet, upgradable=upgradable,
+                             scratch=scratch)
         elif quiet:
             # look before taking the lock: a store that cannot be opened is left as it was
             MetaDB(db_path, readonly=True, immutable=True, upgradable=True).conn.close()
@@ -111,7 +105,6 @@ class Store:
         try:
             if not readonly:
                 self.db = MetaDB(db_path)
-            self.chunker = Chunker(self.config.avg_pages, self.config.max_pages)
             self.domain = domain or ""
             self.seed = domain_seed(domain)
             self.packs = PackSet(self.root / layout.PACKS)
@@ -123,44 +116,73 @@ class Store:
                     log.warning("recovery: %s", action)
                 self.packs.start(committed)
             self._frame_locs: OrderedDict[int, FrameLoc] = OrderedDict()
-            self._pins: Counter[int] = Counter()  # blocks resolved by writes not yet recorded
-            self.garbage = False  # set when a reference count drops: gc has work
+            self._pins: Counter[int] = Counter()  # frames named by writes not yet recorded
+            self.maps = BlockMaps(self.db, self.frame_shape)
+            self.index = PageIndex(self.db)
+            # held while a commit syncs packs: no frame is registered meanwhile, so a
+            # committed row never names pack bytes that are not on disk
+            self.gate = trio.Lock()
         except BaseException:
             self.lock.release()
             raise
 
     # ---- writing ---------------------------------------------------------------------------
 
-    def prepare(self, buf: bytes, base: int, final: bool) -> tuple[list[Cut], int]:
-        pieces, consumed = self.chunker.cut(buf, base, final)
-        view = memoryview(buf)
-        seed = self.seed
-        cuts = [Cut(p.start, p.length,
-                    None if p.zero else block_hash(view[p.start:p.start + p.length], seed))
-                for p in pieces]
-        return cuts, consumed
+    @property
+    def garbage(self) -> bool:
+        """Whether a reference count dropped since the last collection: gc has work."""
+        return self.maps.garbage
 
-    def resolve(self, hashes: list[bytes]) -> dict[bytes, BlockRef]:
-        """The blocks the store already holds, of those named."""
-        found: dict[bytes, BlockRef] = {}
-        uniq = list(dict.fromkeys(hashes))
-        for i in range(0, len(uniq), 500):
-            part = uniq[i:i + 500]
-            for h, *ref in self.db.execute(
-                    "SELECT hash, id, frame, foff FROM blocks WHERE hash IN "
-                    f"({','.join('?' * len(part))})", part):
-                found[h] = BlockRef(*ref)
-        return found
+    async def ingest(self, buf: bytes | bytearray | memoryview, base: int, final: bool
+                     ) -> tuple[list[Run], int]:
+        """Store ``buf`` (file bytes from offset ``base``) and return the runs that hold it
+        and how many bytes of ``buf`` they cover (all of them if ``final``, else up to the
+        last whole page). The caller records the runs (``maps.insert``) before its next
+        checkpoint."""
+        pieces, consumed = await trio.to_thread.run_sync(chunker.split, buf, base, final,
+                                                         self.seed)
+        data = [p for p in pieces if p.hash is not None]
+        where = self.index.match([p.hash for p in data if p.hash is not None])
+        pinned = {f for f, _ in where.values()}
+        self.pin(pinned)  # gc must not take them before the caller records its runs
+        try:
+            new = self.new_pieces(data, where)
+            if new:
+                frames = await trio.to_thread.run_sync(self.pack_new, buf, new)
+                async with self.gate:  # not while a commit is syncing packs
+                    fresh = self.register(frames)
+                fresh_frames = {f for f, _ in fresh.values()} - pinned
+                self.pin(fresh_frames)
+                pinned |= fresh_frames
+                where.update(fresh)
+        finally:
+            # Callers record the runs right after this returns, with no checkpoint in
+            # between, so gc (which runs on this thread) cannot slip in.
+            self.unpin(pinned)
+        runs = merge_runs(Run(base + p.start, p.length, *where[p.hash])
+                          for p in data if p.hash is not None)
+        return runs, consumed
 
-    def pack_new(self, buf: bytes, blocks: list[Cut]) -> list[FrameWrite]:
-        """Compress ``blocks`` (pieces of ``buf``, in order) into frames of at most FRAME_MAX
-        raw bytes, and append them to a pack. A frame whose blocks lie back to back in
-        ``buf`` (the usual case: new data arrives in file order) is compressed from a view
-        of it, without joining them first."""
+    @staticmethod
+    def new_pieces(data: list[Piece], known: dict[bytes, tuple[int, int]]) -> list[Piece]:
+        """The pieces the store lacks, each content once, in file order."""
+        new: dict[bytes, Piece] = {}
+        for p in data:
+            if p.hash is not None and p.hash not in known and p.hash not in new:
+                new[p.hash] = p
+        return list(new.values())
+
+    def pack_new(self, buf: bytes | bytearray | memoryview, pieces: list[Piece]
+                 ) -> list[FrameWrite]:
+        """Compress ``pieces`` (of ``buf``, in order) into frames of at most FRAME_MAX raw
+        bytes, and append them to a pack. A frame whose pieces lie back to back in ``buf``
+        (the usual case: new data arrives in file order) is compressed from a view of it,
+        without joining them first."""
         view = memoryview(buf)
         frames: list[tuple[list[tuple[int, bytes]], list[list[int]]]] = []  # (table, spans)
         size = FRAME_MAX + 1
-        for c in blocks:
+        for c in pieces:
+            assert c.hash is not None
             if size + c.length > FRAME_MAX:
                 frames.append(([], []))
                 size = 0
@@ -178,78 +200,57 @@ class Store:
             encoded.append(encode_frame_parts(raw, table))
         places = self.packs.append([parts for _, parts in encoded])
         return [FrameWrite(head, pack, off, head.record_len)
-                for (head, _), (pack, off) in zip(encoded, places)]
+                for (head, _), (pack, off) in zip(encoded, places, strict=True)]
 
-    def register(self, frames: list[FrameWrite]) -> dict[bytes, BlockRef]:
-        """Record new frames and their blocks (refs 0). Returns hash -> block.
-
-        Two files written at once can both pack the same new block; the second insert is
-        ignored and its copy in the frame is dead weight that gc reclaims with the frame."""
-        refs: dict[bytes, BlockRef] = {}
+    def register(self, frames: list[FrameWrite]) -> dict[bytes, tuple[int, int]]:
+        """Record new frames (refs 0) with their page tables, and index their pages.
+        Returns hash -> (frame, offset in its raw data)."""
+        out: dict[bytes, tuple[int, int]] = {}
         for fw in frames:
-            cur = self.db.execute(
-                "INSERT INTO frames(pack, off, rlen, stored, raw, codec, seed) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (fw.pack, fw.off, fw.rlen, fw.header.stored_len, fw.header.raw_len,
-                 fw.header.codec, self.seed))
-            frame_id = cur.lastrowid
-            foff = 0
+            entries, foff = [], 0
             for n, h in fw.header.blocks:
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO blocks(hash, frame, foff, len, refs) "
-                    "VALUES (?,?,?,?,0)", (h, frame_id, foff, n))
-                if cur.rowcount:
-                    refs[h] = BlockRef(cur.lastrowid, frame_id, foff)
-                else:
-                    refs[h] = BlockRef(*self.db.execute(
-                        "SELECT id, frame, foff FROM blocks WHERE hash=?", (h,)).fetchone())
+                entries.append((foff, h))
                 foff += n
+            cur = self.db.execute(
+                "INSERT INTO frames(pack, off, rlen, stored, raw, codec, seed, pages) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (fw.pack, fw.off, fw.rlen, fw.header.stored_len, fw.header.raw_len,
+                 fw.header.codec, self.seed, encode_table(entries)))
+            frame_id = cur.lastrowid
+            assert frame_id is not None
+            self.index.add(frame_id, entries)
+            for foff, h in entries:
+                out[h] = (frame_id, foff)
         if frames:
             self.db.executemany("INSERT OR REPLACE INTO packs(id, size) VALUES (?,?)",
                                 list(self.packs.sizes().items()))
-        return refs
-
-    def incref(self, block_ids: list[int]) -> None:
-        self.db.executemany("UPDATE blocks SET refs = refs + 1 WHERE id = ?",
-                            [(b,) for b in block_ids])
-
-    def decref(self, block_ids: list[int]) -> None:
-        self.garbage = True
-        self.db.executemany("UPDATE blocks SET refs = refs - 1 WHERE id = ?",
-                            [(b,) for b in block_ids])
-
-    def ingest_sync(self, buf: bytes, base: int, final: bool = True
-                    ) -> tuple[list[tuple[int, int, BlockRef]], int]:
-        """All four steps in this thread. Returns ([(offset, length, block)], consumed) for the
-        data blocks (zero runs are left out), offsets absolute; references are not counted."""
-        cuts, consumed = self.prepare(buf, base, final)
-        refs = self.resolve([c.hash for c in cuts if c.hash])
-        refs.update(self.register(self.pack_new(buf, self.new_blocks(cuts, refs))))
-        return [(base + c.start, c.length, refs[c.hash]) for c in cuts if c.hash], consumed
-
-    @staticmethod
-    def new_blocks(cuts: list[Cut], known: dict[bytes, BlockRef]) -> list[Cut]:
-        """The blocks of ``cuts`` the store lacks, each once, in file order."""
-        new: dict[bytes, Cut] = {}
-        for c in cuts:
-            if c.hash and c.hash not in known and c.hash not in new:
-                new[c.hash] = c
-        return list(new.values())
+        return out
 
     # ---- reading ---------------------------------------------------------------------------
 
     def frame_loc(self, frame_id: int) -> FrameLoc:
         loc = self._frame_locs.get(frame_id)
         if loc is None:
-            row = self.db.execute("SELECT pack, off, rlen, stored, raw, seed FROM frames "
+            row = self.db.execute("SELECT pack, off, rlen, stored, raw, seed, lost FROM frames "
                                   "WHERE id=?", (frame_id,)).fetchone()
             if row is None:
                 raise CorruptDataError(f"frame {frame_id} is not in the frame table")
-            loc = FrameLoc(*row)
+            if row[6]:
+                raise CorruptDataError(f"frame {frame_id} was found damaged by lzfs fsck; "
+                                       f"its data is lost")
+            loc = FrameLoc(*row[:6])
             self._frame_locs[frame_id] = loc
             if len(self._frame_locs) > 200_000:
                 self._frame_locs.popitem(last=False)
         return loc
+
+    def frame_shape(self, frame_id: int) -> FrameShape | None:
+        """(record bytes, raw bytes) of a frame, None when it is gone or lost."""
+        try:
+            loc = self.frame_loc(frame_id)
+        except CorruptDataError:
+            return None
+        return FrameShape(loc.rlen, loc.raw)
 
     def read_frame(self, loc: FrameLoc) -> bytes:
         """Read, verify and decompress one frame (any thread)."""
@@ -258,6 +259,10 @@ class Store:
         if head.raw_len != loc.raw or head.stored_len != loc.stored:
             raise CorruptDataError("frame header disagrees with the frame table")
         return raw
+
+    def read_file(self, ino: int, size: int) -> bytes:
+        """A whole (small) file, decoded here: for reading CRIU images in reports."""
+        return self.maps.read_file(ino, size, lambda f: self.read_frame(self.frame_loc(f)))
 
     # ---- durability ------------------------------------------------------------------------
 
@@ -293,43 +298,37 @@ class Store:
         q = self.db.execute
         files, logical = q("SELECT COUNT(*), COALESCE(SUM(size),0) FROM inodes "
                            f"WHERE (mode & {_S_IFMT}) = {stat.S_IFREG}").fetchone()
-        dirs = q(f"SELECT COUNT(*) FROM inodes WHERE (mode & {_S_IFMT}) = {stat.S_IFDIR}").fetchone()[0]
-        referenced = q("SELECT COALESCE(SUM(len * refs),0) FROM blocks WHERE refs > 0").fetchone()[0]
-        blocks, unique = q("SELECT COUNT(*), COALESCE(SUM(len),0) FROM blocks "
-                           "WHERE refs > 0").fetchone()
-        garbage = q("SELECT COUNT(*) FROM blocks WHERE refs <= 0").fetchone()[0]
-        frames, stored = q(
-            "SELECT COUNT(*), COALESCE(SUM(rlen),0) FROM frames WHERE id IN "
-            "(SELECT frame FROM blocks WHERE refs > 0)").fetchone()
+        dirs = q(f"SELECT COUNT(*) FROM inodes "
+                 f"WHERE (mode & {_S_IFMT}) = {stat.S_IFDIR}").fetchone()[0]
+        referenced = q("SELECT COALESCE(SUM(len),0) FROM extents").fetchone()[0]
+        frames, unique, stored = q("SELECT COUNT(*), COALESCE(SUM(raw),0), COALESCE(SUM(rlen),0) "
+                                   "FROM frames WHERE refs > 0").fetchone()
+        garbage = q("SELECT COUNT(*) FROM frames WHERE refs <= 0").fetchone()[0]
         pack_bytes = 0
         for entry in (self.root / layout.PACKS).iterdir():
             try:
                 pack_bytes += entry.stat().st_blocks * 512
             except OSError:
                 pass
+        pages = (unique + 4095) // 4096
         return StoreStats(files, dirs, logical, referenced, unique, stored,
-                          logical - referenced, blocks, frames, garbage, pack_bytes)
+                          logical - referenced, pages, frames, garbage, pack_bytes)
 
     def collect_garbage(self) -> tuple[int, list[tuple[int, int, int, int]]]:
-        """Drop blocks no extent references (except pinned ones, which a write in flight has
-        just resolved) and the frames left with no block. Returns (blocks removed, frames to
-        punch); punch them only after the next commit, when no committed row names them.
-        Frames still holding a live block stay whole: their dead bytes are reported as
-        garbage until those blocks die too."""
-        pinned = [b for b, n in self._pins.items() if n > 0]
-        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS pinned(id INTEGER PRIMARY KEY)")
-        self.db.execute("DELETE FROM pinned")
-        self.db.executemany("INSERT INTO pinned VALUES (?)", [(b,) for b in pinned])
-        removed = self.db.execute(
-            "DELETE FROM blocks WHERE refs <= 0 AND id NOT IN (SELECT id FROM pinned)").rowcount
-        dead = self.db.execute(
-            "SELECT id, pack, off, rlen FROM frames WHERE NOT EXISTS "
-            "(SELECT 1 FROM blocks WHERE blocks.frame = frames.id)").fetchall()
-        self.db.executemany("DELETE FROM frames WHERE id = ?", [(f[0],) for f in dead])
-        for frame_id, *_ in dead:
-            self._frame_locs.pop(frame_id, None)
-        self.garbage = False
-        return removed, dead
+        """Drop frames no run references (except pinned ones, which a write in flight has
+        just named), with their hooks. Returns (frames removed, frames to punch); punch them
+        only after the next commit, when no committed row names them. A frame holding one
+        live page stays whole: its dead pages are reclaimed when its last page dies."""
+        pinned = {f for f, n in self._pins.items() if n > 0}
+        dead = [r for r in self.db.execute(
+            "SELECT id, pack, off, rlen, pages FROM frames WHERE refs <= 0").fetchall()
+            if r[0] not in pinned]
+        self.index.forget([(r[0], r[4]) for r in dead])
+        self.db.executemany("DELETE FROM frames WHERE id = ?", [(r[0],) for r in dead])
+        for r in dead:
+            self._frame_locs.pop(r[0], None)
+        self.maps.garbage = False
+        return len(dead), [(f, p, o, n) for f, p, o, n, _ in dead]
 
     def punch(self, frames: list[tuple[int, int, int, int]]) -> int:
         """Give back the space of collected frames (any thread). Returns bytes freed."""
@@ -342,41 +341,24 @@ class Store:
         return freed
 
     def gc(self) -> tuple[int, int]:
-        """Offline gc: collect, commit, punch. Returns (blocks removed, bytes given back)."""
+        """Offline gc: collect, commit, punch. Returns (frames removed, bytes given back)."""
         removed, frames = self.collect_garbage()
         self.commit()
         return removed, self.punch(frames)
 
-    def pin(self, block_ids) -> None:
-        for b in block_ids:
-            self._pins[b] += 1
+    def pin(self, frames) -> None:
+        for f in frames:
+            self._pins[f] += 1
 
-    def unpin(self, block_ids) -> None:
-        for b in block_ids:
-            self._pins[b] -= 1
-            if self._pins[b] <= 0:
-                del self._pins[b]
+    def unpin(self, frames) -> None:
+        for f in frames:
+            self._pins[f] -= 1
+            if self._pins[f] <= 0:
+                del self._pins[f]
 
     def file_figures(self, ino: int, size: int) -> dict[str, float]:
-        """Per-file figures for getfattr: what it holds, stores, and alone stores."""
-        referenced, = self.db.execute(
-            "SELECT COALESCE(SUM(len), 0) FROM extents WHERE ino=?", (ino,)).fetchone()
-        blocks = stored = unique = damaged = 0.0
-        for n, refs, mine, fstored, fraw, lost in self.db.execute(
-                "SELECT b.len, b.refs, COUNT(*), f.rlen, f.raw, substr(b.hash, 1, ?) = ? "
-                "FROM extents e JOIN blocks b ON b.id = e.block "
-                "LEFT JOIN frames f ON f.id = b.frame "
-                "WHERE e.ino=? GROUP BY b.id", (len(DAMAGED_PREFIX), DAMAGED_PREFIX, ino)):
-            share = n * fstored / fraw if fraw else 0.0
-            blocks += 1
-            stored += share
-            if refs <= mine:
-                unique += share
-            if lost:
-                damaged += n * mine
-        return {"logical": size, "referenced": referenced, "zero": size - referenced,
-                "blocks": blocks, "stored": stored, "unique": unique, "damaged": damaged,
-                "ratio": size / stored if stored else 0.0}
+        """Per-file figures for getfattr (blockmap.BlockMaps.file_figures)."""
+        return self.maps.file_figures(ino, size)
 
 
 def _empty(path: Path) -> bool:

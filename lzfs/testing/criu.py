@@ -127,6 +127,21 @@ class Workload:
             time.sleep(0.05)
         return (ctl / "result").read_text().strip()
 
+    def mutate(self, fraction: float, seed: int = 0, timeout: float = 120) -> int:
+        """Have the process change ``fraction`` of its pages (scattered, one byte each) and
+        take its new checksum. Returns the number of pages changed."""
+        (self.ctl / "mutated").unlink(missing_ok=True)
+        (self.ctl / "mutate").write_text(f"{fraction} {seed}")
+        deadline = time.monotonic() + timeout
+        while not (self.ctl / "mutated").exists():
+            if not self.alive():
+                raise RuntimeError(f"workload {self.pid} is gone")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workload {self.pid} did not mutate")
+            time.sleep(0.05)
+        n, self.checksum = (self.ctl / "mutated").read_text().split()
+        return int(n)
+
     def alive(self, pid: int | None = None) -> bool:
         """Whether the process (default) or one of its workers is running."""
         pid = self.pid if pid is None else pid

@@ -6,6 +6,9 @@ a text heap. It checksums its memory when asked, so a restore can be shown to be
 writes D/ready (its pid and checksum) once its memory is built, then every 50 ms looks for
 D/trigger: when present, it recomputes the checksum into D/result and removes the trigger.
 D/stop makes it exit. It opens files only briefly, so CRIU finds nothing open to restore.
+D/mutate (holding "FRACTION SEED") changes one byte in that fraction of its array pages,
+scattered at random, as a serving process does between two snapshots, then writes the new
+checksum to D/mutated.
 
 With --children N it forks N workers after building its memory, as a server that preloads a
 model and then forks its workers does: they share every page copy-on-write, which CRIU
@@ -80,13 +83,38 @@ def _write(path: Path, text: str) -> None:
     os.rename(tmp, path)
 
 
+def mutate(arrays: list, fraction: float, seed: int) -> int:
+    """Change one byte in ``fraction`` of the pages of the numpy arrays (weights, KV cache),
+    chosen at random: scattered changes, as a serving process makes between two snapshots.
+    Returns the number of pages changed."""
+    rng = np.random.default_rng(seed)
+    changed = 0
+    for a in arrays:
+        if isinstance(a, list):
+            continue  # the heap is immutable bytes
+        flat = memoryview(a).cast("B")
+        npages = len(flat) // 4096
+        k = int(npages * fraction)
+        for page in rng.choice(npages, size=k, replace=False):
+            off = int(page) * 4096 + int(rng.integers(0, 4096))
+            flat[off] = (flat[off] + 1 + int(rng.integers(0, 255))) % 256
+        changed += k
+    return changed
+
+
 def _serve(ctl: Path, arrays: list, stop: Path) -> None:
-    """Answer checksum triggers in ``ctl`` until ``stop`` appears."""
+    """Answer checksum and mutate triggers in ``ctl`` until ``stop`` appears."""
     trigger = ctl / "trigger"
+    change = ctl / "mutate"
     while not stop.exists():
         if trigger.exists():
             _write(ctl / "result", checksum(arrays) + "\n")
             trigger.unlink()
+        if change.exists():
+            fraction, seed = change.read_text().split()
+            n = mutate(arrays, float(fraction), int(seed))
+            _write(ctl / "mutated", f"{n} {checksum(arrays)}\n")
+            change.unlink()
         time.sleep(0.05)
 
 

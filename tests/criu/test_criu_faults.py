@@ -103,7 +103,7 @@ def test_daemon_killed_at_random_points_of_real_dumps(mounted, workload):
         st = s.stats()
     finally:
         s.close()
-    assert st.garbage_blocks == 0
+    assert st.garbage_frames == 0
     assert st.pack_bytes < st.stored * 1.05 + (2 << 20), (st.pack_bytes, st.stored)
     mounted.mount()
     _restore_and_check(base, w)

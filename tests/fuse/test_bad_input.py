@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import trio
 
 from lzfs.cli import main
 from lzfs.criu import images as I
@@ -139,8 +140,8 @@ def test_read_only_commands_write_nothing_to_a_good_store(tmp_path, capsys):
     store = tmp_path / "store"
     mkfs(store)
     s = Store(store)
-    exts, _ = s.ingest_sync(os.urandom(200_000), 0, True)
-    s.incref([r.id for _, _, r in exts])
+    runs, _ = trio.run(s.ingest, os.urandom(200_000), 0, True)
+    s.maps.insert(1, runs)
     s.close()
     before = tree_state(store)
     for argv in READERS[:-1]:

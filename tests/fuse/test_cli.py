@@ -90,26 +90,41 @@ def test_umount_of_something_else_is_refused(tmp_path):
     assert "not an lzfs mount point" in res.stderr
 
 
-def test_a_schema_1_store_mounts_in_the_background_and_is_upgraded(mounted):
+@pytest.mark.parametrize("schema", [1, 2])
+def test_a_format_1_store_is_checked_then_mounted_in_the_background_and_upgraded(
+        tmp_path, schema):
+    """A store written by an lzfs with 16-page blocks (schema 1 or 2): a check-only fsck
+    verifies it as it is (writing nothing), `lzfs mount` in the background upgrades it, every
+    byte reads back, and it is clean afterwards."""
     import sqlite3
 
-    data = os.urandom(3 << 20)
-    (mounted.mnt / "old.img").write_bytes(data)
-    mounted.umount()
-    db = sqlite3.connect(mounted.store / "meta.db", isolation_level=None)
-    db.executescript("""BEGIN;
-        CREATE TABLE f1 (id INTEGER PRIMARY KEY, pack INTEGER NOT NULL, off INTEGER NOT NULL,
-                         rlen INTEGER NOT NULL, stored INTEGER NOT NULL, raw INTEGER NOT NULL,
-                         codec INTEGER NOT NULL);
-        INSERT INTO f1 SELECT id, pack, off, rlen, stored, raw, codec FROM frames;
-        DROP TABLE frames; ALTER TABLE f1 RENAME TO frames;
-        UPDATE meta SET value=1 WHERE key='schema_version'; COMMIT;""")
-    db.close()
-    mounted.mount()  # `lzfs mount` in the background: it looks first, then upgrades
-    assert (mounted.mnt / "old.img").read_bytes() == data
-    mounted.umount()
-    db = sqlite3.connect(mounted.store / "meta.db")
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == 2
+    from tests.conftest import Mounted
+    from tests.format1 import make_format1_store
+
+    files = {"pages-1.img": os.urandom(3 << 20) + bytes(1 << 20) + os.urandom(5000),
+             "inventory.img": os.urandom(86)}
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    mnt.mkdir()
+    make_format1_store(store, files)
+    if schema == 1:
+        db = sqlite3.connect(store / "meta.db", isolation_level=None)
+        db.execute("ALTER TABLE frames DROP COLUMN seed")
+        db.execute("UPDATE meta SET value=1 WHERE key='schema_version'")
+        db.close()
+    before = tree_state(store)
+    res = lzfs_cmd("fsck", str(store))
+    assert "store is clean" in res.stdout
+    assert tree_state(store) == before  # checked in a scratch copy: nothing written
+    m = Mounted(store, mnt)
+    m.mount()  # `lzfs mount` in the background: it looks first, then upgrades
+    try:
+        for name, data in files.items():
+            assert (mnt / name).read_bytes() == data
+    finally:
+        m.umount()
+    db = sqlite3.connect(store / "meta.db")
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == 3
     assert "AUTOINCREMENT" in db.execute(
         "SELECT sql FROM sqlite_master WHERE name='frames'").fetchone()[0]
     db.close()
+    assert "store is clean" in lzfs_cmd("fsck", str(store)).stdout

@@ -102,7 +102,7 @@ def test_deleting_a_snapshot_gives_its_space_back(mounted):
     assert (keep / "pages-1.img").read_bytes() == want
     rep = json.loads(lzfs_cmd("report", str(mounted.store), "--json").stdout)
     assert [g["name"] for g in rep["groups"]] == ["keep"]
-    assert rep["totals"]["garbage_blocks"] == 0
+    assert rep["totals"]["garbage_frames"] == 0
 
 
 def test_du_getfattr_and_cat_show_what_files_cost(mounted):

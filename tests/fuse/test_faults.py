@@ -31,13 +31,13 @@ def test_damaged_pack_gives_eio_only_where_damaged(mounted, damage):
         ino = s.db.execute("SELECT ino FROM dentries WHERE name=?", (b"victim",)).fetchone()[0]
         # flipped: a frame in the middle; truncated: the pack is cut inside the last frame
         off, frame = s.db.execute(
-            "SELECT e.off, b.frame FROM extents e JOIN blocks b ON b.id = e.block "
+            "SELECT e.off, e.frame FROM extents e "
             "WHERE e.ino=? ORDER BY e.off " + ("LIMIT 1 OFFSET 3" if damage == "flipped"
                                                else "DESC LIMIT 1"), (ino,)).fetchone()
         loc = s.frame_loc(frame)
         good_off = s.db.execute(
-            "SELECT e.off FROM extents e JOIN blocks b ON b.id = e.block "
-            "WHERE e.ino=? AND b.frame != ? ORDER BY e.off LIMIT 1 OFFSET 1",
+            "SELECT e.off FROM extents e "
+            "WHERE e.ino=? AND e.frame != ? ORDER BY e.off LIMIT 1 OFFSET 1",
             (ino, frame)).fetchone()[0]
     finally:
         s.close()

@@ -80,8 +80,9 @@ def test_corrupt_frame_is_named_marked_and_never_reused(mounted):
     db = _db(mounted.store)
     ino = _ino(db, "pages-1.img")
     off, frame = db.execute(
-        "SELECT e.off, b.frame FROM extents e JOIN blocks b ON b.id = e.block WHERE e.ino=? "
-        "ORDER BY e.off LIMIT 1 OFFSET 2", (ino,)).fetchone()
+        "SELECT e.off, e.frame FROM extents e WHERE e.ino=? AND e.frame NOT IN "
+        "(SELECT frame FROM extents WHERE ino != ?) ORDER BY e.off LIMIT 1 OFFSET 2",
+        (ino, ino)).fetchone()  # a frame no other file shares: the damage is this file's
     pack, foff, rlen = db.execute("SELECT pack, off, rlen FROM frames WHERE id=?",
                                   (frame,)).fetchone()
     db.close()
@@ -127,8 +128,8 @@ def test_metadata_faults_are_found_and_repaired_losing_nothing(mounted):
     db = _db(mounted.store)
     pages = _ino(db, "pages-1.img")
     lost = _ino(db, "lost.img")
-    block = db.execute("SELECT block FROM extents WHERE ino=? LIMIT 1", (pages,)).fetchone()[0]
-    db.execute("UPDATE blocks SET refs = refs + 5 WHERE id=?", (block,))         # refcount
+    frame = db.execute("SELECT frame FROM extents WHERE ino=? LIMIT 1", (pages,)).fetchone()[0]
+    db.execute("UPDATE frames SET refs = refs + 5 WHERE id=?", (frame,))         # refcount
     db.execute("DELETE FROM dentries WHERE ino=?", (lost,))                      # disconnected
     db.execute("INSERT INTO dentries(parent, name, ino) VALUES (1, X'67686f7374', 99999)")  # dangling
     db.execute("INSERT INTO dentries(parent, name, ino) VALUES (?, X'726f6f74', 1)",
@@ -254,16 +255,17 @@ def test_a_damaged_pack_table_is_mended_from_the_frames(mounted):
     _all_read_back(mounted, files)
 
 
-def test_lost_block_and_inode_rows(mounted):
-    """An extent whose block row is gone stays lost (EIO, never zeros, an error until the
-    file goes); a file whose inode row is gone comes back with its data."""
+def test_lost_frame_and_inode_rows(mounted):
+    """A run whose frame row is gone stays lost (EIO, never zeros, an error until the file
+    goes); a file whose inode row is gone comes back with its data."""
     files = _fill(mounted)
     mounted.umount()
     db = _db(mounted.store)
     pages, other = _ino(db, "pages-1.img"), _ino(db, "other.img")
-    off, block = db.execute("SELECT off, block FROM extents WHERE ino=? ORDER BY off "
-                            "LIMIT 1 OFFSET 1", (pages,)).fetchone()
-    db.execute("DELETE FROM blocks WHERE id=?", (block,))
+    off, frame = db.execute("SELECT off, frame FROM extents WHERE ino=? AND frame NOT IN "
+                            "(SELECT frame FROM extents WHERE ino != ?) ORDER BY off "
+                            "LIMIT 1 OFFSET 1", (pages, pages)).fetchone()
+    db.execute("DELETE FROM frames WHERE id=?", (frame,))
     db.execute("DELETE FROM inodes WHERE id=?", (other,))
     db.close()
     code, rep = _check(mounted.store)

@@ -8,7 +8,8 @@ import stat
 
 import pytest
 
-from lzfs.chunker import Chunker
+from lzfs.codec import block_hash
+from lzfs.store.index import hook_key
 
 
 def test_files_dirs_and_symlinks(mounted):
@@ -78,20 +79,19 @@ def test_truncate_chmod_utimens_statfs_link(mounted):
     os.close(fd)
 
 
-def _page(boundary: bool) -> bytes:
-    """A random page that does (or does not) end a block by its content: a repeated boundary
-    page becomes one block per page, the other kind 64-page blocks. Both must dedup."""
-    chunker = Chunker()
+def _page(hook: bool) -> bytes:
+    """A random page that is (or is not) a hook of the sparse page index (store/index.py):
+    a repeated page must be stored once either way."""
     while True:
         page = os.urandom(4096)
-        if bool(chunker.page_classes(page, 0, 1)[1][0]) == boundary:
+        if (hook_key(block_hash(page)) is not None) == hook:
             return page
 
 
-@pytest.mark.parametrize("boundary", [False, True], ids=["long-blocks", "page-blocks"])
-def test_sizes_are_exact_and_du_shows_stored_bytes(mounted, boundary):
+@pytest.mark.parametrize("hook", [False, True], ids=["plain-page", "hook-page"])
+def test_sizes_are_exact_and_du_shows_stored_bytes(mounted, hook):
     p = mounted.mnt / "pages-1.img"
-    page = _page(boundary)
+    page = _page(hook)
     with open(p, "wb") as f:
         f.write(page * 256)          # 1 MiB of one repeated page: compresses to almost nothing
         f.write(bytes(4 << 20))      # zero pages: stored as nothing

@@ -14,8 +14,7 @@ from lzfs.errors import CorruptDataError
 
 def test_manifest_round_trips_and_rejects_damage():
     doc = {"format": manifest.FORMAT, "name": "server-1", "packs": ["packs/ab.pack"],
-           "frames": [[0, 16, 100, 80, 200, 2]], "blocks": [["00" * 16, 0, 0, 200]],
-           "entries": []}
+           "frames": [[0, 16, 100, 80, 200, 2, ""]], "entries": []}
     data = manifest.encode(doc)
     assert manifest.decode(data, "k") == doc
     flipped = bytearray(data)
@@ -23,7 +22,7 @@ def test_manifest_round_trips_and_rejects_damage():
     with pytest.raises(CorruptDataError, match="checksum"):
         manifest.decode(bytes(flipped), "k")
     with pytest.raises(CorruptDataError, match="not an lzfs manifest"):
-        manifest.decode(b"LZFSMAN\x02" + data[8:], "k")
+        manifest.decode(b"LZFSMAN\x07" + data[8:], "k")
 
 
 def test_manifest_keys_are_unique_and_the_newest_wins():
@@ -81,3 +80,34 @@ def test_manifest_keys_sort_in_publication_order(monkeypatch):
     keys = [manifest.new_key(b"snap", "node-a") for _ in range(4)]
     assert keys == sorted(keys) and len(set(keys)) == 4
     assert manifest.newest_per_name(keys)[b"snap"] == keys[-1]
+
+
+def test_a_format_1_manifest_installs_as_runs_of_its_frames(tmp_path):
+    """Buckets keep manifests of older lzfs (content-defined blocks): a node installs one as
+    runs of the same frames, with its one-page blocks as dedup candidates."""
+    import os
+
+    from lzfs.codec import block_hash
+    from lzfs.namespace import Namespace
+    from lzfs.store import Store, mkfs
+
+    page = os.urandom(4096)
+    doc = {"format": manifest.FORMAT_1, "name": "old", "packs": ["packs/ab.pack"],
+           "frames": [[0, 16, 9000, 8000, 3 * 4096, 2]],
+           "blocks": [["11" * 16, 0, 0, 8192], [block_hash(page).hex(), 0, 8192, 4096]],
+           "entries": [{"p": "pages-1.img", "m": 0o100644, "u": 0, "g": 0, "t": 0,
+                        "s": 5 * 4096, "x": [[0, 8192, 0], [16384, 4096, 1]]}]}
+    mkfs(tmp_path / "s")
+    store = Store(tmp_path / "s")
+    try:
+        ns = Namespace(store.db)
+        top = manifest.install(store, ns, manifest.decode(manifest.encode(doc), "k"),
+                               {"packs/ab.pack": 1 << 40})
+        ino = ns.lookup(top, b"pages-1.img")
+        runs = store.maps.load(ino)
+        frame = runs[0].frame
+        assert [tuple(r) for r in runs] == [(0, 8192, frame, 0), (16384, 4096, frame, 8192)]
+        assert store.db.execute("SELECT refs FROM frames WHERE id=?", (frame,)).fetchone()[0] == 2
+        assert store.index.match([block_hash(page)]) == {block_hash(page): (frame, 8192)}
+    finally:
+        store.close(commit=False)

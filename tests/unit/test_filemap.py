@@ -113,10 +113,12 @@ def _run(tmp_path, ops, background: bool) -> None:
             await fm.flush()
             _check_stored(fm, store, len(ref))
             nursery.cancel_scope.cancel()
-        # references add up: every extent holds one
-        refs = store.db.execute("SELECT COALESCE(SUM(refs),0) FROM blocks").fetchone()[0]
+        # references add up: every run names its frame once; runs stay inside their frames
+        refs = store.db.execute("SELECT COALESCE(SUM(refs),0) FROM frames").fetchone()[0]
         exts = store.db.execute("SELECT COUNT(*) FROM extents").fetchone()[0]
         assert refs == exts
+        assert store.db.execute("SELECT COUNT(*) FROM extents e JOIN frames f ON f.id = e.frame "
+                                "WHERE e.foff + e.len > f.raw OR e.len <= 0").fetchone()[0] == 0
 
     try:
         trio.run(main)
@@ -200,8 +202,8 @@ def test_sequential_reads_prefetch_ahead(tmp_path):
 
 
 def test_unaligned_stream_with_background_encoder_finishes(tmp_path):
-    """An unaligned head leaves a batch with no cut point short of max_pages: the encoder must
-    wait for more data instead of spinning (it once did)."""
+    """An unaligned head leaves a batch short of a whole page: the encoder must wait for more
+    data instead of spinning (it once did)."""
     mkfs(tmp_path / "a")
     store = Store(tmp_path / "a")
     data = os.urandom(5 << 20)

@@ -1,4 +1,5 @@
-"""The block store on its own: dedup, reference counts, crash recovery, gc, bad stores."""
+"""The block store on its own: page dedup, reference counts, crash recovery, gc, upgrades from
+older formats, bad stores."""
 
 from __future__ import annotations
 
@@ -12,21 +13,32 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lzfs.chunker import Chunker
+from lzfs.chunker import Piece
 from lzfs.errors import CorruptDataError, FormatVersionError, NotAStoreError, StoreBusyError
-from lzfs.store import Store, mkfs, read_config
+from lzfs.store import Run, Store, mkfs, read_config
 from lzfs.store.layout import CONFIG
 from tests.conftest import assert_private
 
+_NEXT_INO = [1000]
 
-def _ingest(store: Store, data: bytes) -> list[int]:
-    exts, _ = store.ingest_sync(data, 0, True)
-    ids = [r.id for _, _, r in exts]
-    store.incref(ids)
-    return ids
+
+def _ingest(store: Store, data: bytes, ino: int | None = None) -> list[Run]:
+    """Store ``data`` as a whole file and record its runs (what a FileMap does)."""
+    if ino is None:
+        _NEXT_INO[0] += 1
+        ino = _NEXT_INO[0]
+    runs, consumed = trio.run(store.ingest, data, 0, True)
+    assert consumed == len(data)
+    store.maps.insert(ino, runs)
+    return runs
+
+
+def _frames(runs: list[Run]) -> list[int]:
+    return sorted({r.frame for r in runs})
 
 
 def test_same_data_is_stored_once(store_path):
@@ -36,11 +48,49 @@ def test_same_data_is_stored_once(store_path):
         a = _ingest(store, data)
         packs_before = store.stats().stored
         b = _ingest(store, data)
-        assert a == b
+        assert [(r.frame, r.foff, r.len) for r in a] == [(r.frame, r.foff, r.len) for r in b]
         st = store.stats()
         assert st.stored == packs_before
         assert st.referenced == 2 * len(data)
         assert st.unique == len(data)
+    finally:
+        store.close()
+
+
+def test_one_changed_page_costs_one_page(store_path):
+    """Dedup is per page: a second version of a file with scattered pages changed stores
+    those pages and nothing else (format 1 stored a whole 16-page block per changed page)."""
+    store = Store(store_path)
+    try:
+        pages = [os.urandom(4096) for _ in range(2048)]  # 8 MiB
+        _ingest(store, b"".join(pages))
+        before = store.stats().unique
+        changed = list(range(7, 2048, 97))  # 22 scattered pages
+        for i in changed:
+            pages[i] = os.urandom(4096)
+        runs = _ingest(store, b"".join(pages))
+        assert store.stats().unique - before == len(changed) * 4096
+        # the runs are few: whole stretches of old frames, cut only around the changes
+        assert len(runs) <= 2048 // 64 + 3 * len(changed) + 2
+    finally:
+        store.close()
+
+
+def test_shifted_pages_are_stored_once(store_path):
+    """Pages inserted at the front and in the middle of a pages image, and some removed, move
+    whole pages: every page that was there before is found again (at least 99% of them: a
+    sparse index may miss a frame none of whose sampled pages came along)."""
+    store = Store(store_path)
+    try:
+        pages = [os.urandom(4096) for _ in range(4000)]
+        _ingest(store, b"".join(pages))
+        before = store.stats().unique
+        shifted = ([os.urandom(4096) for _ in range(7)] + pages[:1500]
+                   + [os.urandom(4096) for _ in range(33)] + pages[1530:])
+        _ingest(store, b"".join(shifted))
+        added = store.stats().unique - before
+        assert added >= 40 * 4096
+        assert added <= 40 * 4096 + 0.01 * 3970 * 4096
     finally:
         store.close()
 
@@ -70,9 +120,10 @@ def test_a_read_only_open_after_a_crash_sees_what_was_committed(store_path):
     skip them (the quiet, immutable open is only for a store with no WAL content)."""
     code = ("import os, sys\n"
             "from lzfs.store import Store\n"
+            "import trio\n"
             "s = Store(sys.argv[1])\n"
-            "exts, _ = s.ingest_sync(os.urandom(300_000), 0, True)\n"
-            "s.incref([r.id for _, _, r in exts])\n"
+            "runs, _ = trio.run(s.ingest, os.urandom(300_000), 0, True)\n"
+            "s.maps.insert(1, runs)\n"
             "s.commit()\n"
             "os._exit(0)\n")
     subprocess.run([sys.executable, "-c", code, str(store_path)], check=True)
@@ -86,21 +137,42 @@ def test_a_read_only_open_after_a_crash_sees_what_was_committed(store_path):
     assert sorted(os.listdir(store_path)) == names
 
 
-def test_gc_gives_back_space_of_dead_blocks_only(store_path):
+def test_gc_gives_back_space_of_dead_frames_only(store_path):
     store = Store(store_path)
     try:
-        keep = _ingest(store, os.urandom(2 << 20))
-        gone = _ingest(store, os.urandom(2 << 20))
-        store.decref(gone)
+        keep = _ingest(store, os.urandom(2 << 20), ino=1)
+        gone = _ingest(store, os.urandom(2 << 20), ino=2)
+        store.maps.purge(2)
+        assert store.garbage
         store.commit()
         before = store.stats().pack_bytes
         removed, freed = store.gc()
-        assert removed == len(set(gone))
+        assert removed == len(_frames(gone))
         assert freed >= (2 << 20)
         assert store.stats().pack_bytes <= before - (2 << 20) + 65536
-        for bid in keep:
-            fid, = store.db.execute("SELECT frame FROM blocks WHERE id=?", (bid,)).fetchone()
+        assert not store.garbage
+        for fid in _frames(keep):
             store.read_frame(store.frame_loc(fid))
+    finally:
+        store.close()
+
+
+def test_gc_forgets_the_pages_of_collected_frames(store_path):
+    """After gc, the same content written again is stored again (its old frame is gone),
+    and reads back."""
+    store = Store(store_path)
+    try:
+        data = os.urandom(1 << 20)
+        first = _ingest(store, data, ino=1)
+        store.maps.purge(1)
+        store.gc()
+        second = _ingest(store, data, ino=2)
+        assert not set(_frames(first)) & set(_frames(second))
+        raw = b"".join(store.read_frame(store.frame_loc(f)) for f in _frames(second))
+        assert raw == data
+        gone = ",".join(map(str, _frames(first)))
+        assert store.db.execute(f"SELECT COUNT(*) FROM hooks WHERE frame IN ({gone})"
+                                ).fetchone()[0] == 0
     finally:
         store.close()
 
@@ -108,10 +180,9 @@ def test_gc_gives_back_space_of_dead_blocks_only(store_path):
 def test_corrupt_pack_byte_is_detected(store_path):
     store = Store(store_path)
     try:
-        ids = _ingest(store, b"criu pages " * 100_000)
+        runs = _ingest(store, b"criu pages " * 100_000)
         store.commit()
-        fid, = store.db.execute("SELECT frame FROM blocks WHERE id=?", (ids[0],)).fetchone()
-        loc = store.frame_loc(fid)
+        loc = store.frame_loc(runs[0].frame)
         path = store_path / "packs" / f"{loc.pack:08d}.pack"
         with open(path, "r+b") as f:
             f.seek(loc.off + loc.rlen - 3)
@@ -186,47 +257,74 @@ def test_a_random_page_read_decompresses_at_most_256_kib(store_path):
     store = Store(store_path)
     try:
         _ingest(store, b"compressible text " * 1_000_000 + os.urandom(3 << 20))
-        biggest = store.db.execute("SELECT MAX(raw), MAX(len) FROM frames, blocks").fetchone()
+        biggest = store.db.execute("SELECT MAX(raw) FROM frames").fetchone()
         assert biggest[0] <= 256 * 1024
-        assert biggest[1] <= 256 * 1024
     finally:
         store.close()
 
 
-def test_schema_1_store_is_upgraded_at_a_writable_open_only(store_path):
-    store = Store(store_path)
-    data = os.urandom(300_000)
-    blocks = _ingest(store, data)
-    store.commit()
-    store.close()
-    db = sqlite3.connect(store_path / "meta.db", isolation_level=None)
-    db.execute("ALTER TABLE frames DROP COLUMN seed")  # what lzfs 0.1 created
-    db.execute("UPDATE meta SET value=1 WHERE key='schema_version'")
-    db.close()
-    with pytest.raises(CorruptDataError, match="older lzfs"):
-        Store(store_path, readonly=True)
-    store = Store(store_path)
-    try:
-        frame = store.db.execute("SELECT frame FROM blocks WHERE id=?", (blocks[0],)).fetchone()[0]
-        assert store.read_frame(store.frame_loc(frame))[:1000] == data[:1000]
-        assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'"
-                                ).fetchone()[0] == 2
-    finally:
-        store.close()
-    Store(store_path, readonly=True).close()
+def test_a_format_1_store_is_upgraded_at_a_writable_open_only(tmp_path):
+    """Stores of schema 1 and 2 (multi-page blocks with a row each) keep every byte: their
+    blocks become runs of the same frames, counts are recomputed from the runs, single-page
+    blocks join the page index (a new write of that page dedups against them), unreferenced
+    blocks become garbage frames, a block a repair marked lost reads as EIO."""
+    from lzfs.codec import block_hash
+    from lzfs.store.index import hook_key
+    from tests.format1 import make_format1_store
+
+    one_page = os.urandom(4096)
+    while hook_key(block_hash(one_page)) is None:  # a lone page is found through its hook
+        one_page = os.urandom(4096)
+    files = {"pages-1.img": os.urandom(20 * 4096) + bytes(8192) + one_page,
+             "copy.img": os.urandom(3 * 4096 + 100)}
+    files["again.img"] = files["pages-1.img"]
+    for schema in (1, 2):
+        path = tmp_path / f"s{schema}"
+        make_format1_store(path, files, garbage=os.urandom(8192), damaged=os.urandom(4096))
+        if schema == 1:
+            db = sqlite3.connect(path / "meta.db", isolation_level=None)
+            db.execute("ALTER TABLE frames DROP COLUMN seed")  # what lzfs 0.1 created
+            db.execute("UPDATE meta SET value=1 WHERE key='schema_version'")
+            db.close()
+        with pytest.raises(CorruptDataError, match="older lzfs"):
+            Store(path, readonly=True)
+        store = Store(path)
+        try:
+            assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'"
+                                    ).fetchone()[0] == 3
+            inos = dict(store.db.execute("SELECT name, ino FROM dentries"))
+            for name, data in files.items():
+                assert store.read_file(inos[name.encode()], len(data)) == data
+            with pytest.raises(CorruptDataError):
+                store.read_file(inos[b"damaged"], 4096)
+            # counts are the runs naming each frame; the unreferenced block is garbage
+            assert store.stats().garbage_frames == 1
+            counted = store.db.execute(
+                "SELECT COUNT(*) FROM frames f WHERE refs != (SELECT COUNT(*) FROM extents e "
+                "WHERE e.frame = f.id)").fetchone()[0]
+            assert counted == 0
+            # the single-page block is a dedup candidate now
+            before = store.stats().unique
+            runs = _ingest(store, one_page)
+            assert store.stats().unique == before
+            assert runs[0].frame == store.maps.load(inos[b"pages-1.img"])[-1].frame
+            store.commit()
+        finally:
+            store.close()
+        Store(path, readonly=True).close()
 
 
 def test_a_dedup_domain_changes_every_block_hash(store_path):
     data = os.urandom(200_000)
     store = Store(store_path, domain="tenant-a")
     try:
-        a = _ingest(store, data)
-        assert _ingest(store, data) == a
+        a = _frames(_ingest(store, data))
+        assert _frames(_ingest(store, data)) == a
     finally:
         store.close()
     store = Store(store_path, domain="tenant-b")
     try:
-        b = _ingest(store, data)
+        b = _frames(_ingest(store, data))
         assert not set(a) & set(b)
         seeds = {r[0] for r in store.db.execute("SELECT DISTINCT seed FROM frames")}
         assert len(seeds) == 2 and 0 not in seeds
@@ -259,7 +357,6 @@ def test_any_config_is_read_as_a_valid_one_or_refused(text):
             cfg = read_config(d)
         except (NotAStoreError, FormatVersionError):
             return
-        Chunker(cfg.avg_pages, cfg.max_pages)  # usable as it is
         assert cfg.version == 1 and cfg.format == "lzfs"
 
 
@@ -329,14 +426,13 @@ def test_recovery_cuts_tails_and_never_loses_or_falsifies_a_committed_frame(
                     with pytest.raises(CorruptDataError):
                         store.read_frame(loc)
             new = os.urandom(50_000)
-            exts = _ingest(store, new)
+            runs = _ingest(store, new)
             store.commit()
         finally:
             store.close()
         store = Store(path, readonly=True)
         try:
-            fid, = store.db.execute("SELECT frame FROM blocks WHERE id=?", (exts[0],)).fetchone()
-            assert new in store.read_frame(store.frame_loc(fid))
+            assert new in store.read_frame(store.frame_loc(runs[0].frame))
         finally:
             store.close()
         if any(how == "other file" for how, _ in damage):
@@ -378,12 +474,11 @@ def test_a_failed_commit_never_lets_a_later_change_commit(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["text", "random"])
-def test_pack_new_frames_blocks_with_and_without_gaps_between_them(store_path, kind):
-    """New blocks usually lie back to back in the written buffer (a frame is then compressed,
+def test_pack_new_frames_pages_with_and_without_gaps_between_them(store_path, kind):
+    """New pages usually lie back to back in the written buffer (a frame is then compressed,
     or stored raw, from a view of it, no join); deduplicated or zero pieces leave gaps between
     them. Both shapes must read back byte for byte, compressed (text) or raw (random)."""
     from lzfs.codec import Codec, block_hash
-    from lzfs.store import Cut
 
     store = Store(store_path)
     try:
@@ -391,16 +486,16 @@ def test_pack_new_frames_blocks_with_and_without_gaps_between_them(store_path, k
         buf = text[:600 * 1024] if kind == "text" else os.urandom(600 * 1024)
         spans = [(0, 65536), (65536, 65536), (131072, 131072),  # back to back: one frame
                  (266240, 8192), (278528, 16384), (360448, 65536)]  # with gaps between
-        cuts = [Cut(lo, n, block_hash(buf[lo:lo + n], store.seed)) for lo, n in spans]
+        cuts = [Piece(lo, n, block_hash(buf[lo:lo + n], store.seed)) for lo, n in spans]
         frames = store.pack_new(buf, cuts)
         assert [len(f.header.blocks) for f in frames] == [3, 3]
         want = Codec.LZ4 if kind == "text" else Codec.RAW
         assert all(f.header.codec == want for f in frames)
         refs = store.register(frames)
         for c in cuts:
-            ref = refs[c.hash]
-            raw = store.read_frame(store.frame_loc(ref.frame))
-            assert raw[ref.foff:ref.foff + c.length] == buf[c.start:c.start + c.length]
+            frame, foff = refs[c.hash]
+            raw = store.read_frame(store.frame_loc(frame))
+            assert raw[foff:foff + c.length] == buf[c.start:c.start + c.length]
     finally:
         store.close(commit=False)
 
@@ -409,7 +504,6 @@ def test_a_short_pwritev_is_finished_and_the_record_reads_back(store_path, monke
     """pwritev may write less than asked (a signal, a size limit): the rest of the record
     must follow at the right offset, or the frame would fail its checksum."""
     from lzfs.codec import block_hash
-    from lzfs.store import Cut
     from lzfs.store import packs as packs_mod
 
     real = os.pwritev
@@ -424,10 +518,10 @@ def test_a_short_pwritev_is_finished_and_the_record_reads_back(store_path, monke
     store = Store(store_path)
     try:
         buf = os.urandom(40960)
-        cut = Cut(0, len(buf), block_hash(buf, store.seed))
+        cut = Piece(0, len(buf), block_hash(buf, store.seed))
         refs = store.register(store.pack_new(buf, [cut]))
         assert calls, "the pack write went around pwritev"
-        ref = refs[cut.hash]
-        assert store.read_frame(store.frame_loc(ref.frame))[:len(buf)] == buf
+        frame, _ = refs[cut.hash]
+        assert store.read_frame(store.frame_loc(frame))[:len(buf)] == buf
     finally:
         store.close(commit=False)

@@ -1,0 +1,211 @@
+"""Block maps: which frame bytes make up each file, and how many runs name each frame.
+
+This module is the only code that writes the ``extents`` table and ``frames.refs`` (and the
+only one that reads extents, apart from fsck's independent check): a file map, a purge, a
+manifest import and fsck's repair all come through here, so a reference count cannot drift
+from the runs that justify it, and every drop of a count tells gc it has work (the bug of
+format 1's `rm`: a purge that lowered counts with its own SQL never woke the collector).
+
+A run says "file bytes [off, off+len) are raw bytes [foff, foff+len) of frame F". Runs never
+span frames. A run whose frame is gone or marked lost reads as EIO, never as zeros.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from ..codec import PAGE
+from ..errors import CorruptDataError
+from .db import MetaDB
+
+LOST_FRAME = -1  # a run whose frame is known lost (a repaired store, an upgraded placeholder)
+
+
+class Run(NamedTuple):
+    off: int    # file offset
+    len: int
+    frame: int
+    foff: int   # offset in the frame's raw data
+
+    @property
+    def end(self) -> int:
+        return self.off + self.len
+
+
+class FrameShape(NamedTuple):
+    rlen: int  # record bytes in the pack
+    raw: int   # decompressed bytes
+
+
+ShapeFn = Callable[[int], "FrameShape | None"]  # frame id -> its shape, None if it is gone
+
+
+def merge_runs(runs: Iterable[Run]) -> list[Run]:
+    """Join runs that continue each other in the file and in the same frame."""
+    out: list[Run] = []
+    for r in runs:
+        if out:
+            p = out[-1]
+            if p.frame == r.frame and p.end == r.off and p.foff + p.len == r.foff:
+                out[-1] = Run(p.off, p.len + r.len, p.frame, p.foff)
+                continue
+        out.append(r)
+    return out
+
+
+def _slots(r: Run) -> range:
+    return range(r.foff // PAGE, (r.foff + r.len - 1) // PAGE + 1)
+
+
+class Coverage:
+    """Which 4 KiB slots of which frames one file (or group of files) references, counted, and
+    their compressed share: a page a file holds several times is stored once, so it is counted
+    once (st_blocks and du agree with getfattr and the report)."""
+
+    def __init__(self, shape: ShapeFn) -> None:
+        self._shape = shape
+        self._counts: dict[int, array] = {}
+        self.stored = 0.0
+
+    def _slot_share(self, s: FrameShape, slot: int) -> float:
+        n = min(PAGE, s.raw - slot * PAGE)
+        return n * s.rlen / s.raw if s.raw and n > 0 else 0.0
+
+    def add(self, runs: Iterable[Run], sign: int = 1) -> None:
+        for r in runs:
+            if r.len <= 0:
+                continue
+            counts = self._counts.get(r.frame)
+            if counts is None:
+                if sign < 0:
+                    continue
+                shape = self._shape(r.frame)
+                if shape is None:  # lost: it takes no space
+                    continue
+                counts = self._counts[r.frame] = array("I", bytes(4 * max(
+                    1, (shape.raw + PAGE - 1) // PAGE)))
+            shape = self._shape(r.frame)
+            for slot in _slots(r):
+                if slot >= len(counts):
+                    break
+                c = counts[slot]
+                if sign > 0:
+                    counts[slot] = c + 1
+                    if c == 0 and shape is not None:
+                        self.stored += self._slot_share(shape, slot)
+                elif c:
+                    counts[slot] = c - 1
+                    if c == 1 and shape is not None:
+                        self.stored -= self._slot_share(shape, slot)
+
+    def remove(self, runs: Iterable[Run]) -> None:
+        self.add(runs, -1)
+
+
+class BlockMaps:
+    """Reads and writes block maps and frame reference counts (DB thread only)."""
+
+    def __init__(self, db: MetaDB, shape: ShapeFn) -> None:
+        self.db = db
+        self.shape = shape
+        self.garbage = False  # set when a reference count drops: gc has work
+
+    # ---- one file ----------------------------------------------------------------------------
+
+    def load(self, ino: int) -> list[Run]:
+        return [Run(*r) for r in self.db.execute(
+            "SELECT off, len, frame, foff FROM extents WHERE ino=? ORDER BY off", (ino,))]
+
+    def insert(self, ino: int, runs: list[Run]) -> None:
+        """Record runs (which must not overlap the file's others) and count their frames."""
+        if not runs:
+            return
+        self.db.executemany("INSERT INTO extents(ino, off, len, frame, foff) VALUES (?,?,?,?,?)",
+                            [(ino, *r) for r in runs])
+        self._count(Counter(r.frame for r in runs), +1)
+
+    def extend(self, ino: int, run: Run, new_len: int) -> None:
+        """Lengthen a run in place (the bytes that follow it in its frame now belong to the
+        file too): no reference count changes, the run still names its frame once."""
+        self.db.execute("UPDATE extents SET len=? WHERE ino=? AND off=?", (new_len, ino, run.off))
+
+    def delete(self, ino: int, runs: list[Run]) -> None:
+        if not runs:
+            return
+        self.db.executemany("DELETE FROM extents WHERE ino=? AND off=?",
+                            [(ino, r.off) for r in runs])
+        self._count(Counter(r.frame for r in runs), -1)
+
+    def purge(self, ino: int) -> None:
+        """Drop every run of a file that is going away, and wake gc."""
+        counts = Counter(dict(self.db.execute(
+            "SELECT frame, COUNT(*) FROM extents WHERE ino=? GROUP BY frame", (ino,))))
+        self.db.execute("DELETE FROM extents WHERE ino=?", (ino,))
+        self._count(counts, -1)
+
+    def _count(self, counts: Counter[int], sign: int) -> None:
+        self.db.executemany("UPDATE frames SET refs = refs + ? WHERE id = ?",
+                            [(sign * n, f) for f, n in counts.items()])
+        if sign < 0:
+            self.garbage = True
+
+    # ---- figures -----------------------------------------------------------------------------
+
+    def coverage(self, runs: Iterable[Run]) -> Coverage:
+        cov = Coverage(self.shape)
+        cov.add(runs)
+        return cov
+
+    def file_figures(self, ino: int, size: int) -> dict[str, float]:
+        """Per-file figures for getfattr: what it holds, stores, and alone stores (the frames
+        only it names: what deleting it gives back)."""
+        runs = self.load(ino)
+        cov = self.coverage(runs)
+        mine = Counter(r.frame for r in runs)
+        unique = 0.0
+        damaged = 0
+        lost = self.lost_frames(mine)
+        for f, n in mine.items():
+            shape = self.shape(f)
+            if f in lost or shape is None:
+                continue
+            refs = self.db.execute("SELECT refs FROM frames WHERE id=?", (f,)).fetchone()
+            if refs is not None and refs[0] <= n:
+                unique += shape.rlen
+        damaged = sum(r.len for r in runs if r.frame in lost)
+        referenced = sum(r.len for r in runs)
+        return {"logical": size, "referenced": referenced, "zero": size - referenced,
+                "blocks": len(runs), "stored": cov.stored, "unique": unique,
+                "damaged": damaged, "ratio": size / cov.stored if cov.stored else 0.0}
+
+    def lost_frames(self, frames: Iterable[int]) -> set[int]:
+        """Of these frames, those that are gone or marked lost (their runs read as EIO)."""
+        fs = sorted(set(frames))
+        alive: set[int] = set()
+        for i in range(0, len(fs), 500):
+            part = fs[i:i + 500]
+            alive.update(r[0] for r in self.db.execute(
+                f"SELECT id FROM frames WHERE lost = 0 AND id IN ({','.join('?' * len(part))})",
+                part))
+        return set(fs) - alive
+
+    # ---- whole files -------------------------------------------------------------------------
+
+    def read_file(self, ino: int, size: int, read_frame: Callable[[int], bytes]) -> bytes:
+        """A whole (small) file's bytes, straight from the store: for parsing images. A run in
+        a lost frame raises CorruptDataError, as a read through the mount gives EIO."""
+        out = bytearray(size)
+        decoded: dict[int, bytes] = {}  # several runs of a small file share one frame
+        for r in self.load(ino):
+            if r.off >= size:
+                break
+            if r.frame not in decoded:
+                if r.frame == LOST_FRAME:
+                    raise CorruptDataError(f"inode {ino} at {r.off}: its data is lost")
+                decoded[r.frame] = read_frame(r.frame)
+            n = min(r.len, size - r.off)
+            out[r.off:r.off + n] = decoded[r.frame][r.foff:r.foff + n]
+        return bytes(out)
