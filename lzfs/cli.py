@@ -19,7 +19,7 @@ def _remote(args: argparse.Namespace):
     from .cluster.attach import RemoteOptions
     from .cluster.backend import is_remote
 
-    spec = getattr(args, "store", None) or getattr(args, "path", "")
+    spec = str(getattr(args, "store", None) or getattr(args, "path", ""))
     if not is_remote(spec):
         return None
     return RemoteOptions(endpoint=args.endpoint, profile=args.profile,
@@ -38,10 +38,10 @@ def cmd_mkfs(args: argparse.Namespace) -> None:
         backend = open_backend(args.store, args.endpoint, args.profile)
         if args.create_bucket and hasattr(backend, "create_bucket"):
             backend.create_bucket()
-        cfg = remote_mkfs(backend, args.avg_pages, args.max_pages, args.grace)
-        print(f"created lzfs store {backend.url} (bucket format {cfg.version}, blocks of "
-              f"{cfg.avg_pages} pages on average, at most {cfg.max_pages}; gc grace "
-              f"{cfg.gc_grace_s:.0f} s)")
+        rcfg = remote_mkfs(backend, args.avg_pages, args.max_pages, args.grace)
+        print(f"created lzfs store {backend.url} (bucket format {rcfg.version}, blocks of "
+              f"{rcfg.avg_pages} pages on average, at most {rcfg.max_pages}; gc grace "
+              f"{rcfg.gc_grace_s:.0f} s)")
         return
 
     cfg = mkfs(args.store, avg_pages=args.avg_pages, max_pages=args.max_pages)
@@ -180,7 +180,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
         try:
             why = os.getxattr(path, "user.lzfs.error").decode()
         except OSError:
-            why = exc.strerror
+            why = exc.strerror or str(exc)
         raise LzfsError(f"publishing {args.snapshot} failed: {why}") from None
     finally:
         os.close(fd)

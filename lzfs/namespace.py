@@ -143,6 +143,7 @@ class Namespace:
             " target) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (mode, uid, gid, rdev, nlink, size, t, t, t, target))
         ino = cur.lastrowid
+        assert ino is not None  # an INSERT into a rowid table always sets it
         self.db.execute("INSERT INTO dentries(parent, name, ino) VALUES (?,?,?)",
                         (parent, name, ino))
         self._touch_dir(parent, t, nlink_delta=1 if stat.S_ISDIR(mode) else 0)
