@@ -1,4 +1,7 @@
-"""The `lzfs` command: parses arguments, calls into the package, prints. Nothing else."""
+"""The `lzfs` command: parses arguments, calls into the package, prints. Nothing else.
+
+The help texts are the user's manual: the man page is generated from this parser
+(argparse-manpage, at setup), so what --help says and what `man lzfs` says cannot drift."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import json
 import logging
 import sqlite3
 import sys
+import textwrap
 from dataclasses import asdict
 
 from . import __version__
@@ -19,7 +23,7 @@ def _remote(args: argparse.Namespace):
     from .cluster.attach import RemoteOptions
     from .cluster.backend import is_remote
 
-    spec = getattr(args, "store", None) or getattr(args, "path", "")
+    spec = str(getattr(args, "store", None) or getattr(args, "path", ""))
     if not is_remote(spec):
         return None
     return RemoteOptions(endpoint=args.endpoint, profile=args.profile,
@@ -38,10 +42,10 @@ def cmd_mkfs(args: argparse.Namespace) -> None:
         backend = open_backend(args.store, args.endpoint, args.profile)
         if args.create_bucket and hasattr(backend, "create_bucket"):
             backend.create_bucket()
-        cfg = remote_mkfs(backend, args.avg_pages, args.max_pages, args.grace)
-        print(f"created lzfs store {backend.url} (bucket format {cfg.version}, blocks of "
-              f"{cfg.avg_pages} pages on average, at most {cfg.max_pages}; gc grace "
-              f"{cfg.gc_grace_s:.0f} s)")
+        rcfg = remote_mkfs(backend, args.avg_pages, args.max_pages, args.grace)
+        print(f"created lzfs store {backend.url} (bucket format {rcfg.version}, blocks of "
+              f"{rcfg.avg_pages} pages on average, at most {rcfg.max_pages}; gc grace "
+              f"{rcfg.gc_grace_s:.0f} s)")
         return
 
     cfg = mkfs(args.store, avg_pages=args.avg_pages, max_pages=args.max_pages)
@@ -180,7 +184,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
         try:
             why = os.getxattr(path, "user.lzfs.error").decode()
         except OSError:
-            why = exc.strerror
+            why = exc.strerror or str(exc)
         raise LzfsError(f"publishing {args.snapshot} failed: {why}") from None
     finally:
         os.close(fd)
@@ -285,114 +289,234 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 4 if not args.repair or result.remaining else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lzfs", description=__doc__)
-    p.add_argument("--version", action="version", version=f"lzfs {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+DESCRIPTION = """\
+lzfs keeps CRIU checkpoints compressed and deduplicated behind an ordinary directory. Mount a
+store, point `criu dump -D` and `criu restore -D` at a directory inside the mount, and look at
+the snapshots with ls, du and cat: CRIU sees plain, uncompressed images, while lzfs stores each
+distinct block of pages once, LZ4-compressed, and all-zero pages not at all.
 
-    s = sub.add_parser("mkfs", help="create an empty store (a directory, or s3://BUCKET/PREFIX)")
-    s.add_argument("store")
+A store is a local directory, or a bucket prefix in an S3-compatible object store
+(s3://BUCKET/PREFIX) that several nodes mount, each through a local cache directory."""
+
+EXAMPLES = """\
+  lzfs mkfs /var/lib/lzfs/store
+  lzfs mount /var/lib/lzfs/store /mnt/ckpt
+  mkdir /mnt/ckpt/server-1
+  criu dump -t $PID -D /mnt/ckpt/server-1 --shell-job
+  criu restore -D /mnt/ckpt/server-1 --shell-job -d
+  lzfs report /mnt/ckpt            what each snapshot costs and shares
+  lzfs umount /mnt/ckpt            returns once everything is on disk
+  lzfs fsck /var/lib/lzfs/store    verify every block of the unmounted store"""
+
+EXIT_STATUS = """\
+0 on success, 1 on an error (said in one line on stderr), 2 on a usage error, 130 when
+interrupted. lzfs fsck has its own: 0 clean, 1 errors found and all repaired, 4 errors left,
+8 fsck could not run."""
+
+EPILOG = f"""\
+examples:
+{EXAMPLES}
+
+Run 'lzfs COMMAND --help' for what a command does and its options; 'man lzfs' for all of it.
+
+exit status:
+{textwrap.indent(EXIT_STATUS, "  ")}"""
+
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def _command(sub, name: str, help: str, description: str, examples: str):
+    """A subcommand whose --help shows ``description`` and ``examples`` as written."""
+    return sub.add_parser(name, help=help, description=description,
+                          epilog="examples:\n" + examples, formatter_class=_RAW)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lzfs", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=_RAW)
+    p.add_argument("--version", action="version", version=f"lzfs {__version__}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           title="commands")
+
+    s = _command(sub, "mkfs", "create an empty store (a directory, or s3://BUCKET/PREFIX)", """\
+Create an empty lzfs store: a new (or empty) directory, or a prefix in an object-store
+bucket. The block sizes chosen here are fixed for the store's life.""", """\
+  lzfs mkfs /var/lib/lzfs/store
+  lzfs mkfs s3://ckpt/models --endpoint http://s3.internal:8333 --create-bucket""")
+    s.add_argument("store", help="the directory to create, or s3://BUCKET/PREFIX")
     _remote_args(s)
     s.add_argument("--create-bucket", action="store_true",
-                   help="create the bucket if it does not exist")
-    s.add_argument("--grace", type=float, default=24 * 3600.0,
-                   help="object store: seconds an unreferenced pack is kept (default 86400)")
-    s.add_argument("--avg-pages", type=int, default=16,
-                   help="average block size in 4 KiB pages (power of two; default 16)")
-    s.add_argument("--max-pages", type=int, default=64,
+                   help="object store: create the bucket if it does not exist")
+    s.add_argument("--grace", type=float, default=24 * 3600.0, metavar="SECONDS",
+                   help="object store: how long gc keeps a pack no manifest names, so that "
+                        "nodes still writing are safe (default 86400)")
+    s.add_argument("--avg-pages", type=int, default=16, metavar="N",
+                   help="average block size in 4 KiB pages, a power of two (default 16)")
+    s.add_argument("--max-pages", type=int, default=64, metavar="N",
                    help="largest block in pages (default 64 = 256 KiB)")
     s.set_defaults(func=cmd_mkfs)
 
-    s = sub.add_parser("mount", help="mount a store (returns once mounted; -f stays)")
+    s = _command(sub, "mount", "mount a store (returns once mounted; -f stays)", """\
+Mount a store. Without -f the daemon starts in the background and the command returns once
+the mount is live (or prints why it is not); the daemon logs to STORE/lzfs.log. It commits
+every --commit-interval seconds, on fsync and on unmount. mount(8) works too, through the
+helper scripts/setup installs: mount -t fuse.lzfs STORE MNT, or an fstab line.""", """\
+  lzfs mount /var/lib/lzfs/store /mnt/ckpt
+  lzfs mount --domain tenant-a /var/lib/lzfs/store /mnt/tenant-a
+  lzfs mount -f --debug /var/lib/lzfs/store /mnt/ckpt     in the foreground, logging to stderr
+  lzfs mount s3://ckpt/models /mnt/ckpt --endpoint http://s3.internal:8333 \\
+      --cache /var/cache/lzfs --cache-size 50G
+  fstab: /var/lib/lzfs/store  /mnt/ckpt  fuse.lzfs  defaults,_netdev  0 0""")
     s.add_argument("store", help="a store directory, or s3://BUCKET/PREFIX with --cache")
-    s.add_argument("mountpoint")
+    s.add_argument("mountpoint", help="an existing directory that nothing is mounted on")
     _remote_args(s)
     s.add_argument("--cache", metavar="DIR",
                    help="object store: this node's cache directory (its working store)")
-    s.add_argument("--cache-size", default="10G",
-                   help="object store: bytes of remote packs kept on local disk (default 10G)")
-    s.add_argument("--refresh", type=float, default=10.0,
-                   help="object store: seconds between looks for newly published snapshots")
-    s.add_argument("-f", "--foreground", action="store_true")
+    s.add_argument("--cache-size", default="10G", metavar="SIZE",
+                   help="object store: bytes of remote packs kept on local disk, with a K, M, "
+                        "G or T suffix (default 10G)")
+    s.add_argument("--refresh", type=float, default=10.0, metavar="SECONDS",
+                   help="object store: seconds between looks for newly published snapshots "
+                        "(default 10)")
+    s.add_argument("-f", "--foreground", action="store_true",
+                   help="serve in this process until unmounted; log to stderr unless --log")
     s.add_argument("-o", action="append", default=[], metavar="OPTS",
-                   help="extra FUSE mount options, comma separated")
+                   help="extra FUSE mount options, comma separated; -o domain=NAME is --domain")
     s.add_argument("--allow-other", action="store_true",
                    help="let users other than the mounter in (kernel permission checks apply)")
-    s.add_argument("--cache-mb", type=int, default=128,
+    s.add_argument("--cache-mb", type=int, default=128, metavar="MIB",
                    help="decoded-frame cache size in MiB (default 128)")
     s.add_argument("--domain", default="", metavar="NAME",
                    help="dedup domain (also -o domain=NAME): data written through this mount "
                         "dedups only with data written in the same domain (docs/reliability.md)")
-    s.add_argument("--reserve-mb", type=int, default=64,
+    s.add_argument("--reserve-mb", type=int, default=64, metavar="MIB",
                    help="free space kept on the store's file system for metadata: writes get "
                         "ENOSPC below it (default 64)")
     s.add_argument("--commit-interval", type=float, default=5.0, metavar="SECONDS",
                    help="commit at least this often while anything changed: the most work a "
                         "daemon crash can lose (fsync and umount always commit; default 5)")
-    s.add_argument("--log", help="log file (default: STORE/lzfs.log in the background, "
-                                 "stderr with -f)")
-    s.add_argument("--debug", action="store_true")
+    s.add_argument("--log", metavar="FILE",
+                   help="log file (default: STORE/lzfs.log in the background, stderr with -f)")
+    s.add_argument("--debug", action="store_true",
+                   help="log debug messages too (pyfuse3's, and boto3's for an object store): "
+                        "for diagnosing, the log grows fast")
     s.add_argument("--ready-fd", type=int, default=-1, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_mount)
 
-    s = sub.add_parser("umount", help="unmount; returns once everything is on disk")
-    s.add_argument("mountpoint")
-    s.add_argument("--timeout", type=float, default=600.0)
-    s.add_argument("-z", "--lazy", action="store_true")
+    s = _command(sub, "umount", "unmount; returns once everything is on disk", """\
+Unmount an lzfs mount and wait until its daemon has stored and committed every byte and
+exited: when this returns, the store can be copied, checked or mounted elsewhere. A mount with
+a file still open is busy and is left mounted (unless -z).""", """\
+  lzfs umount /mnt/ckpt
+  lzfs umount -z /mnt/ckpt     detach at once; returns when the last open file is closed""")
+    s.add_argument("mountpoint", help="where the store is mounted")
+    s.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="how long to wait for the daemon to commit and exit after the "
+                        "unmount (default 600)")
+    s.add_argument("-z", "--lazy", action="store_true",
+                   help="detach the mount now even if files are open (as umount -l), then wait "
+                        "(up to --timeout) until the last one is closed and the daemon has "
+                        "committed and exited")
     s.set_defaults(func=cmd_umount)
 
-    s = sub.add_parser("stats", help="store-wide sizes: logical, after dedup, after compression")
-    s.add_argument("store")
-    s.add_argument("--json", action="store_true")
+    s = _command(sub, "stats", "store-wide sizes: logical, after dedup, after compression", """\
+Print the store's figures: logical size, zero pages, what dedup and then compression leave,
+and the unreferenced blocks gc would remove. Reads the store beside a running daemon (the
+figures are as of its last commit).""", """\
+  lzfs stats /var/lib/lzfs/store
+  lzfs stats --json /var/lib/lzfs/store | jq .stored""")
+    s.add_argument("store", help="the store directory")
+    s.add_argument("--json", action="store_true",
+                   help="print the figures as one JSON object (bytes and counts)")
     s.set_defaults(func=cmd_stats)
 
-    s = sub.add_parser("report", help="what each snapshot costs: logical, stored, unique, shared")
-    s.add_argument("path", metavar="STORE_OR_MOUNT")
+    s = _command(sub, "report", "what each snapshot costs: logical, stored, unique, shared", """\
+What each snapshot (top-level directory), file or memory region costs: logical and stored
+bytes, the bytes unique to it (what deleting it frees) and those shared, and with whom.
+Given a mount point, the daemon commits first, so the figures are current. Columns and the
+JSON schema are in docs/report.md.""", """\
+  lzfs report /mnt/ckpt
+  lzfs report --by region /mnt/ckpt
+  lzfs report --json /var/lib/lzfs/store > report.json
+  lzfs report s3://ckpt/models --endpoint http://s3.internal:8333     every published one""")
+    s.add_argument("path", metavar="STORE_OR_MOUNT",
+                   help="a store directory, its mount point, or s3://BUCKET/PREFIX")
     _remote_args(s)
-    s.add_argument("--by", choices=["snapshot", "file", "region"], default="snapshot")
+    s.add_argument("--by", choices=["snapshot", "file", "region"], default="snapshot",
+                   help="one row per snapshot (default), per file, or per memory region the "
+                        "pages came from ([heap], [anon], mapped files)")
     s.add_argument("--json", action="store_true", help="machine-readable (docs/report.md)")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("import", help="bring a plain CRIU images directory into a mount")
-    s.add_argument("source", metavar="PLAIN_DIR")
-    s.add_argument("dest", metavar="MNT/NAME")
+    s = _command(sub, "import", "bring a plain CRIU images directory into a mount", """\
+Copy a plain CRIU images directory into a new snapshot directory of a mount, then read the
+copy back and compare it with the source.""", """\
+  lzfs import /srv/plain-dump /mnt/ckpt/server-2""")
+    s.add_argument("source", metavar="PLAIN_DIR", help="the images directory to copy")
+    s.add_argument("dest", metavar="MNT/NAME",
+                   help="the new directory inside an lzfs mount (must not exist)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_import)
 
-    s = sub.add_parser("export", help="write a plain copy any CRIU can restore from")
-    s.add_argument("source", metavar="MNT/NAME")
-    s.add_argument("dest", metavar="PLAIN_DIR")
+    s = _command(sub, "export", "write a plain copy any CRIU can restore from", """\
+Copy a snapshot directory out of a mount into a plain directory that any CRIU restores from
+without lzfs, then read the copy back and compare it.""", """\
+  lzfs export /mnt/ckpt/server-1 /srv/plain-copy
+  criu restore -D /srv/plain-copy --shell-job -d""")
+    s.add_argument("source", metavar="MNT/NAME", help="the snapshot directory in an lzfs mount")
+    s.add_argument("dest", metavar="PLAIN_DIR", help="the directory to write (must not exist)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("fsck", help="verify every block and the metadata of an unmounted store",
-                       description="Exit status: 0 clean, 1 errors found and all repaired, "
-                                   "4 errors left (or found, without --repair), 8 fsck could "
-                                   "not run (not a store, busy, unreadable).")
-    s.add_argument("store")
+    s = _command(sub, "fsck", "verify every block and the metadata of an unmounted store", """\
+Check an unmounted store: the SQLite file, pack files, every frame and block hash, reference
+and link counts, the directory tree and which snapshots are complete. Names each damaged file
+with its byte ranges. With --repair, mends what can be mended without losing intact data
+(docs/reliability.md).
+
+Exit status: 0 clean, 1 errors found and all repaired, 4 errors left (or found, without
+--repair), 8 fsck could not run (not a store, mounted or busy, unreadable).""", """\
+  lzfs umount /mnt/ckpt && lzfs fsck /var/lib/lzfs/store
+  lzfs fsck --repair /var/lib/lzfs/store""")
+    s.add_argument("store", help="the store directory (unmounted)")
     s.add_argument("--repair", action="store_true",
                    help="mend what can be mended without losing intact data (see docs/"
                         "reliability.md)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true",
+                   help="print the result as JSON (no progress bar)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_fsck)
 
-    s = sub.add_parser("gc", help="give back the space of blocks no file uses")
-    s.add_argument("store", metavar="STORE_OR_MOUNT")
+    s = _command(sub, "gc", "give back the space of blocks no file uses", """\
+Remove blocks no file uses any more and give their space back. The daemon also does this by
+itself; this is for now. On a mount point it asks the daemon; on an unmounted store it works
+on the store; on an object store it deletes pack objects no manifest names, once they are
+older than the bucket's grace period (safe while other nodes work).""", """\
+  lzfs gc /mnt/ckpt
+  lzfs gc s3://ckpt/models --endpoint http://s3.internal:8333""")
+    s.add_argument("store", metavar="STORE_OR_MOUNT",
+                   help="a mount point, an unmounted store directory, or s3://BUCKET/PREFIX")
     _remote_args(s)
-    s.add_argument("--grace", type=float, default=None,
-                   help="object store: override the bucket's grace period (seconds)")
+    s.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                   help="object store: override the bucket's grace period")
     s.set_defaults(func=cmd_gc)
 
-    s = sub.add_parser("publish", help="publish a snapshot directory to the object store now")
-    s.add_argument("snapshot", metavar="MNT/NAME")
+    s = _command(sub, "publish", "publish a snapshot directory to the object store now", """\
+Upload a snapshot's packs and then its manifest, so other nodes see it. Unmounting publishes
+too, and so does 'sync MNT/NAME'. Prints the manifest's key.""", """\
+  lzfs publish /mnt/ckpt/server-1""")
+    s.add_argument("snapshot", metavar="MNT/NAME",
+                   help="a top-level directory of an object-store mount")
     s.set_defaults(func=cmd_publish)
     return p
 
 
 def _remote_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--endpoint", help="object store: S3 endpoint URL (or AWS_ENDPOINT_URL)")
-    s.add_argument("--profile", help="object store: AWS profile for credentials")
+    s.add_argument("--endpoint", metavar="URL",
+                   help="object store: S3 endpoint URL (or AWS_ENDPOINT_URL)")
+    s.add_argument("--profile", metavar="NAME",
+                   help="object store: AWS profile for credentials")
 
 
 def _setup_logging(path: str | None, debug: bool) -> None:

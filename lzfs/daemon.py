@@ -77,7 +77,7 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
     ops: LzfsOperations | None = None
     try:
         cluster = None
-        if node is not None:
+        if node is not None and remote is not None:
             from .cluster.sync import ClusterSync
 
             cluster = ClusterSync(node, remote.refresh)
@@ -155,18 +155,18 @@ async def _dump_tasks_on_sigusr1() -> None:
         async for _ in sigs:
             root = trio.lowlevel.current_root_task()
             lines: list[str] = []
-
-            def walk(task: trio.lowlevel.Task, depth: int) -> None:
-                where = " <- ".join(f"{f.f_code.co_name}:{lineno}"
-                                    for f, lineno in task.iter_await_frames())
-                lines.append(f"{'  ' * depth}{task.name}: {where}")
-                for nursery in task.child_nurseries:
-                    for child in nursery.child_tasks:
-                        walk(child, depth + 1)
-
             if root is not None:
-                walk(root, 0)
+                _task_tree(root, 0, lines)
             log.warning("trio tasks:\n%s", "\n".join(lines))
+
+
+def _task_tree(task: trio.lowlevel.Task, depth: int, lines: list[str]) -> None:
+    """One line per task under ``task``, indented by depth: its name and where it waits."""
+    where = " <- ".join(f"{f.f_code.co_name}:{lineno}" for f, lineno in task.iter_await_frames())
+    lines.append(f"{'  ' * depth}{task.name}: {where}")
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            _task_tree(child, depth + 1, lines)
 
 
 def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str | None,

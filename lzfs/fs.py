@@ -333,6 +333,7 @@ class LzfsOperations(pyfuse3.Operations):
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx):
         with _errno():
             self._guard(parent_inode, name)
+            self.ns.check_new(parent_inode, name)  # ENAMETOOLONG and EEXIST come before EPERM
             if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
                 raise FsError(errno.EPERM)  # no device nodes in a snapshot store
             node = self.ns.create(parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid, rdev)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .store.db import MetaDB
 
 ROOT_INODE = 1
+NAME_MAX = 255  # bytes in one name, as on every Linux file system (pjdfstest checks it)
 
 
 class FsError(Exception):
@@ -56,6 +57,15 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+def check_name(name: bytes) -> None:
+    """The one check of a name's length. The kernel leaves it to the file system and asks
+    lookup first for every path operation, so a name that cannot exist must fail there with
+    ENAMETOOLONG (as ext4 and tmpfs do), not ENOENT: otherwise create, link or rename would be
+    asked to make it next."""
+    if len(name) > NAME_MAX:
+        raise FsError(errno.ENAMETOOLONG)
+
+
 def path_of(db: MetaDB, ino: int) -> str:
     """A path of ``ino`` from the mount root (its first name at each level), for messages
     that must say which file is hurt. Reads only: fsck uses it on a read-only database."""
@@ -93,6 +103,7 @@ class Namespace:
         return Inode(*row)
 
     def lookup(self, parent: int, name: bytes) -> int:
+        check_name(name)
         row = self.db.execute("SELECT ino FROM dentries WHERE parent=? AND name=?",
                               (parent, name)).fetchone()
         if row is None:
@@ -127,14 +138,19 @@ class Namespace:
 
     # ---- changing --------------------------------------------------------------------------
 
-    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
-               rdev: int = 0, target: bytes | None = None) -> Inode:
+    def check_new(self, parent: int, name: bytes) -> None:
+        """Whether ``name`` can be made in ``parent``, in the order Linux reports it: the
+        directory (ENOENT, ENOTDIR), the name's length (ENAMETOOLONG), then EEXIST. A caller
+        that refuses a kind of file (mknod of a device: EPERM) asks this before refusing."""
         self._check_dir(parent)
-        if len(name) > 255:
-            raise FsError(errno.ENAMETOOLONG)
+        check_name(name)
         if self.db.execute("SELECT 1 FROM dentries WHERE parent=? AND name=?",
                            (parent, name)).fetchone():
             raise FsError(errno.EEXIST)
+
+    def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+               rdev: int = 0, target: bytes | None = None) -> Inode:
+        self.check_new(parent, name)
         t = now_ns()
         nlink = 2 if stat.S_ISDIR(mode) else 1
         size = len(target) if target is not None else 0
@@ -143,19 +159,17 @@ class Namespace:
             " target) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (mode, uid, gid, rdev, nlink, size, t, t, t, target))
         ino = cur.lastrowid
+        assert ino is not None  # an INSERT into a rowid table always sets it
         self.db.execute("INSERT INTO dentries(parent, name, ino) VALUES (?,?,?)",
                         (parent, name, ino))
         self._touch_dir(parent, t, nlink_delta=1 if stat.S_ISDIR(mode) else 0)
         return self.get(ino)
 
     def link(self, ino: int, parent: int, name: bytes) -> Inode:
-        self._check_dir(parent)
+        self.check_new(parent, name)
         node = self.get(ino)
         if node.is_dir:
             raise FsError(errno.EPERM)
-        if self.db.execute("SELECT 1 FROM dentries WHERE parent=? AND name=?",
-                           (parent, name)).fetchone():
-            raise FsError(errno.EEXIST)
         t = now_ns()
         self.db.execute("INSERT INTO dentries(parent, name, ino) VALUES (?,?,?)",
                         (parent, name, ino))
@@ -188,8 +202,7 @@ class Namespace:
         ino = self.lookup(old_parent, old_name)
         node = self.get(ino)
         self._check_dir(new_parent)
-        if len(new_name) > 255:
-            raise FsError(errno.ENAMETOOLONG)
+        check_name(new_name)
         if node.is_dir and self._is_ancestor(ino, new_parent):
             raise FsError(errno.EINVAL)
         try:

@@ -30,7 +30,8 @@ def human(n: float) -> str:
 def _shared_with(d: dict[str, float], limit: int = 3) -> str:
     top = sorted(d.items(), key=lambda kv: -kv[1])[:limit]
     more = len(d) - len(top)
-    return ", ".join(f"{escape(k)} {human(v)}" for k, v in top) + (f" +{more} more" if more > 0 else "")
+    text = ", ".join(f"{escape(k)} {human(v)}" for k, v in top)
+    return text + (f" +{more} more" if more > 0 else "")
 
 
 def print_report(data: dict, console: Console | None = None) -> None:

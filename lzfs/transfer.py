@@ -30,7 +30,7 @@ def inside_mount(path: Path) -> bool:
 
 
 def _entries(src: Path) -> list[Path]:
-    out = []
+    out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(src):
         dirnames.sort()
         base = Path(dirpath)

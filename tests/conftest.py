@@ -19,6 +19,18 @@ from lzfs.store import mkfs
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Tiers that need a real FUSE mount (and root): everything outside tests/unit. Marked here, by
+# place, so that `pytest -m "not fuse"` runs the unit tier alone and a new test file cannot
+# forget its marker.
+_FUSE_TIERS = ("fuse", "criu", "s3")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = ROOT / "tests"
+    for item in items:
+        if item.path.is_relative_to(tests) and item.path.relative_to(tests).parts[0] in _FUSE_TIERS:
+            item.add_marker(pytest.mark.fuse)
+
 
 def fuse_unusable_reason() -> str | None:
     if not os.path.exists("/dev/fuse"):
@@ -53,7 +65,7 @@ def tree_state(path: Path) -> dict[str, tuple]:
 
 def assert_private(root: Path) -> None:
     """Every directory under ``root`` (and root) is 0700, every file 0600."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         assert stat.S_IMODE(os.stat(dirpath).st_mode) == 0o700, dirpath
         for name in filenames:
             mode = stat.S_IMODE(os.lstat(os.path.join(dirpath, name)).st_mode)

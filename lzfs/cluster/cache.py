@@ -82,7 +82,9 @@ class SegmentCache:
             lo, hi = max(off - i * SEGMENT, 0), min(end - i * SEGMENT, SEGMENT)
             data = self._read_cached((key, i), lo, hi) if fut is None else None
             if data is None:
-                fut = fut or self._segment(key, i, refetch=True)
+                if fut is None:  # it was cached when asked, and is gone now: fetch it again
+                    fut = self._segment(key, i, refetch=True)
+                    assert fut is not None  # a refetch always returns the fetch's future
                 data = fut.result()[lo:hi]
             parts.append(data)
         return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -166,8 +168,9 @@ class SegmentCache:
     def describe(self) -> dict[str, int]:
         c = self.counters
         return {"gets": c.gets, "get_bytes": c.get_bytes, "puts": c.puts,
-                "put_bytes": c.put_bytes, "segment_hits": self.hits, "peak_inflight": self.peak_inflight,
-                "cached_bytes": self._bytes, "limit": self.limit}
+                "put_bytes": c.put_bytes, "segment_hits": self.hits,
+                "peak_inflight": self.peak_inflight, "cached_bytes": self._bytes,
+                "limit": self.limit}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -96,11 +96,19 @@ def dir_bytes(d: Path) -> int:
 
 class LzfsMount:
     def __init__(self, work: Path, throttle: Throttle) -> None:
-        self.store, self.mnt = work / "store", work / "mnt"
+        self.work = work
         self.throttle = throttle
         self.mnt.mkdir()
         sh(sys.executable, "-m", "lzfs", "mkfs", str(self.store))
         self.mount()
+
+    @property
+    def store(self) -> Path:
+        return self.work / "store"
+
+    @property
+    def mnt(self) -> Path:
+        return self.work / "mnt"
 
     def mount(self) -> None:
         sh(sys.executable, "-m", "lzfs", "mount", str(self.store), str(self.mnt))
@@ -211,7 +219,7 @@ def run_method(method: str, work: Path, profile: str, size: int, throttle: Throt
     row: dict = {"method": method}
     drop_caches()
     t = time.monotonic()
-    for w, d in zip(procs, dirs):
+    for w, d in zip(procs, dirs, strict=True):
         d.mkdir()
         criu(throttle, "dump", d, "-t", str(w.pid), "--shell-job")
     if method == "lz4":

@@ -16,8 +16,8 @@ restores page by page (lzfs/criu/cow.py). Their pids follow the checksum in D/re
 answers D/childI/trigger with D/childI/result.
 
 Profiles: `llm` weights, zeroed KV cache and text heap, a third each;
-`random` incompressible bytes; `replica` weights 60%, KV cache 30%, heap 10%, the weights depending on
---weights-seed only, so several replicas share them while their heaps differ.
+`random` incompressible bytes; `replica` weights 60%, KV cache 30%, heap 10%, the weights
+depending on --weights-seed only, so several replicas share them while their heaps differ.
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ import xxhash
 
 from ..render import parse_size
 
-_WORDS = ["the", "model", "attends", "to", "every", "token", "in", "the", "context", "window", "and", "the", "cache", "keeps", "keys", "and", "values", "for", "each", "layer", "so", "that", "generation", "does", "not", "recompute", "them", "prompt", "completion", "request", "latency", "batch", "scheduler", "sampling", "temperature", "logits"]
+_WORDS = ["the", "model", "attends", "to", "every", "token", "in", "the", "context", "window",
+          "and", "the", "cache", "keeps", "keys", "and", "values", "for", "each", "layer", "so",
+          "that", "generation", "does", "not", "recompute", "them", "prompt", "completion",
+          "request", "latency", "batch", "scheduler", "sampling", "temperature", "logits"]
 
 
 def build(profile: str, size: int, seed: int, weights_seed: int) -> list:

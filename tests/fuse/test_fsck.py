@@ -131,7 +131,8 @@ def test_metadata_faults_are_found_and_repaired_losing_nothing(mounted):
     frame = db.execute("SELECT frame FROM extents WHERE ino=? LIMIT 1", (pages,)).fetchone()[0]
     db.execute("UPDATE frames SET refs = refs + 5 WHERE id=?", (frame,))         # refcount
     db.execute("DELETE FROM dentries WHERE ino=?", (lost,))                      # disconnected
-    db.execute("INSERT INTO dentries(parent, name, ino) VALUES (1, X'67686f7374', 99999)")  # dangling
+    db.execute("INSERT INTO dentries(parent, name, ino) "
+               "VALUES (1, X'67686f7374', 99999)")                              # dangling
     db.execute("INSERT INTO dentries(parent, name, ino) VALUES (?, X'726f6f74', 1)",
                (_ino(db, "keep"),))                                      # the root, named
     db.execute("UPDATE inodes SET nlink = 7 WHERE id=?", (_ino(db, "other.img"),))   # nlink

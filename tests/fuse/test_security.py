@@ -113,7 +113,8 @@ def test_no_name_or_symlink_on_the_mount_reaches_store_files(public_base):
     assert sorted(os.listdir(m.mnt)) == ["snap"]
     # symlinks are text; the kernel resolves them as the caller, relative to the link
     for name, target in (("rel", "../store/meta.db"), ("rel2", "../../store/meta.db"),
-                         ("abs", str(m.store / "meta.db")), ("pack", "../../store/packs/00000001.pack")):
+                         ("abs", str(m.store / "meta.db")),
+                         ("pack", "../../store/packs/00000001.pack")):
         os.symlink(target, m.mnt / "snap" / name)
         assert os.readlink(m.mnt / "snap" / name) == target
     db_head = (m.store / "meta.db").read_bytes()[:16]
