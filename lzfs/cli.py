@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 from . import __version__
 from .errors import LzfsError
-from .render import human, parse_size
+from .render import human, parse_size, stats_text
 
 
 def _remote(args: argparse.Namespace):
@@ -103,19 +103,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(asdict(st), indent=2))
         return
-    ratio = st.logical / st.stored if st.stored else float("inf") if st.logical else 1.0
-    rows = [
-        ("files", f"{st.files}"), ("directories", f"{st.directories}"),
-        ("logical size", human(st.logical)), ("zero pages / holes", human(st.zero)),
-        ("referenced data", human(st.referenced)),
-        ("after dedup", human(st.unique)), ("after compression", human(st.stored)),
-        ("overall ratio", f"{ratio:.2f}x"), ("blocks / frames", f"{st.blocks} / {st.frames}"),
-        ("unreferenced blocks", f"{st.garbage_blocks} (lzfs gc removes them)"),
-        ("pack files on disk", human(st.pack_bytes)),
-    ]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
+    print(stats_text(asdict(st)), end="")
 
 
 def _open_readonly(path: str):
