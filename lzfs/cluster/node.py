@@ -276,6 +276,15 @@ class ClusterNode:
                                     (name,)).fetchone()
         return row[0] if row else "local"
 
+    def manifest_of(self, name: bytes) -> str | None:
+        """The key of the manifest this snapshot was last published or imported as."""
+        row = self.store.db.execute("SELECT manifest FROM snapshots WHERE name=?",
+                                    (name,)).fetchone()
+        return row[0] if row else None
+
+    def forget_snapshot(self, name: bytes) -> None:
+        self.store.db.execute("DELETE FROM snapshots WHERE name=?", (name,))
+
     def published_digest(self, name: bytes) -> str | None:
         row = self.store.db.execute("SELECT digest FROM snapshots WHERE name=?",
                                     (name,)).fetchone()
