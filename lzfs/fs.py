@@ -30,6 +30,9 @@ ATTR_TIMEOUT = 1.0
 ENTRY_TIMEOUT = 5.0
 XATTR_PREFIX = b"user.lzfs."
 XATTRS = ("logical", "stored", "unique", "zero", "blocks", "ratio", "damaged")
+# readdir offsets: `.` is 1, `..` is 2, an entry is its dentry id + DOTS (ids only grow, so an
+# offset handed out stays valid while entries are added and removed)
+DOTS = 2
 
 
 @dataclass
@@ -257,20 +260,26 @@ class LzfsOperations(pyfuse3.Operations):
             return inode
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        """`.` and `..` first, then the entries; the kernel counts no lookup of the dots."""
         with _errno():
-            if fh == CONTROL_DIR:
-                for i, (name, ino) in enumerate(self.control.listing()):
-                    if i >= start_id and not pyfuse3.readdir_reply(
-                            token, name, self._control_attrs(ino), i + 1):
-                        return
-                return
             if fh == ROOT_INODE and start_id == 0:
                 await self.core.hooks.maybe_refresh_root()
-            after = start_id
+            parent = ROOT_INODE if fh == CONTROL_DIR else self.ns.parent_of(fh)
+            for off, (name, ino) in enumerate(((b".", fh), (b"..", parent)), 1):
+                if off > start_id and not pyfuse3.readdir_reply(
+                        token, name, self._any_attrs(ino), off):
+                    return
+            if fh == CONTROL_DIR:
+                for off, (name, ino) in enumerate(self.control.listing(), DOTS + 1):
+                    if off > start_id and not pyfuse3.readdir_reply(
+                            token, name, self._control_attrs(ino), off):
+                        return
+                return
+            after = max(start_id - DOTS, 0)
             while rows := self.ns.readdir(fh, after):
                 for dentry_id, name, ino in rows:
                     attrs = self._attrs(self.ns.get(ino))
-                    if not pyfuse3.readdir_reply(token, name, attrs, dentry_id):
+                    if not pyfuse3.readdir_reply(token, name, attrs, dentry_id + DOTS):
                         return
                     self.lookups[ino] = self.lookups.get(ino, 0) + 1
                     after = dentry_id

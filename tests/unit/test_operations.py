@@ -1,7 +1,8 @@
 """The filesystem API called directly, without the kernel: `LzfsOperations` over a real store
 in a temporary directory, driven inside trio with a request context like the kernel's. No root,
-no FUSE. A failure here points at fs.py or core.py, not at the mount machinery (tests/fuse
-has the same behaviour through a real mount)."""
+no FUSE; the one stand-in is `pyfuse3.readdir_reply`, the kernel's side of a listing, which
+only a mounted session can answer. A failure here points at fs.py or core.py, not at the
+mount machinery (tests/fuse has the same behaviour through a real mount)."""
 
 from __future__ import annotations
 
@@ -188,6 +189,63 @@ def test_the_control_tree_reports_what_was_written(tmp_path):
     assert "after compression" in text and "write <=512.0 KiB: 1" in text
     report = json.loads(seen["report.json"])
     assert [g["name"] for g in report["groups"]] == ["snap"]
+
+
+def listing(ops: LzfsOperations, fh: int, start: int = 0, stop_after: int | None = None
+            ) -> Awaitable[list[tuple[bytes, int, int]]]:
+    """readdir as the kernel sees it: (name, inode, next offset), from offset ``start``;
+    the kernel's buffer is full after ``stop_after`` entries."""
+    got: list[tuple[bytes, int, int]] = []
+
+    def reply(token: object, name: bytes, attrs: pyfuse3.EntryAttributes, off: int) -> bool:
+        if stop_after is not None and len(got) == stop_after:
+            return False
+        got.append((name, attrs.st_ino, off))
+        return True
+
+    async def run() -> list[tuple[bytes, int, int]]:
+        real = pyfuse3.readdir_reply
+        pyfuse3.readdir_reply = reply
+        try:
+            await ops.readdir(fh, start, None)
+        finally:
+            pyfuse3.readdir_reply = real
+        return got
+
+    return run()
+
+
+def test_listings_start_with_dot_and_dotdot_and_resume_at_any_offset(tmp_path):
+    async def body(ops: LzfsOperations) -> None:
+        d = (await ops.mkdir(ROOT_INODE, b"snap", 0o755, CTX)).st_ino
+        files = [await write_file(ops, d, f"f{i}".encode(), b"x") for i in range(5)]
+        full = await listing(ops, d)
+        assert [(n, i) for n, i, _ in full] == [(b".", d), (b"..", ROOT_INODE)] + [
+            (f"f{i}".encode(), ino) for i, ino in enumerate(files)]
+        assert len({off for *_, off in full}) == len(full)
+        for k, (*_, off) in enumerate(full):  # resuming after any entry: the rest, once
+            assert await listing(ops, d, off) == full[k + 1:]
+        part = await listing(ops, d, 0, stop_after=3)
+        assert part == full[:3]
+        # an entry removed between two calls does not shift the offsets of the others
+        await ops.unlink(d, b"f0", CTX)
+        await ops.unlink(d, b"f3", CTX)
+        rest = await listing(ops, d, part[-1][2])
+        assert [n for n, *_ in rest] == [b"f1", b"f2", b"f4"]
+        # the kernel counts no lookup of `.` or `..`; each name it was given, once per listing
+        assert ops.lookups.get(ROOT_INODE, 0) == 0
+        assert ops.lookups[d] == 1  # from mkdir only
+        root = await listing(ops, ROOT_INODE)
+        assert [(n, i) for n, i, _ in root] == [(b".", ROOT_INODE), (b"..", ROOT_INODE),
+                                                (b"snap", d)]
+        control = await listing(ops, CONTROL_DIR)
+        assert [(n, i) for n, i, _ in control[:2]] == [(b".", CONTROL_DIR),
+                                                       (b"..", ROOT_INODE)]
+        assert [n for n, *_ in control[2:]] == [b"stats", b"stats.json", b"report",
+                                                b"report.json"]
+        assert await listing(ops, CONTROL_DIR, control[3][2]) == control[4:]
+
+    serve(tmp_path, body).close()
 
 
 def _forked_images() -> dict[bytes, bytes]:
