@@ -33,7 +33,7 @@ def cmd_mkfs(args: argparse.Namespace) -> None:
 
     if _remote(args) is not None:
         from .cluster.backend import open_backend
-        from .cluster.node import remote_mkfs
+        from .cluster.bucket import remote_mkfs
 
         backend = open_backend(args.store, args.endpoint, args.profile)
         if args.create_bucket and hasattr(backend, "create_bucket"):

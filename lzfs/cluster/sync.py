@@ -47,6 +47,7 @@ class ClusterSync:
     def __init__(self, core: SyncCore, node: ClusterNode, refresh: float = 10.0) -> None:
         self.core = core
         self.node = node
+        self.exchange = node.exchange
         self.refresh = refresh
         self._lock = trio.Lock()  # one publication or refresh at a time
         # while a publication uploads, the core's gc waits: it must not punch frames of
@@ -58,7 +59,7 @@ class ClusterSync:
     def on_top_level_gone(self, name: bytes) -> None:
         """A top-level directory was removed or renamed away: its record goes too, so a new
         directory of that name is this node's own (published at unmount, never replaced)."""
-        self.node.forget_snapshot(name)
+        self.exchange.forget_snapshot(name)
 
     async def on_fsyncdir(self, ino: int) -> None:
         name = self.snapshot_name(ino)
@@ -69,7 +70,7 @@ class ClusterSync:
         """At unmount: publish every snapshot written on this node that changed since its
         last publication. Imported snapshots are not (a restore's logs stay on this node)."""
         for name, ino in self.core.children(ROOT_INODE):
-            if not self.core.ns.get(ino).is_dir or self.node.origin(name) != "local":
+            if not self.core.ns.get(ino).is_dir or self.exchange.origin(name) != "local":
                 continue
             try:
                 await self.publish(ino, name)
@@ -77,18 +78,18 @@ class ClusterSync:
                 pass  # logged; the snapshot stays on this node, unpublished
 
     async def maybe_refresh_root(self) -> None:
-        node = self.node
-        if time.monotonic() - node.last_refresh < self.refresh or self._lock.locked():
+        exchange = self.exchange
+        if time.monotonic() - exchange.last_refresh < self.refresh or self._lock.locked():
             return
         async with self._lock:
-            node.last_refresh = time.monotonic()
-            node.prefetch_seen()
+            exchange.last_refresh = time.monotonic()
+            exchange.prefetch_seen()
             try:
-                found = await trio.to_thread.run_sync(node.list_new)
+                found = await trio.to_thread.run_sync(exchange.list_new)
             except LzfsError as exc:  # a listing still answers from what is here
                 log.warning("cannot look for new snapshots: %s", exc)
                 return
-            node.install(self.core.ns, found, replace=False)
+            exchange.install(self.core.ns, found, replace=False)
 
     def dir_xattr(self, ino: int, key: str) -> bytes | None:
         """user.lzfs.manifest / user.lzfs.error of a snapshot directory."""
@@ -96,10 +97,10 @@ class ClusterSync:
         if name is None:
             return None
         if key == "manifest":
-            key_ = self.node.manifest_of(name)
+            key_ = self.exchange.manifest_of(name)
             return key_.encode() if key_ else None
         if key == "error":
-            err = self.node.errors.get(name)
+            err = self.exchange.errors.get(name)
             return err.encode() if err else None
         return None
 
@@ -116,7 +117,7 @@ class ClusterSync:
     async def publish(self, ino: int, name: bytes) -> str:
         """Publish one snapshot directory; returns its manifest key. Unchanged since the last
         publication: nothing is written and the old key is returned."""
-        node, core, store = self.node, self.core, self.core.store
+        ex, core, store = self.exchange, self.core, self.core.store
         async with self._lock:
             try:
                 await core.flush_subtree(ino)
@@ -125,28 +126,28 @@ class ClusterSync:
                     store.packs.seal()
                     snap = manifest.collect(store.db, ino, name)
                 dig = manifest.digest(snap)
-                if dig == node.published_digest(name):
-                    return node.manifest_of(name) or ""
+                if dig == ex.published_digest(name):
+                    return ex.manifest_of(name) or ""
                 self.publishing = True
                 try:
-                    uploaded = await trio.to_thread.run_sync(node.upload_packs, snap.packs)
-                    doc = snap.doc({**node.keys, **uploaded}, node.node, node.config_doc())
-                    key = manifest.new_key(name, node.node)
+                    uploaded = await trio.to_thread.run_sync(ex.upload_packs, snap.packs)
+                    doc = snap.doc({**ex.objects.keys, **uploaded}, ex.node, ex.config_doc())
+                    key = manifest.new_key(name, ex.node)
                     data = manifest.encode(doc)
-                    await trio.to_thread.run_sync(node.put_manifest, key, data, doc)
+                    await trio.to_thread.run_sync(ex.put_manifest, key, data, doc)
                 finally:
                     self.publishing = False
                 # only now are the uploads named by a manifest: before, trimming their local
                 # copies could leave an object gc may take as the only copy
-                node.record_uploads(uploaded)
-                node.record_published(name, key, dig)
+                ex.objects.record_uploads(uploaded)
+                ex.record_published(name, key, dig)
                 await core.commit()
-                trimmed = await trio.to_thread.run_sync(node.trim_own_packs)
+                trimmed = await trio.to_thread.run_sync(ex.objects.trim_own_packs)
                 if trimmed:
                     log.info("cache over its limit: local copies of uploaded packs %s removed",
                              trimmed)
             except (RemoteError, OSError) as exc:
-                node.errors[name] = str(exc)
+                ex.errors[name] = str(exc)
                 log.error("publishing snapshot %s failed: %s", name.decode(errors="replace"),
                           exc)
                 raise
