@@ -82,8 +82,7 @@ class SegmentCache:
             lo, hi = max(off - i * SEGMENT, 0), min(end - i * SEGMENT, SEGMENT)
             data = self._read_cached((key, i), lo, hi) if fut is None else None
             if data is None:
-                fut = fut or self._segment(key, i, refetch=True)
-                data = fut.result()[lo:hi]
+                data = (fut or self._fetching(key, i)).result()[lo:hi]
             parts.append(data)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -117,6 +116,12 @@ class SegmentCache:
                 if size is not None:
                     self._bytes -= size
             self._path((key, i)).unlink(missing_ok=True)
+
+    def _fetching(self, key: str, idx: int) -> Future[bytes]:
+        """The fetch of a segment whose cached copy is gone (evicted under us)."""
+        fut = self._segment(key, idx, refetch=True)
+        assert fut is not None  # refetch never answers "cached"
+        return fut
 
     def _segment(self, key: str, idx: int, refetch: bool = False) -> Future[bytes] | None:
         """None when the segment is cached, else the future of its fetch."""
@@ -166,8 +171,9 @@ class SegmentCache:
     def describe(self) -> dict[str, int]:
         c = self.counters
         return {"gets": c.gets, "get_bytes": c.get_bytes, "puts": c.puts,
-                "put_bytes": c.put_bytes, "segment_hits": self.hits, "peak_inflight": self.peak_inflight,
-                "cached_bytes": self._bytes, "limit": self.limit}
+                "put_bytes": c.put_bytes, "segment_hits": self.hits,
+                "peak_inflight": self.peak_inflight, "cached_bytes": self._bytes,
+                "limit": self.limit}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
