@@ -1,14 +1,15 @@
 """The FUSE protocol adapter: turns pyfuse3 requests into calls on the core (core.py), the
 namespace (names, attributes) and file maps (bytes), and failures into errnos.
 
-It keeps only the state the kernel protocol itself needs: open handles, lookup counts, and the
-`.lzfs` tree's inode numbers. Commits, gc, purging and what a cluster node does live in the
-core and its hooks; this class never asks what kind of store it serves.
+It keeps only the state the kernel protocol itself needs: open handles and lookup counts.
+Commits, gc, purging and what a cluster node does live in the core and its hooks, the `.lzfs`
+tree in control.py; this class never asks what kind of store it serves.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import stat
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 ATTR_TIMEOUT = 1.0
 ENTRY_TIMEOUT = 5.0
+Attrs = pyfuse3.EntryAttributes
 XATTR_PREFIX = b"user.lzfs."
 XATTRS = ("logical", "stored", "unique", "zero", "blocks", "ratio", "damaged")
 # readdir offsets: `.` is 1, `..` is 2, an entry is its dentry id + DOTS (ids only grow, so an
@@ -40,6 +42,7 @@ class Handle:
     ino: int
     writable: bool
     ra: Readahead = field(default_factory=Readahead)
+    content: bytes | None = None  # a .lzfs file's bytes as they were at open
 
 
 class LzfsOperations(pyfuse3.Operations):
@@ -52,16 +55,14 @@ class LzfsOperations(pyfuse3.Operations):
         self.ns = core.ns
         self.control = ControlTree(core.figures, lambda: report.snapshot_report(core.store))
         self.handles: dict[int, Handle] = {}
-        self.control_handles: dict[int, bytes] = {}  # fh -> the content it was opened with
         self.lookups: dict[int, int] = {}
-        self._next_fh = 1
+        self._fhs = itertools.count(1)
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def _attrs(self, node: Inode) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
+    def _attrs(self, node: Inode) -> Attrs:
+        a = Attrs()
         a.st_ino = node.id
-        a.generation = 0
         a.entry_timeout = ENTRY_TIMEOUT
         a.attr_timeout = ATTR_TIMEOUT
         a.st_mode = node.mode
@@ -77,8 +78,8 @@ class LzfsOperations(pyfuse3.Operations):
         a.st_ctime_ns = node.ctime_ns
         return a
 
-    def _control_attrs(self, ino: int) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
+    def _control_attrs(self, ino: int) -> Attrs:
+        a = Attrs()
         a.st_ino = ino
         a.st_mode = self.control.mode(ino)
         a.st_nlink = 2 if ino == CONTROL_DIR else 1
@@ -89,7 +90,7 @@ class LzfsOperations(pyfuse3.Operations):
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = now_ns()
         return a
 
-    def _any_attrs(self, ino: int) -> pyfuse3.EntryAttributes:
+    def _any_attrs(self, ino: int) -> Attrs:
         return self._control_attrs(ino) if is_control(ino) else self._attrs(self.ns.get(ino))
 
     def _guard(self, parent: int, name: bytes | None = None, creating: bool = True) -> None:
@@ -99,7 +100,7 @@ class LzfsOperations(pyfuse3.Operations):
         if parent == ROOT_INODE and name == CONTROL_NAME:
             raise FsError(errno.EEXIST if creating else errno.EPERM)
 
-    def _counted(self, node: Inode) -> pyfuse3.EntryAttributes:
+    def _counted(self, node: Inode) -> Attrs:
         self.lookups[node.id] = self.lookups.get(node.id, 0) + 1
         return self._attrs(node)
 
@@ -114,15 +115,13 @@ class LzfsOperations(pyfuse3.Operations):
                 self.core.hooks.on_top_level_gone(name)
 
     def _new_fh(self, handle: Handle) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
+        fh = next(self._fhs)
         self.handles[fh] = handle
         return fh
 
     # ---- names -------------------------------------------------------------------------------
 
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
-                     ) -> pyfuse3.EntryAttributes:
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Attrs:
         with _errno():
             if is_control(parent_inode):
                 ino = self.control.lookup(name) if parent_inode == CONTROL_DIR else None
@@ -153,12 +152,11 @@ class LzfsOperations(pyfuse3.Operations):
             except Exception:  # forget must not fail
                 log.exception("forget of inode %d", ino)
 
-    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def getattr(self, inode: int, ctx: Any = None) -> Attrs:
         with _errno():
             return self._any_attrs(inode)
 
-    async def setattr(self, inode: int, attr: Any, fields: Any, fh: Any, ctx: Any
-                      ) -> pyfuse3.EntryAttributes:
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> Attrs:
         with _errno():
             if is_control(inode):
                 raise FsError(errno.EROFS)
@@ -191,16 +189,14 @@ class LzfsOperations(pyfuse3.Operations):
                 raise FsError(errno.EINVAL)
             return node.target
 
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any
-                    ) -> pyfuse3.EntryAttributes:
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Attrs:
         with _errno():
             self._guard(parent_inode, name)
             node = self.ns.create(parent_inode, name, stat.S_IFDIR | (mode & ~ctx.umask & 0o7777),
                                   ctx.uid, ctx.gid)
             return self._counted(node)
 
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any
-                    ) -> pyfuse3.EntryAttributes:
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Attrs:
         with _errno():
             self._guard(parent_inode, name)
             if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
@@ -208,8 +204,7 @@ class LzfsOperations(pyfuse3.Operations):
             node = self.ns.create(parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid, rdev)
             return self._counted(node)
 
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any
-                      ) -> pyfuse3.EntryAttributes:
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Attrs:
         with _errno():
             self._guard(parent_inode, name)
             if len(target) > 4095:
@@ -218,8 +213,7 @@ class LzfsOperations(pyfuse3.Operations):
                                   target=target)
             return self._counted(node)
 
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any
-                   ) -> pyfuse3.EntryAttributes:
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Attrs:
         with _errno():
             self._guard(new_parent_inode, new_name)
             if is_control(inode):
@@ -265,15 +259,14 @@ class LzfsOperations(pyfuse3.Operations):
             if fh == ROOT_INODE and start_id == 0:
                 await self.core.hooks.maybe_refresh_root()
             parent = ROOT_INODE if fh == CONTROL_DIR else self.ns.parent_of(fh)
-            for off, (name, ino) in enumerate(((b".", fh), (b"..", parent)), 1):
+            fixed = [(b".", fh), (b"..", parent)]
+            if fh == CONTROL_DIR:  # its entries never change: their index is their offset
+                fixed += self.control.listing()
+            for off, (name, ino) in enumerate(fixed, 1):
                 if off > start_id and not pyfuse3.readdir_reply(
                         token, name, self._any_attrs(ino), off):
                     return
             if fh == CONTROL_DIR:
-                for off, (name, ino) in enumerate(self.control.listing(), DOTS + 1):
-                    if off > start_id and not pyfuse3.readdir_reply(
-                            token, name, self._control_attrs(ino), off):
-                        return
                 return
             after = max(start_id - DOTS, 0)
             while rows := self.ns.readdir(fh, after):
@@ -296,15 +289,11 @@ class LzfsOperations(pyfuse3.Operations):
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
         with _errno():
             vfs = os.statvfs(self.core.store.root)
-            s = pyfuse3.StatvfsData()
-            s.f_bsize = vfs.f_bsize
-            s.f_frsize = vfs.f_frsize
-            s.f_blocks = vfs.f_blocks
-            s.f_bfree = vfs.f_bfree
-            s.f_bavail = vfs.f_bavail
+            s = pyfuse3.StatvfsData()  # the disk under the store, and its inodes plus ours
+            for k in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_ffree",
+                      "f_favail"):
+                setattr(s, k, getattr(vfs, k))
             s.f_files = self.ns.count() + vfs.f_ffree
-            s.f_ffree = vfs.f_ffree
-            s.f_favail = vfs.f_favail
             s.f_namemax = 255
             return s
 
@@ -315,8 +304,8 @@ class LzfsOperations(pyfuse3.Operations):
             if is_control(inode):
                 if (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC:
                     raise FsError(errno.EROFS)
-                fh = self._new_fh(Handle(inode, False))
-                self.control_handles[fh] = self.control.content(inode, fresh=True)
+                content = self.control.content(inode, fresh=True)
+                fh = self._new_fh(Handle(inode, False, content=content))
                 return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
             node = self.ns.get(inode)
             if node.is_dir:
@@ -337,7 +326,7 @@ class LzfsOperations(pyfuse3.Operations):
             return _file_info(self._new_fh(Handle(inode, writable)), writable, page_cache)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
-                     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+                     ) -> tuple[pyfuse3.FileInfo, Attrs]:
         with _errno():
             self._guard(parent_inode, name)
             node = self.ns.create(parent_inode, name, stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
@@ -349,8 +338,8 @@ class LzfsOperations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         with _errno():
             h = self.handles[fh]
-            if fh in self.control_handles:
-                return self.control_handles[fh][off:off + size]
+            if h.content is not None:
+                return h.content[off:off + size]
             self.core.request_sizes["read", _bucket(size)] += 1
             try:  # a view, not a copy: pyfuse3 takes any buffer
                 return cast(bytes, await self.core.files[h.ino].read(off, size, h.ra))
@@ -369,23 +358,22 @@ class LzfsOperations(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         with _errno():
             h = self.handles[fh]
-            if h.writable and fh not in self.control_handles:
+            if h.writable:
                 await self.core.files[h.ino].flush()
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         with _errno():
             h = self.handles[fh]
-            if fh not in self.control_handles:
+            if h.content is None:
                 await self.core.files[h.ino].flush()
             await self.core.commit()
 
     async def release(self, fh: int) -> None:
         with _errno():
             h = self.handles.pop(fh)
-            if self.control_handles.pop(fh, None) is not None:
-                return
-            await self.core.closed(h.ino, h.writable)
-            self._maybe_purge(h.ino)
+            if h.content is None:
+                await self.core.closed(h.ino, h.writable)
+                self._maybe_purge(h.ino)
 
     # ---- extended attributes: per-file figures, and gc on demand ----------------------------
 

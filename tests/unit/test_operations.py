@@ -97,32 +97,33 @@ def inode_rows(store: Store, ino: int) -> tuple[int, int]:
 DATA = os.urandom(300 << 10) + bytes(100 << 10) + b"text " * 20000
 
 
-def test_a_written_file_reads_back_and_an_unlinked_one_goes_at_its_last_forget(tmp_path):
-    seen: dict[str, object] = {}
+def test_an_unlinked_file_goes_with_its_blocks_at_the_last_forget(tmp_path: Path) -> None:
+    rows: dict[str, tuple[int, int]] = {}
+    inos: list[int] = []
 
     async def body(ops: LzfsOperations) -> None:
         ino = await write_file(ops, ROOT_INODE, b"pages-1.img", DATA)
         assert await read_file(ops, ino) == DATA
         await ops.core.commit()
-        seen["ino"] = ino
-        seen["before"] = inode_rows(ops.core.store, ino)
+        inos.append(ino)
+        rows["before"] = inode_rows(ops.core.store, ino)
         await ops.unlink(ROOT_INODE, b"pages-1.img", CTX)
-        seen["named_none_known"] = inode_rows(ops.core.store, ino)  # the kernel holds it
+        rows["nameless, known"] = inode_rows(ops.core.store, ino)  # the kernel holds it
         await ops.forget([(ino, 1)])
-        seen["forgotten"] = inode_rows(ops.core.store, ino)
+        rows["forgotten"] = inode_rows(ops.core.store, ino)
 
     store = serve(tmp_path, body)
     try:
-        assert seen["before"][0] == 1 and seen["before"][1] > 0
-        assert seen["named_none_known"] == seen["before"]
-        assert seen["forgotten"] == (0, 0)
-        assert inode_rows(store, seen["ino"]) == (0, 0)
+        assert rows["before"][0] == 1 and rows["before"][1] > 0
+        assert rows["nameless, known"] == rows["before"]
+        assert rows["forgotten"] == (0, 0)
+        assert inode_rows(store, inos[0]) == (0, 0)
         assert store.stats().garbage_blocks > 0  # its blocks wait for gc
     finally:
         store.close()
 
 
-def test_a_file_unlinked_while_open_stays_readable_until_released(tmp_path):
+def test_a_file_unlinked_while_open_stays_readable_until_released(tmp_path: Path) -> None:
     seen: dict[str, object] = {}
 
     async def body(ops: LzfsOperations) -> None:
@@ -141,7 +142,7 @@ def test_a_file_unlinked_while_open_stays_readable_until_released(tmp_path):
     assert seen["released"] == (0, 0)
 
 
-def test_failures_reach_the_kernel_as_their_errnos(tmp_path):
+def test_failures_reach_the_kernel_as_their_errnos(tmp_path: Path) -> None:
     async def body(ops: LzfsOperations) -> None:
         d = (await ops.mkdir(ROOT_INODE, b"snap", 0o755, CTX)).st_ino
         await write_file(ops, d, b"pages-1.img", b"x" * 4096)
@@ -165,7 +166,7 @@ def test_failures_reach_the_kernel_as_their_errnos(tmp_path):
     serve(tmp_path, body).close()
 
 
-def test_the_control_tree_reports_what_was_written(tmp_path):
+def test_the_control_tree_reports_what_was_written(tmp_path: Path) -> None:
     seen: dict[str, bytes] = {}
 
     async def body(ops: LzfsOperations) -> None:
@@ -197,10 +198,11 @@ def listing(ops: LzfsOperations, fh: int, start: int = 0, stop_after: int | None
     the kernel's buffer is full after ``stop_after`` entries."""
     got: list[tuple[bytes, int, int]] = []
 
-    def reply(token: object, name: bytes, attrs: pyfuse3.EntryAttributes, off: int) -> bool:
+    def reply(token: pyfuse3.ReaddirToken, name: bytes, attr: pyfuse3.EntryAttributes,
+              next_id: int) -> bool:
         if stop_after is not None and len(got) == stop_after:
             return False
-        got.append((name, attrs.st_ino, off))
+        got.append((name, attr.st_ino, next_id))
         return True
 
     async def run() -> list[tuple[bytes, int, int]]:
@@ -215,7 +217,7 @@ def listing(ops: LzfsOperations, fh: int, start: int = 0, stop_after: int | None
     return run()
 
 
-def test_listings_start_with_dot_and_dotdot_and_resume_at_any_offset(tmp_path):
+def test_listings_start_with_dot_and_dotdot_and_resume_at_any_offset(tmp_path: Path) -> None:
     async def body(ops: LzfsOperations) -> None:
         d = (await ops.mkdir(ROOT_INODE, b"snap", 0o755, CTX)).st_ino
         files = [await write_file(ops, d, f"f{i}".encode(), b"x") for i in range(5)]
@@ -276,7 +278,7 @@ def _forked_images() -> dict[bytes, bytes]:
     }
 
 
-def test_only_a_forked_workers_pages_are_opened_through_the_page_cache(tmp_path):
+def test_only_a_forked_workers_pages_are_opened_through_the_page_cache(tmp_path: Path) -> None:
     async def body(ops: LzfsOperations) -> None:
         d = (await ops.mkdir(ROOT_INODE, b"snap", 0o755, CTX)).st_ino
         inos = {name: await write_file(ops, d, name, data)
@@ -297,7 +299,7 @@ def test_only_a_forked_workers_pages_are_opened_through_the_page_cache(tmp_path)
     serve(tmp_path, body).close()
 
 
-def test_a_truncate_through_setattr_changes_size_and_content(tmp_path):
+def test_a_truncate_through_setattr_changes_size_and_content(tmp_path: Path) -> None:
     async def body(ops: LzfsOperations) -> None:
         ino = await write_file(ops, ROOT_INODE, b"f", DATA)
         fields = SimpleNamespace(update_size=True, update_mode=False, update_uid=False,
