@@ -19,6 +19,10 @@ import pyfuse3
 import pytest
 import trio
 
+from lzfs.cluster.attach import RemoteOptions, open_node
+from lzfs.cluster.backend import open_backend
+from lzfs.cluster.bucket import remote_mkfs
+from lzfs.cluster.sync import ClusterSync
 from lzfs.control import CONTROL_DIR
 from lzfs.core import Core
 from lzfs.criu import images as I
@@ -42,14 +46,23 @@ CTX = Ctx()
 Body = Callable[[LzfsOperations], Awaitable[None]]
 
 
-def serve(tmp_path: Path, body: Body) -> Store:
+def serve(tmp_path: Path, body: Body, bucket: Path | None = None) -> Store:
     """Run ``body`` against a fresh store's operations, as the daemon does between mount and
-    unmount; returns the store, closed after the final commit, reopened for inspection."""
-    root = tmp_path / "store"
-    mkfs(root)
-    store = Store(root)
+    unmount; returns the store, closed after the final commit, reopened for inspection. With
+    ``bucket``, the store is a node of the object store in that directory (file://)."""
+    node = None
+    if bucket is None:
+        root = tmp_path / "store"
+        mkfs(root)
+        store = Store(root)
+    else:
+        remote_mkfs(open_backend(f"file://{bucket}"), 16, 64)
+        store, node = open_node(f"file://{bucket}", RemoteOptions(cache=str(tmp_path / "cache")))
+        root = store.root
     stops: list[bool] = []
     core = Core(store, lambda: stops.append(True), commit_interval=3600)
+    if node is not None:
+        core.hooks = ClusterSync(core, node)
     ops = LzfsOperations(core)
 
     async def main() -> None:
@@ -63,6 +76,8 @@ def serve(tmp_path: Path, body: Body) -> Store:
         trio.run(main)
     finally:
         store.close()
+        if node is not None:
+            node.close()
     assert not stops, "a commit failed"
     return Store(root, readonly=True)
 
@@ -310,3 +325,30 @@ def test_a_truncate_through_setattr_changes_size_and_content(tmp_path: Path) -> 
         assert await read_file(ops, ino) == DATA[:1000]
 
     serve(tmp_path, body).close()
+
+
+def test_a_nodes_snapshot_is_published_at_fsyncdir_and_its_xattr_names_the_manifest(
+        tmp_path: Path) -> None:
+    """The cluster hooks, called by the same handlers: fsyncdir publishes a top-level
+    directory, getxattr answers its manifest key, .lzfs/stats shows the object store."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    keys: list[bytes] = []
+    stats: list[bytes] = []
+
+    async def body(ops: LzfsOperations) -> None:
+        d = (await ops.mkdir(ROOT_INODE, b"snap", 0o755, CTX)).st_ino
+        await write_file(ops, d, b"pages-1.img", DATA)
+        await fails(pyfuse3.ENOATTR, ops.getxattr(d, b"user.lzfs.manifest", CTX))
+        await ops.fsyncdir(d, False)
+        keys.append(await ops.getxattr(d, b"user.lzfs.manifest", CTX))
+        await fails(pyfuse3.ENOATTR, ops.getxattr(ROOT_INODE, b"user.lzfs.manifest", CTX))
+        info = await ops.open(CONTROL_DIR + 1, os.O_RDONLY, CTX)
+        stats.append(await ops.read(info.fh, 0, 1 << 20))
+        await ops.release(info.fh)
+
+    serve(tmp_path, body, bucket).close()
+    assert keys[0].startswith(b"snapshots/snap/")
+    assert (bucket / keys[0].decode()).exists()
+    assert list((bucket / "packs").glob("*.pack"))
+    assert f"file://{bucket}".encode() in stats[0] and b"1 PUTs" in stats[0]
