@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 from . import __version__
 from .errors import LzfsError
-from .render import human, parse_size
+from .render import human, parse_size, stats_text
 
 
 def _remote(args: argparse.Namespace):
@@ -37,7 +37,7 @@ def cmd_mkfs(args: argparse.Namespace) -> None:
 
     if _remote(args) is not None:
         from .cluster.backend import open_backend
-        from .cluster.node import remote_mkfs
+        from .cluster.bucket import remote_mkfs
 
         backend = open_backend(args.store, args.endpoint, args.profile)
         if args.create_bucket and hasattr(backend, "create_bucket"):
@@ -107,19 +107,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(asdict(st), indent=2))
         return
-    ratio = st.logical / st.stored if st.stored else float("inf") if st.logical else 1.0
-    rows = [
-        ("files", f"{st.files}"), ("directories", f"{st.directories}"),
-        ("logical size", human(st.logical)), ("zero pages / holes", human(st.zero)),
-        ("referenced data", human(st.referenced)),
-        ("after dedup", human(st.unique)), ("after compression", human(st.stored)),
-        ("overall ratio", f"{ratio:.2f}x"), ("pages / frames", f"{st.pages} / {st.frames}"),
-        ("unreferenced frames", f"{st.garbage_frames} (lzfs gc removes them)"),
-        ("pack files on disk", human(st.pack_bytes)),
-    ]
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v}")
+    print(stats_text(asdict(st)), end="")
 
 
 def _open_readonly(path: str):

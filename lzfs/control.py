@@ -1,7 +1,8 @@
 """The read-only `.lzfs/` directory at the mount root: store-wide figures and the dedup report,
-readable with cat. It is hidden from readdir (ls -a does not show it, `rm -r MNT/*` and CRIU
-never meet it) but found by name, like ZFS's `.zfs`. Its inode numbers sit far above any
-SQLite rowid.
+readable with cat. It is hidden from readdir of the root (`rm -r MNT/*` and CRIU never meet
+it) but found by name, like ZFS's `.zfs`. Its inode numbers sit far above any SQLite rowid.
+
+The tree gets two callables, not the mount: one for the figures, one for the report.
 """
 
 from __future__ import annotations
@@ -9,21 +10,28 @@ from __future__ import annotations
 import io
 import json
 import stat
+import time
 from collections.abc import Callable
-from dataclasses import asdict
+from typing import Any
 
 from rich.console import Console
 
-from . import report
-from .render import human, print_report
+from .render import print_report, stats_text
 
 CONTROL_NAME = b".lzfs"
 CONTROL_DIR = 1 << 62
+FRESH_FOR = 1.0  # seconds a file's content is reused (stat, then read, computes it once)
+
+
+def is_control(ino: int) -> bool:
+    return ino >= CONTROL_DIR
 
 
 class ControlTree:
-    def __init__(self, ops) -> None:
-        self.ops = ops
+    def __init__(self, figures: Callable[[], dict[str, Any]],
+                 report: Callable[[], dict[str, Any]]) -> None:
+        self._figures = figures
+        self._report = report
         self.files: dict[bytes, tuple[int, Callable[[], bytes]]] = {
             b"stats": (CONTROL_DIR + 1, self._stats_text),
             b"stats.json": (CONTROL_DIR + 2, self._stats_json),
@@ -31,10 +39,7 @@ class ControlTree:
             b"report.json": (CONTROL_DIR + 4, self._report_json),
         }
         self.by_ino = {ino: (name, fn) for name, (ino, fn) in self.files.items()}
-
-    @staticmethod
-    def is_control(ino: int) -> bool:
-        return ino >= CONTROL_DIR
+        self._cache: dict[int, tuple[float, bytes]] = {}
 
     def lookup(self, name: bytes) -> int | None:
         entry = self.files.get(name)
@@ -43,49 +48,31 @@ class ControlTree:
     def mode(self, ino: int) -> int:
         return stat.S_IFDIR | 0o555 if ino == CONTROL_DIR else stat.S_IFREG | 0o444
 
-    def content(self, ino: int) -> bytes:
-        return self.by_ino[ino][1]()
+    def content(self, ino: int, fresh: bool = False) -> bytes:
+        """The file's bytes, computed at most once a second unless ``fresh`` (an open)."""
+        hit = self._cache.get(ino)
+        now = time.monotonic()
+        if hit is None or fresh or now - hit[0] > FRESH_FOR:
+            hit = (now, self.by_ino[ino][1]())
+            self._cache[ino] = hit
+        return hit[1]
 
     def listing(self) -> list[tuple[bytes, int]]:
         return [(name, ino) for name, (ino, _) in self.files.items()]
 
     # ---- contents --------------------------------------------------------------------------
 
-    def _stats(self) -> dict:
-        ops = self.ops
-        st = asdict(ops.store.stats())
-        st["cache"] = ops.cache.describe()
-        st["open_files"] = len(ops.files)
-        st["requests"] = {f"{op}<={size}": n for (op, size), n in sorted(ops.request_sizes.items())}
-        if ops.cluster is not None:
-            st["remote"] = ops.cluster.node.describe()
-        return st
-
     def _stats_json(self) -> bytes:
-        return (json.dumps(self._stats(), indent=2) + "\n").encode()
+        return (json.dumps(self._figures(), indent=2) + "\n").encode()
 
     def _stats_text(self) -> bytes:
-        st = self._stats()
-        ratio = st["logical"] / st["stored"] if st["stored"] else 1.0
-        lines = [
-            f"logical size        {human(st['logical'])} in {st['files']} files",
-            f"zero pages / holes  {human(st['zero'])}",
-            f"after dedup         {human(st['unique'])}",
-            f"after compression   {human(st['stored'])}  ({ratio:.2f}x overall)",
-            f"pages / frames      {st['pages']} / {st['frames']}",
-            f"unreferenced frames {st['garbage_frames']}",
-            f"pack files on disk  {human(st['pack_bytes'])}",
-            f"frame cache         {human(st['cache']['bytes'])} of {human(st['cache']['budget'])},"
-            f" {st['cache']['hits']} hits, {st['cache']['misses']} misses,"
-            f" {st['cache']['prefetched']} prefetched",
-        ]
-        return ("\n".join(lines) + "\n").encode()
+        return stats_text(self._figures()).encode()
 
     def _report_json(self) -> bytes:
-        return (json.dumps(report.snapshot_report(self.ops.store), indent=2) + "\n").encode()
+        return (json.dumps(self._report(), indent=2) + "\n").encode()
 
     def _report_text(self) -> bytes:
         buf = io.StringIO()
-        print_report(report.snapshot_report(self.ops.store),
+        print_report(self._report(),
                      Console(file=buf, width=150, color_system=None, force_terminal=False))
         return buf.getvalue().encode()

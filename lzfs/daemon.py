@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 import pyfuse3
 import trio
 
+from .core import COMMIT_INTERVAL, Core
 from .errors import LzfsError
-from .fs import COMMIT_INTERVAL, LzfsOperations
+from .fs import LzfsOperations
 from .store import Store
 from .store.layout import LOG, StoreLock, read_config
 from .store.space import DEFAULT_RESERVE
@@ -74,17 +75,16 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
         store.domain, store.seed = domain, domain_seed(domain)
     else:
         store = Store(store_path, domain=domain)
-    ops: LzfsOperations | None = None
     try:
-        cluster = None
+        core = Core(store, pyfuse3.terminate, cache_bytes=cache_mb << 20,
+                    reserve_bytes=reserve_mb << 20, commit_interval=commit_interval)
         if node is not None and remote is not None:
             from .cluster.sync import ClusterSync
 
-            cluster = ClusterSync(node, remote.refresh)
-        ops = LzfsOperations(store, cache_bytes=cache_mb << 20, reserve_bytes=reserve_mb << 20,
-                             commit_interval=commit_interval, cluster=cluster)
+            core.hooks = ClusterSync(core, node, remote.refresh)
         try:
-            pyfuse3.init(ops, str(mnt), fuse_options(store, allow_other, options or []))
+            pyfuse3.init(LzfsOperations(core), str(mnt),
+                         fuse_options(store, allow_other, options or []))
         except RuntimeError as exc:
             raise LzfsError(f"cannot mount on {mountpoint}: {exc} (is /dev/fuse there, "
                             f"and are you root or in group fuse?)") from None
@@ -98,20 +98,20 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
         os.close(ready_fd)
     signalled = False
     try:
-        signalled = trio.run(_main, ops)
+        signalled = trio.run(_main, core)
     except BaseException:
         log.exception("daemon failed; unmounting")
         try:
             pyfuse3.close(unmount=True)
         finally:
-            _close(store, node, commit=ops.failed is None)
+            _close(store, node, commit=core.failed is None)
         raise
     try:
-        pyfuse3.close(unmount=signalled or ops.failed is not None)
+        pyfuse3.close(unmount=signalled or core.failed is not None)
     finally:
-        _close(store, node, commit=ops.failed is None)
-    if ops.failed is not None:
-        raise LzfsError(f"stopped serving {mnt}: a commit failed ({ops.failed}); the store is "
+        _close(store, node, commit=core.failed is None)
+    if core.failed is not None:
+        raise LzfsError(f"stopped serving {mnt}: a commit failed ({core.failed}); the store is "
                         f"at its last commit")
     log.info("unmounted %s; store closed", mnt)
 
@@ -126,11 +126,11 @@ def _close(store: Store, node, commit: bool) -> None:
             node.close()
 
 
-async def _main(ops: LzfsOperations) -> bool:
+async def _main(core: Core) -> bool:
     signalled = False
     async with trio.open_nursery() as nursery:
-        ops.attach(nursery)
-        nursery.start_soon(ops.committer)
+        core.attach(nursery)
+        nursery.start_soon(core.committer)
 
         async def on_signal() -> None:
             nonlocal signalled
@@ -144,7 +144,7 @@ async def _main(ops: LzfsOperations) -> bool:
         nursery.start_soon(on_signal)
         nursery.start_soon(_dump_tasks_on_sigusr1)
         await pyfuse3.main()
-        await ops.shutdown()
+        await core.shutdown()
         nursery.cancel_scope.cancel()
     return signalled
 

@@ -1,46 +1,40 @@
-"""The FUSE protocol adapter: turns pyfuse3 requests into namespace and file-map calls.
+"""The FUSE protocol adapter: turns pyfuse3 requests into calls on the core (core.py), the
+namespace (names, attributes) and file maps (bytes), and failures into errnos.
 
-What a file looks like is decided in namespace.py (names, attributes) and filemap.py (bytes);
-this class keeps only the state the kernel protocol itself needs (open handles, lookup counts)
-and maps failures to errnos. Handlers run as trio tasks on one thread: SQLite is only touched
-here, compression and decompression happen in worker threads started by the file maps.
+It keeps only the state the kernel protocol itself needs: open handles and lookup counts.
+Commits, gc, purging and what a cluster node does live in the core and its hooks, the `.lzfs`
+tree in control.py; this class never asks what kind of store it serves.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
-import sqlite3
 import stat
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import pyfuse3
-import trio
 
-from .control import CONTROL_DIR, CONTROL_NAME, ControlTree
-from .criu.cow import read_page_by_page
+from . import report
+from .control import CONTROL_DIR, CONTROL_NAME, ControlTree, is_control
+from .core import Core
 from .errors import CorruptDataError, LzfsError
-from .filemap import FileMap
-from .namespace import ROOT_INODE, FsError, Inode, Namespace, now_ns
-from .prefetch import FrameCache, Readahead
-from .render import human
-from .report import IMAGE_LIMIT
-from .store import Store
-from .store.space import DEFAULT_RESERVE, SpaceGuard
-
-if TYPE_CHECKING:
-    from .cluster.sync import ClusterSync
+from .namespace import ROOT_INODE, FsError, Inode, now_ns
+from .prefetch import Readahead
 
 log = logging.getLogger(__name__)
 
 ATTR_TIMEOUT = 1.0
 ENTRY_TIMEOUT = 5.0
-COMMIT_INTERVAL = 5.0  # seconds between background commits while anything changed
+Attrs = pyfuse3.EntryAttributes
 XATTR_PREFIX = b"user.lzfs."
 XATTRS = ("logical", "stored", "unique", "zero", "blocks", "ratio", "damaged")
+# readdir offsets: `.` is 1, `..` is 2, an entry is its dentry id + DOTS (ids only grow, so an
+# offset handed out stays valid while entries are added and removed)
+DOTS = 2
 
 
 @dataclass
@@ -48,125 +42,27 @@ class Handle:
     ino: int
     writable: bool
     ra: Readahead = field(default_factory=Readahead)
+    content: bytes | None = None  # a .lzfs file's bytes as they were at open
 
 
 class LzfsOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, store: Store, cache_bytes: int = 128 << 20,
-                 reserve_bytes: int = DEFAULT_RESERVE,
-                 commit_interval: float = COMMIT_INTERVAL,
-                 cluster: ClusterSync | None = None) -> None:
+    def __init__(self, core: Core) -> None:
         super().__init__()
-        self.store = store
-        self.cluster = cluster  # set when the store is a node of an object store
-        self.commit_interval = commit_interval
-        self.space = SpaceGuard(store.root, reserve_bytes)
-        self.failed: BaseException | None = None  # a commit failed: stop, keep the last one
-        self.ns = Namespace(store.db)
-        self.cache = FrameCache(store, cache_bytes)
-        self.files: dict[int, FileMap] = {}
+        self.core = core
+        self.ns = core.ns
+        self.control = ControlTree(core.figures, lambda: report.snapshot_report(core.store))
         self.handles: dict[int, Handle] = {}
         self.lookups: dict[int, int] = {}
-        self._next_fh = 1
-        self.nursery: trio.Nursery | None = None
-        self.gate = store.gate  # held while committing: no frame is registered meanwhile
-        self._committed_changes = -1
-        # (op, size rounded up to a power of two) -> count: what the kernel really sends us
-        self.request_sizes: Counter[tuple[str, int]] = Counter()
-        self.control = ControlTree(self)
-        self._control_cache: dict[int, tuple[float, bytes]] = {}
-        self.control_handles: dict[int, bytes] = {}
-        self._purge_orphans()
-        self.store.commit()
-
-    # ---- lifecycle ---------------------------------------------------------------------------
-
-    def attach(self, nursery: trio.Nursery) -> None:
-        """Give background work (encoders, prefetch, commits) a nursery to run in."""
-        self.nursery = nursery
-        self.cache.nursery = nursery
-        for fm in self.files.values():
-            fm.nursery = nursery
-
-    async def committer(self) -> None:
-        """Commit every few seconds while anything changed; give space back at once when a
-        deletion left blocks nobody references."""
-        while True:
-            await trio.sleep(self.commit_interval)
-            try:
-                await self.commit()
-                if self.store.garbage:
-                    await self.gc()
-            except Exception:
-                log.exception("background commit failed")
-
-    async def gc(self) -> tuple[int, int]:
-        if self.cluster is not None and self.cluster.publishing:
-            return 0, 0  # after the upload (store.garbage stays set: the committer retries)
-        removed, frames = self.store.collect_garbage()
-        self.cache.drop(f[0] for f in frames)
-        await self.commit()  # no committed row names those frames any more: punch them
-        freed = await trio.to_thread.run_sync(self.store.punch, frames)
-        if removed or freed:
-            log.info("gc: removed %d blocks, gave back %d bytes", removed, freed)
-        return removed, freed
-
-    async def commit(self) -> None:
-        if self.failed is not None:
-            raise FsError(errno.EIO)
-        changes = self.store.db.conn.total_changes
-        if changes == self._committed_changes:
-            return
-        async with self.gate:
-            try:
-                await trio.to_thread.run_sync(self.store.sync_packs)
-                self.store.commit_meta()
-            except (sqlite3.Error, OSError) as exc:
-                self._fail(exc)
-            self._committed_changes = self.store.db.conn.total_changes
-
-    def _unpacked(self) -> int:
-        return sum(fm.pending_bytes for fm in self.files.values())
-
-    def _fail(self, exc: BaseException) -> None:
-        """A commit failed (disk error, or full despite the reserve). SQLite may have rolled
-        back on its own, so what this daemon holds in memory can no longer be trusted: stop
-        serving and keep the store exactly at its last commit (the next mount starts there)."""
-        self.failed = exc
-        log.critical("cannot commit (%s): unmounting; the store stays at its last commit", exc)
-        pyfuse3.terminate()
-        raise FsError(errno.EIO)
-
-    async def shutdown(self) -> None:
-        """Store every pending byte and commit: called after the kernel let go of the mount."""
-        if self.failed is not None:
-            return
-        for ino, fm in list(self.files.items()):
-            try:
-                await fm.flush()
-            except Exception:
-                log.exception("inode %d: could not store its last bytes", ino)
-        await self.commit()
-        if self.cluster is not None:
-            await self.cluster.publish_pending(self)
-        if self.request_sizes:
-            log.info("request sizes: %s", ", ".join(
-                f"{op} <={human(size)}: {n}" for (op, size), n in sorted(
-                    self.request_sizes.items())))
-
-    def _purge_orphans(self) -> None:
-        for ino in self.ns.orphans():
-            log.info("removing orphan inode %d (unlinked while open before the last stop)", ino)
-            self._purge(ino)
+        self._fhs = itertools.count(1)
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def _attrs(self, node: Inode) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
+    def _attrs(self, node: Inode) -> Attrs:
+        a = Attrs()
         a.st_ino = node.id
-        a.generation = 0
         a.entry_timeout = ENTRY_TIMEOUT
         a.attr_timeout = ATTR_TIMEOUT
         a.st_mode = node.mode
@@ -174,9 +70,7 @@ class LzfsOperations(pyfuse3.Operations):
         a.st_uid = node.uid
         a.st_gid = node.gid
         a.st_rdev = node.rdev
-        fm = self.files.get(node.id)
-        size, stored = (fm.size, int(fm.stored)) if fm is not None else (node.size, node.stored)
-        a.st_size = size
+        a.st_size, stored = self.core.sizes(node)
         a.st_blksize = 128 * 1024
         a.st_blocks = (stored + 511) // 512
         a.st_atime_ns = node.atime_ns
@@ -184,76 +78,52 @@ class LzfsOperations(pyfuse3.Operations):
         a.st_ctime_ns = node.ctime_ns
         return a
 
-    def _control_attrs(self, ino: int) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
+    def _control_attrs(self, ino: int) -> Attrs:
+        a = Attrs()
         a.st_ino = ino
         a.st_mode = self.control.mode(ino)
         a.st_nlink = 2 if ino == CONTROL_DIR else 1
         a.st_uid, a.st_gid = os.getuid(), os.getgid()
-        a.st_size = 0 if ino == CONTROL_DIR else len(self._control_content(ino))
+        a.st_size = 0 if ino == CONTROL_DIR else len(self.control.content(ino))
         a.st_blksize = 4096
         a.entry_timeout = a.attr_timeout = 0
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = now_ns()
         return a
 
-    def _control_content(self, ino: int, fresh: bool = False) -> bytes:
-        hit = self._control_cache.get(ino)
-        if hit is None or fresh or trio.current_time() - hit[0] > 1.0:
-            hit = (trio.current_time(), self.control.content(ino))
-            self._control_cache[ino] = hit
-        return hit[1]
+    def _any_attrs(self, ino: int) -> Attrs:
+        return self._control_attrs(ino) if is_control(ino) else self._attrs(self.ns.get(ino))
 
     def _guard(self, parent: int, name: bytes | None = None, creating: bool = True) -> None:
         """Nothing is created, removed or renamed in or as `.lzfs`."""
-        if ControlTree.is_control(parent):
+        if is_control(parent):
             raise FsError(errno.EROFS)
         if parent == ROOT_INODE and name == CONTROL_NAME:
             raise FsError(errno.EEXIST if creating else errno.EPERM)
 
-    def _counted(self, node: Inode) -> pyfuse3.EntryAttributes:
+    def _counted(self, node: Inode) -> Attrs:
         self.lookups[node.id] = self.lookups.get(node.id, 0) + 1
         return self._attrs(node)
 
-    def _filemap(self, ino: int) -> FileMap:
-        fm = self.files.get(ino)
-        if fm is None:
-            node = self.ns.get(ino)
-            fm = FileMap.load(ino, node.size, self.store, self.cache, self._persist_size)
-            fm.nursery = self.nursery
-            self.files[ino] = fm
-        return fm
-
-    def _persist_size(self, ino: int, size: int, stored: int) -> None:
-        self.ns.set_attrs(ino, size=size, stored=stored)
-
-    def _purge(self, ino: int) -> None:
-        """Drop a nameless inode with no handles: its extents' references, then the row."""
-        self.store.maps.purge(ino)  # wakes gc: the committer gives the space back
-        self.ns.delete(ino)
-        self.files.pop(ino, None)
-
     def _maybe_purge(self, ino: int) -> None:
-        fm = self.files.get(ino)
-        if self.lookups.get(ino, 0) > 0 or (fm is not None and fm.opens > 0):
-            return
-        try:
-            node = self.ns.get(ino)
-        except FsError:
-            return
-        if node.nlink == 0:
-            self._purge(ino)
+        """An inode the kernel no longer knows may go, if it is also nameless and closed."""
+        if not self.lookups.get(ino):
+            self.core.purge_if_unused(ino)
+
+    def _top_level_gone(self, *entries: tuple[int, bytes]) -> None:
+        for parent, name in entries:
+            if parent == ROOT_INODE:
+                self.core.hooks.on_top_level_gone(name)
 
     def _new_fh(self, handle: Handle) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
+        fh = next(self._fhs)
         self.handles[fh] = handle
         return fh
 
     # ---- names -------------------------------------------------------------------------------
 
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None):
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Attrs:
         with _errno():
-            if ControlTree.is_control(parent_inode):
+            if is_control(parent_inode):
                 ino = self.control.lookup(name) if parent_inode == CONTROL_DIR else None
                 if ino is None:
                     raise FsError(errno.ENOENT)
@@ -268,29 +138,27 @@ class LzfsOperations(pyfuse3.Operations):
                 ino = self.ns.lookup(parent_inode, name)
             return self._counted(self.ns.get(ino))
 
-    async def forget(self, inode_list) -> None:
+    async def forget(self, inode_list: Any) -> None:
         for ino, n in inode_list:
-            if ControlTree.is_control(ino):
+            if is_control(ino):
                 continue
             left = self.lookups.get(ino, 0) - n
             if left > 0:
                 self.lookups[ino] = left
-            else:
-                self.lookups.pop(ino, None)
-                try:
-                    self._maybe_purge(ino)
-                except Exception:  # forget must not fail
-                    log.exception("forget of inode %d", ino)
+                continue
+            self.lookups.pop(ino, None)
+            try:
+                self._maybe_purge(ino)
+            except Exception:  # forget must not fail
+                log.exception("forget of inode %d", ino)
 
-    async def getattr(self, inode: int, ctx: Any = None):
+    async def getattr(self, inode: int, ctx: Any = None) -> Attrs:
         with _errno():
-            if ControlTree.is_control(inode):
-                return self._control_attrs(inode)
-            return self._attrs(self.ns.get(inode))
+            return self._any_attrs(inode)
 
-    async def setattr(self, inode: int, attr, fields, fh, ctx):
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> Attrs:
         with _errno():
-            if ControlTree.is_control(inode):
+            if is_control(inode):
                 raise FsError(errno.EROFS)
             node = self.ns.get(inode)
             changes: dict[str, int] = {}
@@ -298,10 +166,8 @@ class LzfsOperations(pyfuse3.Operations):
             if fields.update_size:
                 if not node.is_reg:
                     raise FsError(errno.EINVAL)
-                fm = self._filemap(inode)
-                await fm.truncate(attr.st_size)
+                await self.core.truncate(inode, attr.st_size)
                 changes["mtime_ns"] = t
-                self._drop_idle(inode)
             if fields.update_mode:
                 changes["mode"] = (node.mode & ~0o7777) | (attr.st_mode & 0o7777)
             if fields.update_uid:
@@ -316,30 +182,29 @@ class LzfsOperations(pyfuse3.Operations):
             self.ns.set_attrs(inode, **changes)
             return self._attrs(self.ns.get(inode))
 
-    async def readlink(self, inode: int, ctx):
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
         with _errno():
             node = self.ns.get(inode)
             if node.target is None:
                 raise FsError(errno.EINVAL)
             return node.target
 
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx):
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Attrs:
         with _errno():
             self._guard(parent_inode, name)
             node = self.ns.create(parent_inode, name, stat.S_IFDIR | (mode & ~ctx.umask & 0o7777),
                                   ctx.uid, ctx.gid)
             return self._counted(node)
 
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx):
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Attrs:
         with _errno():
             self._guard(parent_inode, name)
-            self.ns.check_new(parent_inode, name)  # ENAMETOOLONG and EEXIST come before EPERM
             if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
                 raise FsError(errno.EPERM)  # no device nodes in a snapshot store
             node = self.ns.create(parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid, rdev)
             return self._counted(node)
 
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx):
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Attrs:
         with _errno():
             self._guard(parent_inode, name)
             if len(target) > 4095:
@@ -348,69 +213,66 @@ class LzfsOperations(pyfuse3.Operations):
                                   target=target)
             return self._counted(node)
 
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx):
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Attrs:
         with _errno():
             self._guard(new_parent_inode, new_name)
-            if ControlTree.is_control(inode):
+            if is_control(inode):
                 raise FsError(errno.EROFS)
             return self._counted(self.ns.link(inode, new_parent_inode, new_name))
 
-    async def unlink(self, parent_inode: int, name: bytes, ctx):
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         with _errno():
             self._guard(parent_inode, name, creating=False)
             node = self.ns.unlink(parent_inode, name, want_dir=False)
             if node.nlink == 0:
                 self._maybe_purge(node.id)
 
-    async def rmdir(self, parent_inode: int, name: bytes, ctx):
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         with _errno():
             self._guard(parent_inode, name, creating=False)
             node = self.ns.unlink(parent_inode, name, want_dir=True)
-            if self.cluster is not None and parent_inode == ROOT_INODE:
-                self.cluster.forget(name)
+            self._top_level_gone((parent_inode, name))
             self._maybe_purge(node.id)
 
-    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any) -> None:
         with _errno():
             self._guard(parent_inode_old, name_old, creating=False)
             self._guard(parent_inode_new, name_new)
             replaced = self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new,
                                       flags)
-            if self.cluster is not None:  # top-level names moved: no longer what was imported
-                for parent, nm in ((parent_inode_old, name_old), (parent_inode_new, name_new)):
-                    if parent == ROOT_INODE:
-                        self.cluster.forget(nm)
+            self._top_level_gone((parent_inode_old, name_old), (parent_inode_new, name_new))
             if replaced is not None and replaced.nlink == 0:
                 self._maybe_purge(replaced.id)
 
     # ---- directories -------------------------------------------------------------------------
 
-    async def opendir(self, inode: int, ctx):
+    async def opendir(self, inode: int, ctx: Any) -> int:
         with _errno():
-            if inode == CONTROL_DIR:
-                return inode
-            if not self.ns.get(inode).is_dir:
+            if inode != CONTROL_DIR and not self.ns.get(inode).is_dir:
                 raise FsError(errno.ENOTDIR)
             return inode
 
-    async def readdir(self, fh: int, start_id: int, token) -> None:
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        """`.` and `..` first, then the entries; the kernel counts no lookup of the dots."""
         with _errno():
-            if fh == CONTROL_DIR:
-                for i, (name, ino) in enumerate(self.control.listing()):
-                    if i >= start_id and not pyfuse3.readdir_reply(
-                            token, name, self._control_attrs(ino), i + 1):
-                        return
-                return
-            if self.cluster is not None and fh == ROOT_INODE and start_id == 0:
-                await self.cluster.maybe_refresh(self)
-            after = start_id
-            while True:
-                rows = self.ns.readdir(fh, after)
-                if not rows:
+            if fh == ROOT_INODE and start_id == 0:
+                await self.core.hooks.maybe_refresh_root()
+            parent = ROOT_INODE if fh == CONTROL_DIR else self.ns.parent_of(fh)
+            fixed = [(b".", fh), (b"..", parent)]
+            if fh == CONTROL_DIR:  # its entries never change: their index is their offset
+                fixed += self.control.listing()
+            for off, (name, ino) in enumerate(fixed, 1):
+                if off > start_id and not pyfuse3.readdir_reply(
+                        token, name, self._any_attrs(ino), off):
                     return
+            if fh == CONTROL_DIR:
+                return
+            after = max(start_id - DOTS, 0)
+            while rows := self.ns.readdir(fh, after):
                 for dentry_id, name, ino in rows:
-                    node = self.ns.get(ino)
-                    if not pyfuse3.readdir_reply(token, name, self._attrs(node), dentry_id):
+                    attrs = self._attrs(self.ns.get(ino))
+                    if not pyfuse3.readdir_reply(token, name, attrs, dentry_id + DOTS):
                         return
                     self.lookups[ino] = self.lookups.get(ino, 0) + 1
                     after = dentry_id
@@ -421,118 +283,66 @@ class LzfsOperations(pyfuse3.Operations):
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         """Commit; on a cluster node, syncing a snapshot directory also publishes it."""
         with _errno():
-            await self.commit()
-            if self.cluster is not None:
-                await self.cluster.on_fsyncdir(self, fh)
+            await self.core.commit()
+            await self.core.hooks.on_fsyncdir(fh)
 
-    async def statfs(self, ctx):
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
         with _errno():
-            vfs = os.statvfs(self.store.root)
-            s = pyfuse3.StatvfsData()
-            s.f_bsize = vfs.f_bsize
-            s.f_frsize = vfs.f_frsize
-            s.f_blocks = vfs.f_blocks
-            s.f_bfree = vfs.f_bfree
-            s.f_bavail = vfs.f_bavail
-            files = self.ns.count()
-            s.f_files = files + vfs.f_ffree
-            s.f_ffree = vfs.f_ffree
-            s.f_favail = vfs.f_favail
+            vfs = os.statvfs(self.core.store.root)
+            s = pyfuse3.StatvfsData()  # the disk under the store, and its inodes plus ours
+            for k in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_ffree",
+                      "f_favail"):
+                setattr(s, k, getattr(vfs, k))
+            s.f_files = self.ns.count() + vfs.f_ffree
             s.f_namemax = 255
             return s
 
     # ---- files -------------------------------------------------------------------------------
 
-    async def open(self, inode: int, flags: int, ctx):
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         with _errno():
-            if ControlTree.is_control(inode):
+            if is_control(inode):
                 if (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC:
                     raise FsError(errno.EROFS)
-                fh = self._new_fh(Handle(inode, False))
-                self.control_handles[fh] = self._control_content(inode, fresh=True)
+                content = self.control.content(inode, fresh=True)
+                fh = self._new_fh(Handle(inode, False, content=content))
                 return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
             node = self.ns.get(inode)
             if node.is_dir:
                 raise FsError(errno.EISDIR)
             if not node.is_reg:
                 raise FsError(errno.EINVAL)
-            fm = self._filemap(inode)
-            fm.opens += 1  # before any await: an idle FileMap may be dropped meanwhile
+            self.core.opened(inode)
             writable = (flags & os.O_ACCMODE) != os.O_RDONLY
             try:
                 if flags & os.O_TRUNC and writable:
-                    await fm.truncate(0)
+                    await self.core.truncate(inode, 0)
                     self.ns.set_attrs(inode, mtime_ns=now_ns(), ctime_ns=now_ns())
-                page_cache = not writable and await self._read_page_by_page(inode)
+                page_cache = not writable and await self.core.read_page_by_page(inode)
             except BaseException:
-                fm.opens -= 1
-                if fm.opens == 0:
-                    self._drop_idle(inode)
-                    self._maybe_purge(inode)
+                self.core.unopened(inode)
+                self._maybe_purge(inode)
                 raise
-            return self._file_info(self._new_fh(Handle(inode, writable)), writable, page_cache)
+            return _file_info(self._new_fh(Handle(inode, writable)), writable, page_cache)
 
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx):
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
+                     ) -> tuple[pyfuse3.FileInfo, Attrs]:
         with _errno():
             self._guard(parent_inode, name)
             node = self.ns.create(parent_inode, name, stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
                                   ctx.uid, ctx.gid)
-            fm = self._filemap(node.id)
-            fm.opens += 1
+            self.core.opened(node.id)
             fh = self._new_fh(Handle(node.id, True))
-            return self._file_info(fh, True), self._counted(node)
-
-    async def _read_page_by_page(self, ino: int) -> bool:
-        """A pages image that CRIU will read one page at a time (a forked worker's memory,
-        shared copy-on-write with its parent): served through the page cache, where the
-        kernel's readahead batches those reads, instead of one FUSE round trip per page
-        (lzfs/criu/cow.py has the measurements)."""
-        entry = self.ns.dentry_of(ino)
-        if entry is None:
-            return False
-        parent, name = entry
-        loaded: list[int] = []
-
-        async def sibling(n: str, limit: int | None = None) -> bytes | None:
-            try:
-                i = self.ns.lookup(parent, n.encode())
-                node = self.ns.get(i)
-            except FsError:
-                return None
-            if not node.is_reg or node.size > IMAGE_LIMIT:
-                return None
-            if i not in self.files:
-                loaded.append(i)
-            size = node.size if limit is None else min(node.size, limit)
-            return bytes(await self._filemap(i).read(0, size))
-
-        try:
-            return await read_page_by_page(name, sibling)
-        except Exception as exc:  # noqa: BLE001 - any failure (damaged or remote images,
-            # the database) costs speed only, never the open itself
-            log.warning("%s: cannot tell how CRIU will read it (%s); using direct_io",
-                        self.ns.path_of(ino), exc)
-            return False
-        finally:
-            for i in loaded:  # the images read here were not opened
-                self._drop_idle(i)
-
-    @staticmethod
-    def _file_info(fh: int, writable: bool, page_cache: bool = False) -> pyfuse3.FileInfo:
-        # Read-only opens bypass the page cache: CRIU reads each image once, with large preadv
-        # calls that then arrive whole (up to 1 MiB) instead of as 128 KiB readahead pieces.
-        # The exception is an image CRIU reads page by page (_read_page_by_page).
-        return pyfuse3.FileInfo(fh=fh, direct_io=not writable and not page_cache,
-                                keep_cache=False)
+            return _file_info(fh, True), self._counted(node)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         with _errno():
             h = self.handles[fh]
-            if fh in self.control_handles:
-                return self.control_handles[fh][off:off + size]
-            self.request_sizes["read", _bucket(size)] += 1
-            try:
-                return await self.files[h.ino].read(off, size, h.ra)
+            if h.content is not None:
+                return h.content[off:off + size]
+            self.core.request_sizes["read", _bucket(size)] += 1
+            try:  # a view, not a copy: pyfuse3 takes any buffer
+                return cast(bytes, await self.core.files[h.ino].read(off, size, h.ra))
             except CorruptDataError as exc:
                 raise CorruptDataError(f"{self.ns.path_of(h.ino)} at offset {off} "
                                        f"(+{size}): {exc}") from None
@@ -540,80 +350,70 @@ class LzfsOperations(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         with _errno():
             h = self.handles[fh]
-            self.request_sizes["write", _bucket(len(buf))] += 1
-            self.space.admit(len(buf), self._unpacked)
-            await self.files[h.ino].write(off, buf)
+            self.core.request_sizes["write", _bucket(len(buf))] += 1
+            self.core.admit(len(buf))
+            await self.core.files[h.ino].write(off, buf)
             return len(buf)
 
     async def flush(self, fh: int) -> None:
         with _errno():
             h = self.handles[fh]
-            if h.writable and fh not in self.control_handles:
-                await self.files[h.ino].flush()
+            if h.writable:
+                await self.core.files[h.ino].flush()
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         with _errno():
             h = self.handles[fh]
-            if fh not in self.control_handles:
-                await self.files[h.ino].flush()
-            await self.commit()
-
-    # ---- extended attributes: per-file figures, and gc on demand ----------------------------
-
-    async def listxattr(self, inode: int, ctx):
-        with _errno():
-            if ControlTree.is_control(inode) or not self.ns.get(inode).is_reg:
-                return []
-            return [XATTR_PREFIX + k.encode() for k in XATTRS]
-
-    async def getxattr(self, inode: int, name: bytes, ctx):
-        with _errno():
-            if ControlTree.is_control(inode) or not name.startswith(XATTR_PREFIX):
-                raise FsError(pyfuse3.ENOATTR)
-            key = name[len(XATTR_PREFIX):].decode(errors="replace")
-            node = self.ns.get(inode)
-            if node.is_dir and self.cluster is not None:
-                value = self.cluster.xattr(self, inode, key)
-                if value is None:
-                    raise FsError(pyfuse3.ENOATTR)
-                return value
-            if key not in XATTRS or not node.is_reg:
-                raise FsError(pyfuse3.ENOATTR)
-            fm = self.files.get(inode)
-            size = fm.size if fm is not None else node.size
-            value = self.store.file_figures(inode, size)[key]
-            return (f"{value:.2f}" if key == "ratio" else str(round(value))).encode()
-
-    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx):
-        with _errno():
-            if inode == CONTROL_DIR and name == b"user.lzfs.gc":
-                await self.gc()
-                return
-            raise FsError(errno.ENOTSUP)
-
-    async def removexattr(self, inode: int, name: bytes, ctx):
-        with _errno():
-            raise FsError(errno.ENOTSUP)
+            if h.content is None:
+                await self.core.files[h.ino].flush()
+            await self.core.commit()
 
     async def release(self, fh: int) -> None:
         with _errno():
             h = self.handles.pop(fh)
-            if self.control_handles.pop(fh, None) is not None:
-                return
-            fm = self.files.get(h.ino)
-            if fm is None:
-                return
-            fm.opens -= 1
-            if h.writable:
-                await fm.flush()
-            if fm.opens == 0:
-                self._drop_idle(h.ino)
+            if h.content is None:
+                await self.core.closed(h.ino, h.writable)
                 self._maybe_purge(h.ino)
 
-    def _drop_idle(self, ino: int) -> None:
-        fm = self.files.get(ino)
-        if fm is not None and fm.opens == 0 and not fm.dirty:
-            del self.files[ino]
+    # ---- extended attributes: per-file figures, and gc on demand ----------------------------
+
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        with _errno():
+            if is_control(inode) or not self.ns.get(inode).is_reg:
+                return []
+            return [XATTR_PREFIX + k.encode() for k in XATTRS]
+
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        with _errno():
+            if is_control(inode) or not name.startswith(XATTR_PREFIX):
+                raise FsError(pyfuse3.ENOATTR)
+            key = name[len(XATTR_PREFIX):].decode(errors="replace")
+            node = self.ns.get(inode)
+            value = self.core.hooks.dir_xattr(inode, key) if node.is_dir else None
+            if value is not None:
+                return value
+            if key not in XATTRS or not node.is_reg:
+                raise FsError(pyfuse3.ENOATTR)
+            figure = self.core.file_figures(node)[key]
+            return (f"{figure:.2f}" if key == "ratio" else str(round(figure))).encode()
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        with _errno():
+            if inode == CONTROL_DIR and name == b"user.lzfs.gc":
+                await self.core.gc()
+                return
+            raise FsError(errno.ENOTSUP)
+
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        with _errno():
+            raise FsError(errno.ENOTSUP)
+
+
+def _file_info(fh: int, writable: bool, page_cache: bool = False) -> pyfuse3.FileInfo:
+    # Read-only opens bypass the page cache: CRIU reads each image once, with large preadv
+    # calls that then arrive whole (up to 1 MiB) instead of as 128 KiB readahead pieces.
+    # The exception is an image CRIU reads page by page (Core.read_page_by_page).
+    return pyfuse3.FileInfo(fh=fh, direct_io=not writable and not page_cache, keep_cache=False)
 
 
 def _bucket(n: int) -> int:
@@ -627,9 +427,9 @@ class _errno:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, etype, exc, tb) -> bool:
+    def __exit__(self, etype: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None or isinstance(exc, pyfuse3.FUSEError):
-            return False
+            return
         if isinstance(exc, FsError):
             raise pyfuse3.FUSEError(exc.errno) from None
         if isinstance(exc, CorruptDataError):
@@ -646,4 +446,4 @@ class _errno:
         if isinstance(exc, Exception):
             log.exception("internal error")
             raise pyfuse3.FUSEError(errno.EIO) from None
-        return False
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -81,6 +82,38 @@ def print_report(data: dict, console: Console | None = None) -> None:
         for a in names:
             m.add_row(a, *("-" if a == b else human(matrix[a].get(b, 0)) for b in names))
         console.print(m)
+
+
+def stats_text(st: dict[str, Any]) -> str:
+    """`lzfs stats` and `.lzfs/stats`: StoreStats fields as a dict (asdict), plus a mount's
+    ``cache``, ``requests`` and ``remote`` figures when present."""
+    ratio = st["logical"] / st["stored"] if st["stored"] else float("inf") if st["logical"] else 1.0
+    rows = [
+        ("files", f"{st['files']}"), ("directories", f"{st['directories']}"),
+        ("logical size", human(st["logical"])), ("zero pages / holes", human(st["zero"])),
+        ("referenced data", human(st["referenced"])),
+        ("after dedup", human(st["unique"])), ("after compression", human(st["stored"])),
+        ("overall ratio", f"{ratio:.2f}x"),
+        ("pages / frames", f"{st['pages']} / {st['frames']}"),
+        ("unreferenced frames", f"{st['garbage_frames']} (lzfs gc removes them)"),
+        ("pack files on disk", human(st["pack_bytes"])),
+    ]
+    if "cache" in st:
+        c = st["cache"]
+        rows.append(("frame cache", f"{human(c['bytes'])} of {human(c['budget'])}, {c['hits']} "
+                                    f"hits, {c['misses']} misses, {c['prefetched']} prefetched"))
+    if st.get("requests"):
+        sizes = (k.partition("<=") for k in st["requests"])
+        rows.append(("requests", ", ".join(f"{op} <={human(int(size))}: {n}" for (op, _, size), n
+                                           in zip(sizes, st["requests"].values(), strict=True))))
+    if "remote" in st:
+        r = st["remote"]
+        rows.append(("object store", f"{r['url']} as {r['node']}: {r['gets']} GETs "
+                                     f"({human(r['get_bytes'])}), {r['puts']} PUTs "
+                                     f"({human(r['put_bytes'])}), {human(r['cached_bytes'])} "
+                                     f"cached of {human(r['limit'])}"))
+    width = max(len(k) for k, _ in rows)
+    return "".join(f"{k:<{width}}  {v}\n" for k, v in rows)
 
 
 def byte_bars(quiet: bool = False) -> Progress:

@@ -15,7 +15,8 @@ from ..errors import LzfsError
 from ..namespace import Namespace
 from ..store import Store
 from .backend import open_backend
-from .node import NODE_FILE, ClusterNode, prepare_cache, read_remote_config
+from .bucket import NODE_FILE, prepare_cache, read_remote_config
+from .node import ClusterNode
 
 
 @dataclass(frozen=True)

@@ -82,10 +82,7 @@ class SegmentCache:
             lo, hi = max(off - i * SEGMENT, 0), min(end - i * SEGMENT, SEGMENT)
             data = self._read_cached((key, i), lo, hi) if fut is None else None
             if data is None:
-                if fut is None:  # it was cached when asked, and is gone now: fetch it again
-                    fut = self._segment(key, i, refetch=True)
-                    assert fut is not None  # a refetch always returns the fetch's future
-                data = fut.result()[lo:hi]
+                data = (fut or self._fetching(key, i)).result()[lo:hi]
             parts.append(data)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -119,6 +116,12 @@ class SegmentCache:
                 if size is not None:
                     self._bytes -= size
             self._path((key, i)).unlink(missing_ok=True)
+
+    def _fetching(self, key: str, idx: int) -> Future[bytes]:
+        """The fetch of a segment whose cached copy is gone (evicted under us)."""
+        fut = self._segment(key, idx, refetch=True)
+        assert fut is not None  # refetch never answers "cached"
+        return fut
 
     def _segment(self, key: str, idx: int, refetch: bool = False) -> Future[bytes] | None:
         """None when the segment is cached, else the future of its fetch."""

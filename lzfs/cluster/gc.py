@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from .backend import Backend
-from .node import PACKS_PREFIX, load_all, read_remote_config
+from .bucket import PACKS_PREFIX, load_all, read_remote_config
 
 
 @dataclass

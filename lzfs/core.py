@@ -1,0 +1,286 @@
+"""A mounted store without the kernel protocol: the store, the namespace, the frame cache, the
+open file maps, and when they are committed, collected and purged.
+
+fs.py translates FUSE requests into calls on this object and keeps only what the protocol itself
+needs (file handles, lookup counts, errnos, attributes); collaborators (the `.lzfs` tree, the
+cluster hooks) get this object or less, never the Operations. Nothing here imports pyfuse3:
+the one thing the core must ask of the mount, to stop serving after a failed commit, is the
+``stop`` callable it is given, so the core runs in a plain trio test.
+
+Everything runs as trio tasks on one thread: SQLite is only touched from here and from the
+handlers, compression and decompression run in worker threads started by the file maps.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import trio
+
+from .criu.cow import read_page_by_page
+from .filemap import FileMap
+from .hooks import Hooks, LocalHooks
+from .namespace import FsError, Inode, Namespace
+from .prefetch import FrameCache
+from .render import human
+from .report import IMAGE_LIMIT
+from .store import Store
+from .store.space import DEFAULT_RESERVE, SpaceGuard
+
+log = logging.getLogger(__name__)
+
+COMMIT_INTERVAL = 5.0  # seconds between background commits while anything changed
+
+
+class Core:
+    def __init__(self, store: Store, stop: Callable[[], None], *,
+                 cache_bytes: int = 128 << 20, reserve_bytes: int = DEFAULT_RESERVE,
+                 commit_interval: float = COMMIT_INTERVAL) -> None:
+        self.store = store
+        self.stop = stop  # ends the serving loop (pyfuse3.terminate under a mount)
+        self.hooks: Hooks = LocalHooks()  # a cluster node sets its own before serving
+        self.commit_interval = commit_interval
+        self.space = SpaceGuard(store.root, reserve_bytes)
+        self.failed: BaseException | None = None  # a commit failed: stop, keep the last one
+        self.ns = Namespace(store.db)
+        self.cache = FrameCache(store, cache_bytes)
+        self.files: dict[int, FileMap] = {}
+        self.nursery: trio.Nursery | None = None
+        self.gate = store.gate  # the store's: no frame is registered while a commit syncs
+        self._committed_changes = -1
+        # (op, size rounded up to a power of two) -> count: what the kernel really sends us
+        self.request_sizes: Counter[tuple[str, int]] = Counter()
+        for ino in self.ns.orphans():
+            log.info("removing orphan inode %d (unlinked while open before the last stop)", ino)
+            self.purge(ino)
+        self.store.commit()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Give background work (encoders, prefetch, commits) a nursery to run in."""
+        self.nursery = nursery
+        self.cache.nursery = nursery
+        for fm in self.files.values():
+            fm.nursery = nursery
+
+    async def committer(self) -> None:
+        """Commit every few seconds while anything changed; give space back at once when a
+        deletion left frames nobody references."""
+        while True:
+            await trio.sleep(self.commit_interval)
+            try:
+                await self.commit()
+                if self.store.garbage:
+                    await self.gc()
+            except Exception:
+                log.exception("background commit failed")
+
+    async def gc(self) -> tuple[int, int]:
+        if self.hooks.publishing:
+            return 0, 0  # after the upload (store.garbage stays set: the committer retries)
+        removed, frames = self.store.collect_garbage()
+        self.cache.drop(f[0] for f in frames)
+        await self.commit()  # no committed row names those frames any more: punch them
+        freed = await trio.to_thread.run_sync(self.store.punch, frames)
+        if removed or freed:
+            log.info("gc: removed %d frames, gave back %d bytes", removed, freed)
+        return removed, freed
+
+    async def commit(self) -> None:
+        if self.failed is not None:
+            raise FsError(errno.EIO)
+        changes = self.store.db.conn.total_changes
+        if changes == self._committed_changes:
+            return
+        async with self.gate:
+            try:
+                await trio.to_thread.run_sync(self.store.sync_packs)
+                self.store.commit_meta()
+            except (sqlite3.Error, OSError) as exc:
+                self._fail(exc)
+            self._committed_changes = self.store.db.conn.total_changes
+
+    def _fail(self, exc: BaseException) -> None:
+        """A commit failed (disk error, or full despite the reserve). SQLite may have rolled
+        back on its own, so what this daemon holds in memory can no longer be trusted: stop
+        serving and keep the store exactly at its last commit (the next mount starts there)."""
+        self.failed = exc
+        log.critical("cannot commit (%s): unmounting; the store stays at its last commit", exc)
+        self.stop()
+        raise FsError(errno.EIO)
+
+    async def shutdown(self) -> None:
+        """Store every pending byte and commit: called after the kernel let go of the mount."""
+        if self.failed is not None:
+            return
+        for ino, fm in list(self.files.items()):
+            try:
+                await fm.flush()
+            except Exception:
+                log.exception("inode %d: could not store its last bytes", ino)
+        await self.commit()
+        await self.hooks.publish_pending()
+        if self.request_sizes:
+            log.info("request sizes: %s", ", ".join(
+                f"{op} <={human(size)}: {n}" for (op, size), n in sorted(
+                    self.request_sizes.items())))
+
+    # ---- file maps ---------------------------------------------------------------------------
+
+    def filemap(self, ino: int) -> FileMap:
+        """The one FileMap of ``ino``, loaded on first use and kept while open or dirty."""
+        fm = self.files.get(ino)
+        if fm is None:
+            node = self.ns.get(ino)
+            fm = FileMap.load(ino, node.size, self.store, self.cache, self._persist_size)
+            fm.nursery = self.nursery
+            self.files[ino] = fm
+        return fm
+
+    def _persist_size(self, ino: int, size: int, stored: int) -> None:
+        self.ns.set_attrs(ino, size=size, stored=stored)
+
+    def drop_idle(self, ino: int) -> None:
+        fm = self.files.get(ino)
+        if fm is not None and fm.opens == 0 and not fm.dirty:
+            del self.files[ino]
+
+    def sizes(self, node: Inode) -> tuple[int, int]:
+        """(size, stored bytes) of a file: its open FileMap's, which may run ahead of the row."""
+        fm = self.files.get(node.id)
+        return (fm.size, int(fm.stored)) if fm is not None else (node.size, node.stored)
+
+    def file_figures(self, node: Inode) -> dict[str, float]:
+        return self.store.file_figures(node.id, self.sizes(node)[0])
+
+    async def truncate(self, ino: int, size: int) -> None:
+        await self.filemap(ino).truncate(size)
+        self.drop_idle(ino)
+
+    def opened(self, ino: int) -> FileMap:
+        """Count an open of ``ino``; done before any await so that the FileMap is not dropped
+        as idle meanwhile."""
+        fm = self.filemap(ino)
+        fm.opens += 1
+        return fm
+
+    async def closed(self, ino: int, writable: bool) -> None:
+        """The end of an open: store a writer's bytes, let an idle map go."""
+        fm = self.files.get(ino)
+        if fm is None:
+            return
+        fm.opens -= 1
+        if writable:
+            await fm.flush()
+        self.drop_idle(ino)
+
+    def unopened(self, ino: int) -> None:
+        """An open that failed half way: undo ``opened`` without storing anything."""
+        fm = self.files.get(ino)
+        if fm is not None:
+            fm.opens -= 1
+            self.drop_idle(ino)
+
+    def admit(self, nbytes: int) -> None:
+        """Refuse (ENOSPC) a write that would eat into the disk's reserve."""
+        self.space.admit(nbytes, self._unpacked)
+
+    def _unpacked(self) -> int:
+        return sum(fm.pending_bytes for fm in self.files.values())
+
+    async def flush_subtree(self, ino: int) -> None:
+        """Store the pending bytes of every open file at or under ``ino``."""
+        stack = [ino]
+        while stack:
+            d = stack.pop()
+            fm = self.files.get(d)
+            if fm is not None:
+                await fm.flush()
+            stack.extend(child for _, child in self.children(d))
+
+    def children(self, ino: int) -> list[tuple[bytes, int]]:
+        """(name, ino) of every entry of directory ``ino``, in creation order."""
+        out: list[tuple[bytes, int]] = []
+        after = 0
+        while rows := self.ns.readdir(ino, after):
+            out.extend((bytes(name), child) for _, name, child in rows)
+            after = rows[-1][0]
+        return out
+
+    # ---- nameless inodes ---------------------------------------------------------------------
+
+    def purge_if_unused(self, ino: int) -> None:
+        """Drop ``ino`` if it has no name left and is not open. The caller has checked that
+        the kernel holds no lookup of it (only the adapter counts those)."""
+        fm = self.files.get(ino)
+        if fm is not None and fm.opens > 0:
+            return
+        try:
+            node = self.ns.get(ino)
+        except FsError:
+            return
+        if node.nlink == 0:
+            self.purge(ino)
+
+    def purge(self, ino: int) -> None:
+        """Drop a nameless inode with no handles: its runs (through the block maps, which
+        count references), then the row."""
+        self.store.maps.purge(ino)  # wakes gc: the committer gives the space back
+        self.ns.delete(ino)
+        self.files.pop(ino, None)
+
+    # ---- figures and choices -------------------------------------------------------------
+
+    def figures(self) -> dict[str, Any]:
+        """Store-wide figures with this mount's cache and request counters (.lzfs/stats)."""
+        st: dict[str, Any] = asdict(self.store.stats())
+        st["cache"] = self.cache.describe()
+        st["open_files"] = len(self.files)
+        st["requests"] = {f"{op}<={size}": n
+                          for (op, size), n in sorted(self.request_sizes.items())}
+        remote = self.hooks.describe()
+        if remote is not None:
+            st["remote"] = remote
+        return st
+
+    async def read_page_by_page(self, ino: int) -> bool:
+        """A pages image that CRIU will read one page at a time (a forked worker's memory,
+        shared copy-on-write with its parent): served through the page cache, where the
+        kernel's readahead batches those reads, instead of one FUSE round trip per page
+        (lzfs/criu/cow.py has the measurements)."""
+        entry = self.ns.dentry_of(ino)
+        if entry is None:
+            return False
+        parent, name = entry
+        loaded: list[int] = []
+
+        async def sibling(n: str, limit: int | None = None) -> bytes | None:
+            try:
+                i = self.ns.lookup(parent, n.encode())
+                node = self.ns.get(i)
+            except FsError:
+                return None
+            if not node.is_reg or node.size > IMAGE_LIMIT:
+                return None
+            if i not in self.files:
+                loaded.append(i)
+            size = node.size if limit is None else min(node.size, limit)
+            return bytes(await self.filemap(i).read(0, size))
+
+        try:
+            return await read_page_by_page(name, sibling)
+        except Exception as exc:  # noqa: BLE001 - any failure (damaged or remote images,
+            # the database) costs speed only, never the open itself
+            log.warning("%s: cannot tell how CRIU will read it (%s); using direct_io",
+                        self.ns.path_of(ino), exc)
+            return False
+        finally:
+            for i in loaded:  # the images read here were not opened
+                self.drop_idle(i)
