@@ -97,6 +97,7 @@ FRAME_VERSION = 1
 _FRAME_HEAD = struct.Struct("<4sBBHIIQ")
 # per block: length, content hash
 _FRAME_ENTRY = struct.Struct(f"<I{HASH_LEN}s")
+_PAGE_ENTRY = struct.pack("<I", PAGE)  # a whole page's entry is this, then its hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,7 @@ def encode_frame_parts(raw: bytes | bytearray | memoryview, table: list[tuple[in
     header = b"".join([
         _FRAME_HEAD.pack(FRAME_MAGIC, FRAME_VERSION, codec, len(table), head.raw_len,
                          head.stored_len, head.checksum),
-        *(_FRAME_ENTRY.pack(n, h) for n, h in table),
+        *[_PAGE_ENTRY + h if n == PAGE else _FRAME_ENTRY.pack(n, h) for n, h in table],
     ])
     return head, (header, payload)
 

@@ -43,19 +43,6 @@ class FrameShape(NamedTuple):
 ShapeFn = Callable[[int], "FrameShape | None"]  # frame id -> its shape, None if it is gone
 
 
-def merge_runs(runs: Iterable[Run]) -> list[Run]:
-    """Join runs that continue each other in the file and in the same frame."""
-    out: list[Run] = []
-    for r in runs:
-        if out:
-            p = out[-1]
-            if p.frame == r.frame and p.end == r.off and p.foff + p.len == r.foff:
-                out[-1] = Run(p.off, p.len + r.len, p.frame, p.foff)
-                continue
-        out.append(r)
-    return out
-
-
 def _slots(r: Run) -> range:
     return range(r.foff // PAGE, (r.foff + r.len - 1) // PAGE + 1)
 

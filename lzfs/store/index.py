@@ -44,8 +44,12 @@ def hook_key(h: bytes) -> int | None:
     return int.from_bytes(h[:8], "little") >> 1
 
 
+_FOFF = [struct.pack("<I", i * 4096) for i in range(65)]  # page offsets in a frame, packed
+
+
 def encode_table(entries: Iterable[tuple[int, bytes]]) -> bytes:
-    return b"".join(ENTRY.pack(foff, h) for foff, h in entries)
+    return b"".join([_FOFF[foff >> 12] + h if not foff & 4095 and foff <= 65 * 4096
+                     else ENTRY.pack(foff, h) for foff, h in entries])
 
 
 def decode_table(blob: bytes | None) -> list[tuple[int, bytes]]:
@@ -55,7 +59,8 @@ def decode_table(blob: bytes | None) -> list[tuple[int, bytes]]:
 
 
 def hook_rows(frame: int, entries: Iterable[tuple[int, bytes]]) -> list[tuple[int, int]]:
-    return [(k, frame) for _, h in entries if (k := hook_key(h)) is not None]
+    return [(int.from_bytes(h[:8], "little") >> 1, frame) for _, h in entries
+            if not h[0] & HOOK_MASK]
 
 
 class PageIndex:
@@ -71,7 +76,8 @@ class PageIndex:
     def match(self, hashes: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
         """hash -> (frame, offset in its raw data) for each page the store holds."""
         where = self._where
-        keys = {k for h in set(hashes) if h not in where and (k := hook_key(h)) is not None}
+        keys = {int.from_bytes(h[:8], "little") >> 1 for h in hashes
+                if not h[0] & HOOK_MASK and h not in where}
         if keys:
             found: set[int] = set()
             ks = list(keys)
@@ -82,12 +88,9 @@ class PageIndex:
                     f"SELECT frame FROM hooks WHERE key IN ({','.join('?' * len(part))})",
                     part))
             self._load(found - self._recent.keys())
-        out: dict[bytes, tuple[int, int]] = {}
-        for h in hashes:
-            loc = where.get(h)
-            if loc is not None:
-                out[h] = loc
-                self._recent.move_to_end(loc[0])
+        out = {h: loc for h in hashes if (loc := where.get(h)) is not None}
+        for f in {loc[0] for loc in out.values()}:
+            self._recent.move_to_end(f)
         return out
 
     def _load(self, frames: set[int]) -> None:
@@ -103,8 +106,7 @@ class PageIndex:
         if not entries:
             return
         self._recent[frame] = [h for _, h in entries]
-        for foff, h in entries:
-            self._where[h] = (frame, foff)
+        self._where.update([(h, (frame, foff)) for foff, h in entries])
         while len(self._recent) > self.limit:
             self._evict(*self._recent.popitem(last=False))
 

@@ -20,6 +20,7 @@ import logging
 import os
 import stat
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -27,11 +28,10 @@ from typing import NamedTuple
 import trio
 
 from .. import chunker
-from ..chunker import Piece
 from ..codec import FRAME_MAX, FrameHeader, decode_frame, encode_frame_parts
 from ..errors import CorruptDataError
 from . import layout
-from .blockmap import BlockMaps, FrameShape, Run, merge_runs
+from .blockmap import BlockMaps, FrameShape, Run
 from .db import MetaDB
 from .index import PageIndex, encode_table
 from .packs import REMOTE_BASE, PackSet
@@ -141,8 +141,8 @@ class Store:
         checkpoint."""
         pieces, consumed = await trio.to_thread.run_sync(chunker.split, buf, base, final,
                                                          self.seed)
-        data = [p for p in pieces if p.hash is not None]
-        where = self.index.match([p.hash for p in data if p.hash is not None])
+        data = [p for p in pieces if p[2] is not None]
+        where = self.index.match([p[2] for p in data])  # type: ignore[misc]
         pinned = {f for f, _ in where.values()}
         self.pin(pinned)  # gc must not take them before the caller records its runs
         try:
@@ -159,21 +159,20 @@ class Store:
             # Callers record the runs right after this returns, with no checkpoint in
             # between, so gc (which runs on this thread) cannot slip in.
             self.unpin(pinned)
-        runs = merge_runs(Run(base + p.start, p.length, *where[p.hash])
-                          for p in data if p.hash is not None)
-        return runs, consumed
+        return _runs(base, data, where), consumed
 
     @staticmethod
-    def new_pieces(data: list[Piece], known: dict[bytes, tuple[int, int]]) -> list[Piece]:
+    def new_pieces(data: Sequence[tuple[int, int, bytes | None]],
+                   known: dict[bytes, tuple[int, int]]) -> list[tuple[int, int, bytes]]:
         """The pieces the store lacks, each content once, in file order."""
-        new: dict[bytes, Piece] = {}
-        for p in data:
-            if p.hash is not None and p.hash not in known and p.hash not in new:
-                new[p.hash] = p
+        new: dict[bytes, tuple[int, int, bytes]] = {}
+        for start, length, h in data:
+            if h is not None and h not in known and h not in new:
+                new[h] = (start, length, h)
         return list(new.values())
 
-    def pack_new(self, buf: bytes | bytearray | memoryview, pieces: list[Piece]
-                 ) -> list[FrameWrite]:
+    def pack_new(self, buf: bytes | bytearray | memoryview,
+                 pieces: Sequence[tuple[int, int, bytes | None]]) -> list[FrameWrite]:
         """Compress ``pieces`` (of ``buf``, in order) into frames of at most FRAME_MAX raw
         bytes, and append them to a pack. A frame whose pieces lie back to back in ``buf``
         (the usual case: new data arrives in file order) is compressed from a view of it,
@@ -181,18 +180,18 @@ class Store:
         view = memoryview(buf)
         frames: list[tuple[list[tuple[int, bytes]], list[list[int]]]] = []  # (table, spans)
         size = FRAME_MAX + 1
-        for c in pieces:
-            assert c.hash is not None
-            if size + c.length > FRAME_MAX:
+        for start, length, h in pieces:
+            assert h is not None
+            if size + length > FRAME_MAX:
                 frames.append(([], []))
                 size = 0
             table, spans = frames[-1]
-            table.append((c.length, c.hash))
-            if spans and spans[-1][1] == c.start:
-                spans[-1][1] += c.length
+            table.append((length, h))
+            if spans and spans[-1][1] == start:
+                spans[-1][1] += length
             else:
-                spans.append([c.start, c.start + c.length])
-            size += c.length
+                spans.append([start, start + length])
+            size += length
         encoded = []
         for table, spans in frames:
             raw = (view[spans[0][0]:spans[0][1]] if len(spans) == 1
@@ -207,7 +206,8 @@ class Store:
         Returns hash -> (frame, offset in its raw data)."""
         out: dict[bytes, tuple[int, int]] = {}
         for fw in frames:
-            entries, foff = [], 0
+            entries: list[tuple[int, bytes]] = []
+            foff = 0
             for n, h in fw.header.blocks:
                 entries.append((foff, h))
                 foff += n
@@ -359,6 +359,27 @@ class Store:
     def file_figures(self, ino: int, size: int) -> dict[str, float]:
         """Per-file figures for getfattr (blockmap.BlockMaps.file_figures)."""
         return self.maps.file_figures(ino, size)
+
+
+def _runs(base: int, data: Sequence[tuple[int, int, bytes | None]],
+          where: dict[bytes, tuple[int, int]]) -> list[Run]:
+    """The runs that hold ``data`` (pieces from file offset ``base``): consecutive pieces that
+    lie back to back in one frame make one run. A loop over plain ints: it runs per page."""
+    out: list[Run] = []
+    cf = -1
+    coff = cfo = clen = 0
+    for start, length, h in data:
+        f, fo = where[h]  # type: ignore[index]
+        off = base + start
+        if f == cf and off == coff + clen and fo == cfo + clen:
+            clen += length
+            continue
+        if clen:
+            out.append(Run(coff, clen, cf, cfo))
+        cf, coff, cfo, clen = f, off, fo, length
+    if clen:
+        out.append(Run(coff, clen, cf, cfo))
+    return out
 
 
 def _empty(path: Path) -> bool:
