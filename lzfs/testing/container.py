@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,3 +188,86 @@ class RuncContainer:
     def remove(self) -> None:
         subprocess.run(["runc", "--root", str(self.work / "state"), "delete", "-f", self.name],
                        check=False, capture_output=True)
+
+
+# Podman's defaults that fail in a sandbox or without a network: its default rlimits raise
+# NOFILE and NPROC, which needs CAP_SYS_RESOURCE; only runc can checkpoint (Debian 12's crun
+# 1.8.1 has no `checkpoint`); vfs storage makes no overlay mounts for a test to leave behind.
+PODMAN_RUN_OPTIONS = ("--network", "none", "--ulimit", "nofile=1024:1024",
+                      "--ulimit", "nproc=1024:1024")
+
+
+@dataclass
+class PodmanContainer:
+    """One Podman container in a private storage root under ``work`` (never the system's)."""
+    work: Path
+    name: str
+    mib: int = 48
+    seed: int = 1
+    checksum: str = ""
+    runroot: Path = Path()  # Podman refuses a --runroot longer than 50 characters
+
+    def __post_init__(self) -> None:
+        self.runroot = Path(tempfile.mkdtemp(prefix="lzfs-podman-"))
+
+    @property
+    def ctl(self) -> Path:
+        return self.work / "ctl"
+
+    def _podman(self) -> list[str]:
+        return ["podman", "--root", str(self.work / "storage"), "--runroot", str(self.runroot),
+                "--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs",
+                "--events-backend", "file"]
+
+    def podman(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return _run([*self._podman(), *args], env=criu_path_env(self.work), timeout=timeout)
+
+    def start(self, timeout: float = 120) -> str:
+        """Import a one-file image, run it detached; returns its memory checksum."""
+        rootfs = self.work / "rootfs"
+        for d in ("proc", "dev", "sys", "ctl", "tmp"):
+            (rootfs / d).mkdir(parents=True, exist_ok=True)
+        build_memhold(rootfs / "memhold")
+        tar = self.work / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
+        self.podman("import", str(tar), "localhost/lzfs-memhold:test")
+        self.ctl.mkdir(exist_ok=True)
+        (self.ctl / "ready").unlink(missing_ok=True)
+        self.podman("run", "-d", "--name", self.name, *PODMAN_RUN_OPTIONS, "-v",
+                    f"{self.ctl}:/ctl", "localhost/lzfs-memhold:test", "/memhold",
+                    str(self.mib), str(self.seed))
+        self.checksum = _wait_file(self.ctl / "ready", timeout, self.running)
+        return self.checksum
+
+    def running(self) -> bool:
+        res = subprocess.run([*self._podman(), "inspect", "--format", "{{.State.Running}}",
+                              self.name], check=False, capture_output=True, text=True)
+        return res.stdout.strip() == "true"
+
+    def ask_checksum(self, timeout: float = 60) -> str:
+        (self.ctl / "result").unlink(missing_ok=True)
+        self.podman("kill", "--signal", "USR1", self.name)
+        return _wait_file(self.ctl / "result", timeout, self.running).split()[1]
+
+    def export(self, archive: Path, *extra: str) -> float:
+        """``podman container checkpoint --export ARCHIVE --compress none``; seconds."""
+        t = time.monotonic()
+        self.podman("container", "checkpoint", "--export", str(archive), "--compress", "none",
+                    *extra, self.name)
+        return time.monotonic() - t
+
+    def import_(self, archive: Path) -> float:
+        """``podman container restore --import ARCHIVE`` (the container is removed first)."""
+        self.podman("rm", "-f", self.name)
+        t = time.monotonic()
+        self.podman("container", "restore", "--import", str(archive))
+        return time.monotonic() - t
+
+    def remove(self) -> None:
+        """Remove the container and the private storage (Podman's own cleanup of it)."""
+        try:
+            self.podman("rm", "-f", "--all", timeout=60)
+            self.podman("system", "reset", "--force", timeout=60)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            pass
+        shutil.rmtree(self.runroot, ignore_errors=True)

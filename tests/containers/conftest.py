@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lzfs.testing.container import RuncContainer, runtime_unusable_reason
+from lzfs.testing.container import PodmanContainer, RuncContainer, runtime_unusable_reason
 from lzfs.testing.criu import criu_unusable_reason
 from tests.conftest import fuse_unusable_reason
 
@@ -24,6 +24,27 @@ def runc_container(tmp_path: Path):
     def start(mib: int = 48, seed: int = 1) -> RuncContainer:
         c = RuncContainer(tmp_path / f"c{len(started)}", f"lzfs-test-{uuid.uuid4().hex[:12]}",
                           mib=mib, seed=seed)
+        started.append(c)
+        c.start()
+        return c
+
+    yield start
+    for c in started:
+        c.remove()
+
+
+@pytest.fixture
+def podman_container(tmp_path: Path):
+    """Like runc_container, through Podman (which drives runc)."""
+    reason = (runtime_unusable_reason("podman") or runtime_unusable_reason("runc")
+              or criu_unusable_reason() or fuse_unusable_reason())
+    if reason:
+        pytest.skip(reason)
+    started: list[PodmanContainer] = []
+
+    def start(mib: int = 48, seed: int = 1) -> PodmanContainer:
+        c = PodmanContainer(tmp_path / f"p{len(started)}", f"lzfs-test-{uuid.uuid4().hex[:12]}",
+                            mib=mib, seed=seed)
         started.append(c)
         c.start()
         return c
