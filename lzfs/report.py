@@ -154,10 +154,15 @@ def account(store: Store, group_of: dict[int, str], tree: Tree) -> dict[str, Fig
 
 def snapshot_report(store: Store) -> dict:
     tree = load_tree(store)
+    from .report_archives import find_archives  # containers hook: checkpoint tars are
+    archives = find_archives(store, tree)        # snapshots (lzfs/report_archives.py)
     figs = account(store, tree.snapshot_of, tree)
     for name, f in figs.items():
         if name in tree.snapshots:
             f.problems = snapshot_problems(store, tree, name)
+            f.complete = not f.problems
+        elif name in archives:  # containers hook
+            f.problems = archives[name].problems(name)
             f.complete = not f.problems
     st = store.stats()
     names = sorted(n for n in figs if n != OUTSIDE) + ([OUTSIDE] if OUTSIDE in figs else [])
@@ -253,6 +258,8 @@ def region_report(store: Store) -> dict:
     """Per snapshot, per memory region (VMA name): logical, zero, unique and shared bytes of
     the pages CRIU stored for it, and which snapshots share them."""
     tree = load_tree(store)
+    from .report_archives import archive_regions, find_archives  # containers hook
+    archives = find_archives(store, tree)                           # containers hook
     block_groups: dict[int, set[str]] = defaultdict(set)
     for ino, block in store.db.execute("SELECT ino, block FROM extents"):
         g = tree.snapshot_of.get(ino)
@@ -291,6 +298,7 @@ def region_report(store: Store) -> dict:
             continue
         out_snaps.append({"snapshot": snap, "regions": [
             {"region": k, **v} for k, v in sorted(regions.items(), key=lambda kv: -kv[1]["logical"])]})
+    out_snaps += archive_regions(store, archives, block_groups, _attribute, errors)  # hook
     return {"schema": "lzfs-report/1", "by": "region", "store": str(store.root),
             "snapshots": out_snaps, "errors": errors}
 
