@@ -127,6 +127,7 @@ class RuncContainer:
     mib: int = 48
     seed: int = 1
     checksum: str = ""
+    wrap: tuple[str, ...] = ()  # a command prefix for runc (the bench's throttling cgroup)
 
     @property
     def bundle(self) -> Path:
@@ -139,7 +140,8 @@ class RuncContainer:
     def runc(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         log = self.work / "runc.log"
         log.unlink(missing_ok=True)
-        return _run(["runc", "--root", str(self.work / "state"), "--log", str(log), *args],
+        return _run([*self.wrap, "runc", "--root", str(self.work / "state"), "--log", str(log),
+                     *args],
                     env=criu_path_env(self.work), timeout=timeout, log=log)
 
     def start(self, timeout: float = 120) -> str:
