@@ -35,6 +35,9 @@ def runtime_unusable_reason(runtime: str = "runc") -> str | None:
         how = ("apt-get install --no-install-recommends runc" if runtime == "runc"
                else f"apt-get install {runtime}")
         return f"no {runtime} ({how}, or run scripts/setup)"
+    if shutil.which("iptables-restore") is None:
+        return ("no iptables-restore on PATH (apt-get install iptables): CRIU locks a "
+                "container's network namespace with it")
     if shutil.which("cc") is None:
         return "no C compiler to build the container's static process (apt-get install gcc)"
     if not Path("/usr/lib/x86_64-linux-gnu/libc.a").exists() and not list(
