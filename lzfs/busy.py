@@ -23,32 +23,36 @@ def _under(path: str, root: str) -> bool:
 
 
 def open_files(mountpoint: str | os.PathLike) -> list[tuple[int, str, str]]:
-    """(pid, command, path) of every process holding something under ``mountpoint``: an open
-    file, its working directory or root, or a mapped file. This process is left out."""
+    """(pid, command, what) of every process holding something under ``mountpoint``: what is
+    "has PATH still open", "works in PATH" (working directory or root) or "maps PATH". This
+    process counts too (a caller may hold a file there itself)."""
     root = os.fspath(mountpoint)
     found: list[tuple[int, str, str]] = []
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        paths: list[str] = []
+        held: list[tuple[str, str]] = []  # (how, path)
         try:
             for name in ("cwd", "root"):
-                paths.append(os.readlink(f"/proc/{pid}/{name}"))
+                held.append(("works in", os.readlink(f"/proc/{pid}/{name}")))
             for fd in os.scandir(f"/proc/{pid}/fd"):
-                paths.append(os.readlink(fd.path))
+                held.append(("has", os.readlink(fd.path)))
             with open(f"/proc/{pid}/maps") as maps:
-                paths.extend(line.split(None, 5)[5].rstrip("\n")
-                             for line in maps if len(line.split(None, 5)) == 6)
+                held.extend(("maps", line.split(None, 5)[5].rstrip("\n"))
+                            for line in maps if len(line.split(None, 5)) == 6)
         except OSError:  # gone, or a kernel thread; what was read so far still counts
             pass
-        held = next((p.removesuffix(" (deleted)") for p in paths if _under(p, root)), None)
-        if held is not None:
-            try:
-                comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            except OSError:
-                comm = "?"
-            found.append((pid, comm, held))
+        hit = next(((how, p.removesuffix(" (deleted)")) for how, p in held
+                    if _under(p.removesuffix(" (deleted)"), root)), None)
+        if hit is None:
+            continue
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            comm = "?"
+        how, path = hit
+        found.append((pid, comm, f"has {path} still open" if how == "has" else f"{how} {path}"))
     return found
 
 
@@ -67,9 +71,10 @@ def mounts_inside(mountpoint: str | os.PathLike) -> list[str]:
 def busy_reason(mountpoint: str | os.PathLike) -> str:
     """One line naming what holds ``mountpoint``, with what to do about it."""
     parts = [f"mount {p} inside it" for p in mounts_inside(mountpoint)]
-    parts += [f"pid {pid} ({comm}) holds {path}" for pid, comm, path in open_files(mountpoint)]
+    parts += [f"pid {pid} ({comm}) {what}" for pid, comm, what in open_files(mountpoint)]
     if not parts:
-        return f"nothing found holding it now; 'fuser -vm {mountpoint}' shows who holds it"
+        return (f"nothing found holding it now (a file still open there may have just closed; "
+                f"'fuser -vm {mountpoint}' shows who holds it)")
     more = f", and {len(parts) - SHOWN} more" if len(parts) > SHOWN else ""
     return ("held by: " + "; ".join(parts[:SHOWN]) + more
             + " (end those processes and unmount the mounts inside, then retry)")

@@ -37,7 +37,7 @@ def test_a_file_held_open_in_the_mount_is_named_with_its_process(mounted):
         holder = subprocess.Popen(["sleep", "300"], stdin=f)
     try:
         line = _refused(mounted)
-        assert f"pid {holder.pid} (sleep) holds {images / 'pages-1.img'}" in line, line
+        assert f"pid {holder.pid} (sleep) has {images / 'pages-1.img'} still open" in line, line
         assert (images / "pages-1.img").read_bytes() == b"x" * 8192
     finally:
         holder.kill()
@@ -48,7 +48,7 @@ def test_a_process_working_in_the_mount_is_named(mounted):
     (mounted.mnt / "ck").mkdir()
     holder = subprocess.Popen(["sleep", "300"], cwd=mounted.mnt / "ck")
     try:
-        assert f"pid {holder.pid} (sleep) holds {mounted.mnt / 'ck'}" in _refused(mounted)
+        assert f"pid {holder.pid} (sleep) works in {mounted.mnt / 'ck'}" in _refused(mounted)
     finally:
         holder.kill()
         holder.wait()
