@@ -62,8 +62,8 @@ def umount(mountpoint: str, timeout: float = 300.0, lazy: bool = False) -> Mount
     res = subprocess.run([*cmd, str(m.mountpoint)], capture_output=True, text=True)
     if res.returncode != 0:
         msg = " ".join((res.stderr or res.stdout).split())
-        raise LzfsError(f"cannot unmount {m.mountpoint}: {msg} (is a file still open there? "
-                        f"'fuser -vm {m.mountpoint}' shows who holds it)")
+        from .busy import busy_reason  # names who holds it (lzfs/busy.py)
+        raise LzfsError(f"cannot unmount {m.mountpoint}: {msg}; {busy_reason(m.mountpoint)}")
     lock = StoreLock(m.store)
     lock.acquire(wait=timeout)  # the daemon holds it until its last commit is on disk
     lock.release()

@@ -72,6 +72,12 @@ def print_report(data: dict, console: Console | None = None) -> None:
             f"pages -> {human(tot['unique_raw'])} after dedup ({tot['dedup_ratio']:.2f}x) -> "
             f"{human(tot['stored'])} after compression ({tot['compression_ratio']:.2f}x); "
             f"{tot['overall_ratio']:.2f}x overall; packs occupy {human(tot['pack_bytes'])}")
+        rows = sum(g["stored"] for g in data["groups"])
+        if rows > tot["stored"] * 1.01:  # users compare `du MNT` with the disk (containers)
+            console.print(
+                f"note: a shared block counts in each row's stored, as `du MNT` counts it "
+                f"once per file: rows add up to {human(rows)}, the store holds "
+                f"{human(tot['stored'])}")
     matrix = data.get("matrix") or {}
     names = [n for n in matrix if matrix[n]]
     if len(names) > 1:

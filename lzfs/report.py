@@ -176,10 +176,15 @@ def account(store: Store, group_of: dict[int, str], tree: Tree) -> dict[str, Fig
 
 def snapshot_report(store: Store) -> dict:
     tree = load_tree(store)
+    from .report_archives import find_archives  # checkpoint tars are
+    archives = find_archives(store, tree)        # snapshots (lzfs/report_archives.py)
     figs = account(store, tree.snapshot_of, tree)
     for name, f in figs.items():
         if name in tree.snapshots:
             f.problems = snapshot_problems(store, tree, name)
+            f.complete = not f.problems
+        elif name in archives:
+            f.problems = archives[name].problems(name)
             f.complete = not f.problems
     st = store.stats()
     names = sorted(n for n in figs if n != OUTSIDE) + ([OUTSIDE] if OUTSIDE in figs else [])
@@ -262,6 +267,8 @@ def region_report(store: Store) -> dict:
     """Per snapshot, per memory region (VMA name): logical, zero, unique and shared bytes of
     the pages CRIU stored for it, and which snapshots share them."""
     tree = load_tree(store)
+    from .report_archives import archive_regions, find_archives
+    archives = find_archives(store, tree)  # checkpoint tars are snapshots of their own
     slots, _ = _slot_groups(store, {i: g for i, g in tree.snapshot_of.items() if g != OUTSIDE})
     out_snaps = []
     errors = []
@@ -295,6 +302,7 @@ def region_report(store: Store) -> dict:
         out_snaps.append({"snapshot": snap, "regions": [
             {"region": k, **v}
             for k, v in sorted(regions.items(), key=lambda kv: -kv[1]["logical"])]})
+    out_snaps += archive_regions(store, archives, slots, _attribute, errors)
     return {"schema": "lzfs-report/1", "by": "region", "store": str(store.root),
             "snapshots": out_snaps, "errors": errors}
 

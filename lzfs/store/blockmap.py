@@ -106,6 +106,15 @@ class BlockMaps:
         return [Run(*r) for r in self.db.execute(
             "SELECT off, len, frame, foff FROM extents WHERE ino=? ORDER BY off", (ino,))]
 
+    def runs_between(self, ino: int, lo: int, hi: int) -> list[Run]:
+        """The runs of ``ino`` that touch [lo, hi), by the primary key (ino, off): the last run
+        starting at or before ``lo``, then every one starting before ``hi``."""
+        first = self.db.execute("SELECT max(off) FROM extents WHERE ino=? AND off<=?",
+                                (ino, lo)).fetchone()[0]
+        return [Run(*r) for r in self.db.execute(
+            "SELECT off, len, frame, foff FROM extents WHERE ino=? AND off>=? AND off<? "
+            "ORDER BY off", (ino, lo if first is None else first, hi))]
+
     def insert(self, ino: int, runs: list[Run]) -> None:
         """Record runs (which must not overlap the file's others) and count their frames."""
         if not runs:

@@ -10,6 +10,9 @@ by side in one run, unthrottled and with storage throttled (blkio cgroup v1):
    cache: restore time and the GETs it took (unthrottled setting only: the throttle is a
    block-device limit and the object store is a local process).
 
+``--profile container`` checkpoints a runc container instead (``runc checkpoint
+--image-path``, ``runc restore -d``; methods plain and lzfs only): see run_container.
+
 Page cache is dropped before every dump and restore. A dump counts until its data is durable
 (``sync`` of the directory; for lzfs an fsync of the mount root, which commits), since a dump
 that sits in the page cache has not finished. Every figure is also given as a ratio to
@@ -209,6 +212,8 @@ def start_processes(work: Path, profile: str, size: int) -> list[Workload]:
 
 def run_method(method: str, work: Path, profile: str, size: int, throttle: Throttle,
                micro: bool) -> dict:
+    if profile == "container":  # runc checkpoint/restore (run_container, below)
+        return run_container(method, work, size, throttle)
     work.mkdir(parents=True)
     procs = start_processes(work, profile, size)
     fs = {"lzfs": LzfsMount, "s3": ClusterMounts}[method](work, throttle) \
@@ -268,6 +273,53 @@ def run_method(method: str, work: Path, profile: str, size: int, throttle: Throt
     elif micro and method == "plain":
         row["micro"] = micro_bench(dirs[0] / "pages-1.img")
     shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
+# ---- container profile: runc checkpoint and restore ------------------------------------------
+CONTAINER_METHODS = ("plain", "lzfs")
+
+
+def run_container(method: str, work: Path, size: int, throttle: Throttle) -> dict:
+    """``runc checkpoint --image-path`` of a container holding ``size`` bytes (a third each
+    random, text and zeros: lzfs/testing/memhold.c) into a plain directory or an lzfs mount,
+    then ``runc restore -d`` from it; page cache dropped before both, and for lzfs a remount
+    between them. The checkpoint counts until its images are durable, as a dump does above."""
+    from .container import RuncContainer
+
+    work.mkdir(parents=True)
+    fs = LzfsMount(work, throttle) if method == "lzfs" else None
+    base = fs.mnt if fs else work / "images"
+    base.mkdir(exist_ok=True)
+    images = base / "ck"
+    c = RuncContainer(work / "container", f"lzfs-bench-{os.getpid()}-{method}",
+                      mib=max(size >> 20, 1), wrap=tuple(throttle.prefix()))
+    row: dict = {"method": method}
+    try:
+        c.start()
+        drop_caches()
+        t = time.monotonic()
+        c.checkpoint(images)
+        if fs:
+            fs.commit()
+        else:
+            sh(*throttle.prefix(), "sync", "-f", str(base))
+        row["dump_s"] = time.monotonic() - t
+        row["stored"] = fs.stored() if fs else dir_bytes(base)
+        row["logical"] = sum(p.stat().st_size for p in images.iterdir() if p.is_file())
+        if fs:
+            fs.umount()
+            fs.mount()
+        drop_caches()
+        row["restore_s"] = c.restore(images)
+        row["intact"] = c.ask_checksum() == c.checksum
+        if fs:
+            row["daemon_peak_rss"] = fs.peak_rss()
+    finally:
+        c.remove()
+        if fs and os.path.ismount(fs.mnt):
+            fs.umount()
+        shutil.rmtree(work, ignore_errors=True)
     return row
 
 
@@ -352,7 +404,8 @@ def chart(results: list[dict], path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--profile", choices=["llm", "random", "replicas", "forked"], default="llm")
+    ap.add_argument("--profile", choices=["llm", "random", "replicas", "forked", "container"],
+                    default="llm")
     ap.add_argument("--size", default="2G", help="process memory (default 2G)")
     ap.add_argument("--throttle-mbps", type=int, default=200,
                     help="throttled storage bandwidth in MB/s (0: unthrottled run only)")
@@ -369,6 +422,14 @@ def main() -> int:
         ap.error("--methods must include plain: every figure is a ratio to it")
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    if args.profile == "container":  # runc into a plain directory and into lzfs only
+        from .container import runtime_unusable_reason
+
+        reason = runtime_unusable_reason("runc")
+        if reason:
+            print(f"bench: container profile: {reason}", file=sys.stderr)
+            return 1
+        methods = [m for m in methods if m in CONTAINER_METHODS]
     reason = criu_unusable_reason()
     if reason:
         print(f"bench: {reason}", file=sys.stderr)
