@@ -76,3 +76,38 @@ def _piece(view: memoryview, start: int, length: int, seed: int
            ) -> tuple[int, int, bytes | None]:
     part = view[start:start + length]
     return (start, length, None if part == bytes(length) else block_hash(part, seed))
+
+
+def spans(buf: bytes | bytearray | memoryview, base: int, final: bool, limit: int
+          ) -> tuple[list[tuple[int, int]], int]:
+    """The non-zero stretches of ``buf`` (file bytes from ``base``) as (start, length), each at
+    most ``limit`` bytes, cut at file pages, zero pages left out; and how many bytes they
+    cover, as split() counts them. For staging (store.stage): no hash, no per-page object,
+    only a numpy pass, so a dump that outruns the encoder costs a copy and little else."""
+    n = len(buf)
+    head = min((-base) % PAGE, n)
+    if head and not final and head < (-base) % PAGE:
+        return [], 0
+    npages = (n - head) // PAGE
+    consumed = n if final else head + npages * PAGE
+    edges: list[tuple[int, int]] = []  # non-zero stretches, before the limit is applied
+    if head and memoryview(buf)[:head] != bytes(head):
+        edges.append((0, head))
+    if npages:
+        zero = zero_pages(buf, head, npages)
+        flips = np.flatnonzero(np.diff(np.concatenate(([True], zero, [True])).astype(np.int8)))
+        for a, b in zip(flips[0::2].tolist(), flips[1::2].tolist(), strict=True):
+            edges.append((head + a * PAGE, (b - a) * PAGE))
+    tail = head + npages * PAGE
+    if final and tail < n and memoryview(buf)[tail:] != bytes(n - tail):
+        edges.append((tail, n - tail))
+    out: list[tuple[int, int]] = []
+    for start, length in edges:
+        if out and out[-1][0] + out[-1][1] == start:  # the head, the tail: join their neighbours
+            start, length = out[-1][0], out[-1][1] + length
+            out.pop()
+        while length > limit:
+            out.append((start, limit))
+            start, length = start + limit, length - limit
+        out.append((start, length))
+    return out, consumed

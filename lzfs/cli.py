@@ -60,6 +60,8 @@ def cmd_mount(args: argparse.Namespace) -> None:
     for o in (o for opt in args.o for o in opt.split(",")):
         if o.startswith("domain="):  # so that fstab lines can name it: -o domain=tenant-a
             args.domain = o.partition("=")[2]
+        elif o == "nostage":
+            args.no_stage = True
         elif o:
             extra.append(o)
     remote = _remote(args)
@@ -69,6 +71,9 @@ def cmd_mount(args: argparse.Namespace) -> None:
         if args.domain:
             tail.append(f"--domain={args.domain}")
         tail += [f"--reserve-mb={args.reserve_mb}", f"--commit-interval={args.commit_interval}"]
+        tail += ["--no-stage"] if args.no_stage else []
+        tail += [] if args.stage_backlog is None else [f"--stage-backlog={args.stage_backlog}"]
+        tail += [] if args.settle_idle is None else [f"--settle-idle={args.settle_idle}"]
         if args.debug:
             tail.append("--debug")
         log_dir = None
@@ -87,7 +92,9 @@ def cmd_mount(args: argparse.Namespace) -> None:
     daemon.serve(args.store, args.mountpoint, allow_other=args.allow_other,
                  cache_mb=args.cache_mb, options=extra, ready_fd=args.ready_fd,
                  domain=args.domain, reserve_mb=args.reserve_mb,
-                 commit_interval=args.commit_interval, remote=remote)
+                 commit_interval=args.commit_interval, remote=remote,
+                 staging=not args.no_stage, stage_backlog=args.stage_backlog,
+                 settle_idle=args.settle_idle)
 
 
 def cmd_umount(args: argparse.Namespace) -> None:
@@ -384,6 +391,13 @@ helper scripts/setup installs: mount -t fuse.lzfs STORE MNT, or an fstab line.""
     s.add_argument("--commit-interval", type=float, default=5.0, metavar="SECONDS",
                    help="commit at least this often while anything changed: the most work a "
                         "daemon crash can lose (fsync and umount always commit; default 5)")
+    s.add_argument("--no-stage", action="store_true",
+                   help="never stage (also -o nostage): compress and deduplicate every write as "
+                        "it comes, even when a dump outruns the encoder (slower dumps; "
+                        "docs/format.md, staged frames)")
+    # for tests: stage every write (0), settle only when asked (a long idle time)
+    s.add_argument("--stage-backlog", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--settle-idle", type=float, default=None, help=argparse.SUPPRESS)
     s.add_argument("--log", metavar="FILE",
                    help="log file (default: STORE/lzfs.log in the background, stderr with -f)")
     s.add_argument("--debug", action="store_true",

@@ -126,17 +126,19 @@ def encode_frame(blocks: list[tuple[bytes, bytes]]) -> tuple[FrameHeader, bytes]
     return head, b"".join(parts)
 
 
-def encode_frame_parts(raw: bytes | bytearray | memoryview, table: list[tuple[int, bytes]]
+def encode_frame_parts(raw: bytes | bytearray | memoryview, table: list[tuple[int, bytes]],
+                       compressed: bool = True
                        ) -> tuple[FrameHeader, tuple[bytes, bytes | bytearray | memoryview]]:
     """One frame record as (header and block table, payload), not joined: the write path
     hands both to one ``pwritev``, and an incompressible frame's payload is ``raw`` itself,
     so a frame of weights is never copied between the request buffer and the pack file.
-    ``table`` lists (length, hash) of the blocks that make up ``raw``, in order."""
+    ``table`` lists (length, hash) of the blocks that make up ``raw``, in order. With
+    ``compressed`` False the frame is stored raw without trying (a staged frame)."""
     if len(raw) > 0xFFFFFFFF or len(table) > 0xFFFF:
         raise ValueError("frame too large")
     if sum(n for n, _ in table) != len(raw):
         raise ValueError("block table does not add up to the frame's raw length")
-    codec, payload = compress(raw)
+    codec, payload = compress(raw) if compressed else (Codec.RAW, raw)
     head = FrameHeader(
         codec=codec,
         raw_len=len(raw),

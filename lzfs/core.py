@@ -19,6 +19,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import trio
@@ -36,16 +37,19 @@ from .store.space import DEFAULT_RESERVE, SpaceGuard
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL = 5.0  # seconds between background commits while anything changed
+SETTLE_IDLE = 1.0      # staged data is settled once no request came for this long
 
 
 class Core:
     def __init__(self, store: Store, stop: Callable[[], None], *,
                  cache_bytes: int = 128 << 20, reserve_bytes: int = DEFAULT_RESERVE,
-                 commit_interval: float = COMMIT_INTERVAL) -> None:
+                 commit_interval: float = COMMIT_INTERVAL,
+                 settle_idle: float = SETTLE_IDLE) -> None:
         self.store = store
         self.stop = stop  # ends the serving loop (pyfuse3.terminate under a mount)
         self.hooks: Hooks = LocalHooks()  # a cluster node sets its own before serving
         self.commit_interval = commit_interval
+        self.settle_idle = settle_idle
         self.space = SpaceGuard(store.root, reserve_bytes)
         self.failed: BaseException | None = None  # a commit failed: stop, keep the last one
         self.ns = Namespace(store.db)
@@ -81,6 +85,45 @@ class Core:
                     await self.gc()
             except Exception:
                 log.exception("background commit failed")
+
+    def _requests(self) -> int:
+        return sum(self.request_sizes.values())
+
+    def _busy_since(self, requests: int) -> bool:
+        return self._requests() != requests
+
+    async def settler(self) -> None:
+        """Settle staged data (FileMap.settle) whenever no READ or WRITE came for SETTLE_IDLE
+        seconds: a dump and a restore have the CPU to themselves, compression and dedup of
+        what a dump staged run in the pauses between them, and stop when a request comes."""
+        seen = -1
+        while True:
+            await trio.sleep(self.settle_idle)
+            now = self._requests()
+            if now != seen or self.failed is not None:
+                seen = now
+                continue
+            try:
+                await self.settle(busy=partial(self._busy_since, now))
+            except Exception:
+                log.exception("settling staged data failed")
+
+    async def settle(self, busy: Callable[[], bool] = lambda: False) -> int:
+        """Store again, compressed and deduplicated, what dumps staged in files nobody has
+        open (until ``busy()``); returns the bytes settled. gc then takes the staged frames."""
+        done = 0
+        for ino in self.store.maps.staged_files():
+            if busy() or self.failed is not None:
+                break
+            fm = self.filemap(ino)
+            try:
+                if fm.opens == 0 and not fm.dirty:
+                    done += await fm.settle(busy)
+            finally:
+                self.drop_idle(ino)
+        if done:
+            log.info("settled %d staged bytes (stored again, deduplicated and compressed)", done)
+        return done
 
     async def gc(self) -> tuple[int, int]:
         if self.hooks.publishing:
@@ -125,6 +168,12 @@ class Core:
                 await fm.flush()
             except Exception:
                 log.exception("inode %d: could not store its last bytes", ino)
+        if self.store.stage_backlog is not None:  # leave no staged data behind an unmount
+            try:
+                await self.settle()
+                await self.gc()
+            except Exception:
+                log.exception("settling staged data at unmount failed (the next mount will)")
         await self.commit()
         await self.hooks.publish_pending()
         if self.request_sizes:
@@ -234,7 +283,9 @@ class Core:
         count references), then the row."""
         self.store.maps.purge(ino)  # wakes gc: the committer gives the space back
         self.ns.delete(ino)
-        self.files.pop(ino, None)
+        fm = self.files.pop(ino, None)
+        if fm is not None:
+            fm.gone = True
 
     # ---- figures and choices -------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import trio
 
 from .core import COMMIT_INTERVAL, Core
 from .errors import LzfsError
+from .filemap import STAGE_BACKLOG
 from .fs import LzfsOperations
 from .store import Store
 from .store.layout import LOG, StoreLock, read_config
@@ -63,7 +64,8 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
           cache_mb: int = 128, options: list[str] | None = None, ready_fd: int = -1,
           domain: str = "", reserve_mb: int = DEFAULT_RESERVE >> 20,
           commit_interval: float = COMMIT_INTERVAL,
-          remote: RemoteOptions | None = None) -> None:
+          remote: RemoteOptions | None = None, staging: bool = True,
+          stage_backlog: int | None = None, settle_idle: float | None = None) -> None:
     """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP). With
     ``remote``, ``store_path`` is an object store URL and the node's cache is the store."""
     mnt = check_mountpoint(mountpoint)
@@ -76,8 +78,13 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
     else:
         store = Store(store_path, domain=domain)
     try:
+        # a node's manifests name the frames it wrote: it never stages (settling would change
+        # a snapshot after its publication)
+        if staging and node is None:
+            store.stage_backlog = STAGE_BACKLOG if stage_backlog is None else stage_backlog
         core = Core(store, pyfuse3.terminate, cache_bytes=cache_mb << 20,
-                    reserve_bytes=reserve_mb << 20, commit_interval=commit_interval)
+                    reserve_bytes=reserve_mb << 20, commit_interval=commit_interval,
+                    **({} if settle_idle is None else {"settle_idle": settle_idle}))
         if node is not None and remote is not None:
             from .cluster.sync import ClusterSync
 
@@ -131,6 +138,7 @@ async def _main(core: Core) -> bool:
     async with trio.open_nursery() as nursery:
         core.attach(nursery)
         nursery.start_soon(core.committer)
+        nursery.start_soon(core.settler)
 
         async def on_signal() -> None:
             nonlocal signalled

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import trio
 
 from .codec import PAGE
+from .errors import CorruptDataError
 from .prefetch import FrameCache, Readahead
 from .store import Run, Store
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 4 << 20        # encode once this much is pending
 MAX_PENDING = 16 << 20  # writers wait beyond this
+# the writer is this far ahead of the encoder: stage (store raw, settle when idle) instead
+STAGE_BACKLOG = 2 * BATCH
+SETTLE_BYTES = 4 << 20  # staged bytes stored again per step of settle()
 
 PersistFn = Callable[[int, int, int], None]  # (ino, size, stored bytes)
 
@@ -58,6 +62,8 @@ class FileMap:
         self._cover = store.maps.coverage(exts)
         self.nursery: trio.Nursery | None = None
         self.opens = 0
+        self.gone = False  # purged (deleted): settle() must not touch its runs any more
+        self.staged = 0    # bytes this map staged (for the daemon's figures)
 
     @classmethod
     def load(cls, ino: int, size: int, store: Store, cache: FrameCache,
@@ -233,7 +239,70 @@ class FileMap:
 
     async def _ingest(self, buf: bytes | bytearray, base: int, final: bool
                       ) -> tuple[list[Run], int]:
+        """Store a batch: through ``ingest`` (dedup, compression), or, while the writer is
+        more than STAGE_BACKLOG ahead of the encoder (a dump running at full speed on few
+        cores), through ``stage``: raw, settled later. Only appends stage; an overwrite has
+        drained the queue first and is always ingested."""
+        backlog = self.store.stage_backlog
+        if backlog is not None and self._pend_len > backlog:
+            runs, consumed = await self.store.stage(buf, base, final)
+            self.staged += consumed
+            return runs, consumed
         return await self.store.ingest(buf, base, final)
+
+    # ---- settling staged data ----------------------------------------------------------------
+
+    def _is_staged(self, r: Run) -> bool:
+        try:
+            return bool(self.store.frame_loc(r.frame).staged)
+        except CorruptDataError:
+            return False  # lost: nothing to settle
+
+    def _staged_group(self, start: int) -> tuple[int, int] | None:
+        """Index range [i, j) of the next runs from file offset ``start`` that lie in staged
+        frames, one after another (zero gaps between them allowed), SETTLE_BYTES at most."""
+        exts = self.exts
+        i = bisect_right(self.offs, start - 1) if start > 0 else 0
+        while i < len(exts) and not self._is_staged(exts[i]):
+            i += 1
+        if i == len(exts):
+            return None
+        j = i + 1
+        while (j < len(exts) and self._is_staged(exts[j])
+               and exts[j].end - exts[i].off <= SETTLE_BYTES):
+            j += 1
+        return i, j
+
+    async def settle(self, busy: Callable[[], bool]) -> int:
+        """Store again, deduplicated and compressed, what was staged, a few MiB at a time while
+        ``busy()`` stays false and nobody opens the file. The new runs replace the staged ones
+        in one step with no checkpoint, at a moment the file has no open handle (so no read of
+        it is in flight); the staged frames then go to gc. Returns the bytes settled."""
+        done = 0
+        pos = 0
+        async with self._lock:
+            while not busy() and not self.gone:
+                group = self._staged_group(pos)
+                if group is None:
+                    break
+                i, j = group
+                lo, hi = self.exts[i].off, self.exts[j - 1].end
+                data = bytes(await self.read(lo, hi - lo))
+                new, _ = await self.store.ingest(data, lo, True)
+                # no checkpoint from here on until the runs are recorded
+                if self.opens or self.gone:
+                    break  # a reader came (or the file went): its new frames go to gc
+                gone = self.exts[i:j]
+                self.store.maps.delete(self.ino, gone)
+                self._cover.remove(gone)
+                self.store.maps.insert(self.ino, new)
+                self._cover.add(new)
+                self.exts[i:j] = new
+                self.offs[i:j] = [e.off for e in new]
+                self._persist_now()
+                done += hi - lo
+                pos = hi
+        return done
 
     def _add_exts(self, new: list[Run]) -> None:
         """Insert runs (which must not overlap existing ones) through the block maps. A first
@@ -248,8 +317,11 @@ class FileMap:
             if (last.frame == first.frame and last.end == first.off
                     and last.foff + last.len == first.foff):
                 maps.extend(self.ino, last, last.len + first.len)
-                self._cover.add([first])
-                self.exts[-1] = Run(last.off, last.len + first.len, last.frame, last.foff)
+                merged = Run(last.off, last.len + first.len, last.frame, last.foff)
+                # coverage counts (run, slot) pairs: the two may share a slot at the seam
+                self._cover.remove([last])
+                self._cover.add([merged])
+                self.exts[-1] = merged
                 new = new[1:]
                 if not new:
                     return
@@ -259,9 +331,8 @@ class FileMap:
             self.exts.extend(new)
             self.offs.extend(e.off for e in new)
         else:
-            merged = sorted(self.exts + new, key=lambda e: e.off)
-            self.exts = merged
-            self.offs = [e.off for e in merged]
+            self.exts = sorted(self.exts + new, key=lambda e: e.off)
+            self.offs = [e.off for e in self.exts]
 
     def _remove_exts(self, lo: int, hi: int) -> None:
         """Drop the runs with index in [lo, hi) and their references."""

@@ -400,6 +400,7 @@ class LzfsOperations(pyfuse3.Operations):
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
         with _errno():
             if inode == CONTROL_DIR and name == b"user.lzfs.gc":
+                await self.core.settle()  # staged data is space to give back too
                 await self.core.gc()
                 return
             raise FsError(errno.ENOTSUP)

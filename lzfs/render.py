@@ -104,6 +104,9 @@ def stats_text(st: dict[str, Any]) -> str:
         ("unreferenced frames", f"{st['garbage_frames']} (lzfs gc removes them)"),
         ("pack files on disk", human(st["pack_bytes"])),
     ]
+    if st.get("staged"):
+        rows.append(("staged", f"{human(st['staged'])} written raw by a dump, compressed and "
+                               f"deduplicated when the daemon is idle"))
     if "cache" in st:
         c = st["cache"]
         rows.append(("frame cache", f"{human(c['bytes'])} of {human(c['budget'])}, {c['hits']} "

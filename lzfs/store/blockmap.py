@@ -148,6 +148,12 @@ class BlockMaps:
         if sign < 0:
             self.garbage = True
 
+    def staged_files(self) -> list[int]:
+        """Files holding runs in staged frames (settled by the daemon when idle)."""
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT e.ino FROM frames f JOIN extents e ON e.frame = f.id "
+            "WHERE f.staged = 1 AND f.refs > 0")]
+
     # ---- figures -----------------------------------------------------------------------------
 
     def coverage(self, runs: Iterable[Run]) -> Coverage:

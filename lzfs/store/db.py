@@ -81,10 +81,14 @@ _SCHEMA = """
             seed    INTEGER NOT NULL DEFAULT 0,  -- dedup domain its hashes are keyed by
             refs    INTEGER NOT NULL DEFAULT 0,  -- extents naming it; 0: gc removes it
             lost    INTEGER NOT NULL DEFAULT 0,  -- 1: fsck --repair found it damaged
-            pages   BLOB  -- dedup table: (u32 foff, 16-byte hash) per indexed page; NULL: none
+            pages   BLOB,  -- dedup table: (u32 foff, 16-byte hash) per indexed page; NULL: none
+            staged  INTEGER NOT NULL DEFAULT 0  -- 1: written raw and not deduplicated while a
+                                                -- dump outran the encoder; settled when idle
         );
         -- What gc looks at: only frames nobody references are in it.
         CREATE INDEX frames_dead ON frames(id) WHERE refs <= 0;
+        -- What the settler looks at: frames a dump wrote raw (store/store.py, stage).
+        CREATE INDEX frames_staged ON frames(id) WHERE staged = 1;
         -- The sparse page index (store/index.py): a sample of page hashes (1 in 8, chosen by
         -- the hash itself) -> the newest frame holding that page. A hit loads the frame's whole
         -- page table. key is the hash's first 8 bytes >> 1; rows naming a frame that is gone
@@ -129,6 +133,7 @@ _UPGRADES = {
           ALTER TABLE frames ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
           ALTER TABLE frames ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
           ALTER TABLE frames ADD COLUMN pages BLOB;
+          ALTER TABLE frames ADD COLUMN staged INTEGER NOT NULL DEFAULT 0;
           CREATE TEMP TABLE upgrade_refs (frame INTEGER PRIMARY KEY, n INTEGER);
           INSERT INTO upgrade_refs SELECT frame, COUNT(*) FROM extents GROUP BY frame;
           UPDATE frames SET refs = (SELECT n FROM upgrade_refs WHERE frame = frames.id)
@@ -138,6 +143,7 @@ _UPGRADES = {
               (SELECT frame FROM blocks WHERE length(hash) != 16);
           CREATE TABLE hooks (key INTEGER PRIMARY KEY, frame INTEGER NOT NULL);
           CREATE INDEX frames_dead ON frames(id) WHERE refs <= 0;
+          CREATE INDEX frames_staged ON frames(id) WHERE staged = 1;
        """,
 }
 

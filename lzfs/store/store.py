@@ -28,7 +28,7 @@ from typing import NamedTuple
 import trio
 
 from .. import chunker
-from ..codec import FRAME_MAX, FrameHeader, decode_frame, encode_frame_parts
+from ..codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, encode_frame_parts
 from ..errors import CorruptDataError
 from . import layout
 from .blockmap import BlockMaps, FrameShape, Run
@@ -54,6 +54,7 @@ class FrameLoc(NamedTuple):
     stored: int
     raw: int
     seed: int = 0  # the dedup domain its page hashes were computed in
+    staged: int = 0  # written raw, not deduplicated: the settler stores it again
 
 
 @dataclass
@@ -69,6 +70,7 @@ class StoreStats:
     frames: int
     garbage_frames: int   # frames no file references (gc removes them)
     pack_bytes: int       # bytes the pack files occupy on disk
+    staged: int = 0       # raw bytes a dump staged, not yet compressed and deduplicated
 
 
 class Store:
@@ -122,6 +124,10 @@ class Store:
             # held while a commit syncs packs: no frame is registered meanwhile, so a
             # committed row never names pack bytes that are not on disk
             self.gate = trio.Lock()
+            # how far a writer may run ahead of the encoder before its data is staged (stored
+            # raw, settled later; filemap.STAGE_BACKLOG under a mount); None: never. A cluster
+            # node never stages: its manifests name the frames it wrote
+            self.stage_backlog: int | None = None
         except BaseException:
             self.lock.release()
             raise
@@ -160,6 +166,47 @@ class Store:
             # between, so gc (which runs on this thread) cannot slip in.
             self.unpin(pinned)
         return _runs(base, data, where), consumed
+
+    async def stage(self, buf: bytes | bytearray | memoryview, base: int, final: bool
+                    ) -> tuple[list[Run], int]:
+        """Like ``ingest``, for a writer that outruns the encoder: the non-zero data goes into
+        raw frames as it is (one content hash per frame, no page hashes, no index), marked
+        staged. The settler (``FileMap.settle``) stores it again through ``ingest`` once the
+        daemon is idle, and gc gives the staged frames back. A dump so pays a copy and a
+        hash per 256 KiB while it runs, and compression and dedup after it."""
+        spans, consumed = await trio.to_thread.run_sync(chunker.spans, buf, base, final,
+                                                        FRAME_MAX)
+        if not spans:
+            return [], consumed
+        frames = await trio.to_thread.run_sync(self._pack_staged, buf, spans)
+        async with self.gate:  # not while a commit is syncing packs
+            ids = [self._insert_frame(fw, None, staged=True) for fw in frames]
+            self._note_pack_sizes()
+        # no checkpoint from here until the caller records the runs: gc cannot slip in
+        return [Run(base + start, n, f, 0) for (start, n), f in zip(spans, ids, strict=True)], \
+            consumed
+
+    def _pack_staged(self, buf: bytes | bytearray | memoryview, spans: list[tuple[int, int]]
+                     ) -> list[FrameWrite]:
+        view = memoryview(buf)
+        encoded = [encode_frame_parts(view[s:s + n], [(n, block_hash(view[s:s + n], self.seed))],
+                                      compressed=False) for s, n in spans]
+        places = self.packs.append([parts for _, parts in encoded])
+        return [FrameWrite(head, pack, off, head.record_len)
+                for (head, _), (pack, off) in zip(encoded, places, strict=True)]
+
+    def _insert_frame(self, fw: FrameWrite, pages: bytes | None, staged: bool = False) -> int:
+        cur = self.db.execute(
+            "INSERT INTO frames(pack, off, rlen, stored, raw, codec, seed, pages, staged) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (fw.pack, fw.off, fw.rlen, fw.header.stored_len, fw.header.raw_len,
+             fw.header.codec, self.seed, pages, int(staged)))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def _note_pack_sizes(self) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO packs(id, size) VALUES (?,?)",
+                            list(self.packs.sizes().items()))
 
     @staticmethod
     def new_pieces(data: Sequence[tuple[int, int, bytes | None]],
@@ -211,19 +258,12 @@ class Store:
             for n, h in fw.header.blocks:
                 entries.append((foff, h))
                 foff += n
-            cur = self.db.execute(
-                "INSERT INTO frames(pack, off, rlen, stored, raw, codec, seed, pages) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                (fw.pack, fw.off, fw.rlen, fw.header.stored_len, fw.header.raw_len,
-                 fw.header.codec, self.seed, encode_table(entries)))
-            frame_id = cur.lastrowid
-            assert frame_id is not None
+            frame_id = self._insert_frame(fw, encode_table(entries))
             self.index.add(frame_id, entries)
             for foff, h in entries:
                 out[h] = (frame_id, foff)
         if frames:
-            self.db.executemany("INSERT OR REPLACE INTO packs(id, size) VALUES (?,?)",
-                                list(self.packs.sizes().items()))
+            self._note_pack_sizes()
         return out
 
     # ---- reading ---------------------------------------------------------------------------
@@ -231,14 +271,14 @@ class Store:
     def frame_loc(self, frame_id: int) -> FrameLoc:
         loc = self._frame_locs.get(frame_id)
         if loc is None:
-            row = self.db.execute("SELECT pack, off, rlen, stored, raw, seed, lost FROM frames "
-                                  "WHERE id=?", (frame_id,)).fetchone()
+            row = self.db.execute("SELECT pack, off, rlen, stored, raw, seed, staged, lost "
+                                  "FROM frames WHERE id=?", (frame_id,)).fetchone()
             if row is None:
                 raise CorruptDataError(f"frame {frame_id} is not in the frame table")
-            if row[6]:
+            if row[7]:
                 raise CorruptDataError(f"frame {frame_id} was found damaged by lzfs fsck; "
                                        f"its data is lost")
-            loc = FrameLoc(*row[:6])
+            loc = FrameLoc(*row[:7])
             self._frame_locs[frame_id] = loc
             if len(self._frame_locs) > 200_000:
                 self._frame_locs.popitem(last=False)
@@ -304,6 +344,8 @@ class Store:
         frames, unique, stored = q("SELECT COUNT(*), COALESCE(SUM(raw),0), COALESCE(SUM(rlen),0) "
                                    "FROM frames WHERE refs > 0").fetchone()
         garbage = q("SELECT COUNT(*) FROM frames WHERE refs <= 0").fetchone()[0]
+        staged = q("SELECT COALESCE(SUM(raw),0) FROM frames WHERE staged = 1 AND refs > 0"
+                   ).fetchone()[0]
         pack_bytes = 0
         for entry in (self.root / layout.PACKS).iterdir():
             try:
@@ -312,7 +354,7 @@ class Store:
                 pass
         pages = (unique + 4095) // 4096
         return StoreStats(files, dirs, logical, referenced, unique, stored,
-                          logical - referenced, pages, frames, garbage, pack_bytes)
+                          logical - referenced, pages, frames, garbage, pack_bytes, staged)
 
     def collect_garbage(self) -> tuple[int, list[tuple[int, int, int, int]]]:
         """Drop frames no run references (except pinned ones, which a write in flight has

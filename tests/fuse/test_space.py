@@ -9,6 +9,8 @@ import os
 import shutil
 import time
 
+from tests.conftest import Mounted, lzfs_cmd
+
 
 def _pack_bytes(store) -> int:
     return sum(p.stat().st_blocks * 512 for p in (store / "packs").iterdir())
@@ -38,3 +40,68 @@ def test_rm_of_a_snapshot_gives_its_space_back_by_itself(mounted):
     mounted.remount()
     for name, data in kept.items():
         assert (keep / name).read_bytes() == data
+
+
+def _stats(m) -> dict:
+    return json.loads((m.mnt / ".lzfs" / "stats.json").read_text())
+
+
+def _staging_mount(tmp_path, *extra: str):
+    """A mount whose every write stages (as a dump that outruns the encoder does)."""
+    from lzfs.store import mkfs
+
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    mkfs(store)
+    mnt.mkdir()
+    m = Mounted(store, mnt, ("--stage-backlog", "0", *extra))
+    m.mount()
+    return m
+
+
+def test_staged_dump_data_settles_when_idle_and_reads_the_same(tmp_path):
+    m = _staging_mount(tmp_path)
+    try:
+        words = b" ".join(b"token%d" % (i % 500) for i in range(2_000_000))[:12 << 20]
+        for name in ("one", "two"):  # the same data twice: staged twice, raw
+            (m.mnt / name).write_bytes(words)
+        st = _stats(m)
+        assert st["staged"] >= 2 * len(words) - (1 << 20), st
+        raw_bytes = _pack_bytes(m.store)
+        assert (m.mnt / "one").read_bytes() == words
+        deadline = time.monotonic() + 60  # idle for a second: the settler runs
+        while _stats(m)["staged"]:
+            assert time.monotonic() < deadline, _stats(m)
+            time.sleep(0.5)
+        for name in ("one", "two"):
+            assert (m.mnt / name).read_bytes() == words
+        os.setxattr(m.mnt / ".lzfs", "user.lzfs.gc", b"1")
+        assert _pack_bytes(m.store) < raw_bytes / 4  # compressed, and stored once
+        assert float(os.getxattr(m.mnt / "two", "user.lzfs.stored")) < len(words) / 2
+    finally:
+        m.umount()
+
+
+def test_unmount_settles_and_a_crash_keeps_staged_data(tmp_path):
+    """Staged frames are ordinary committed frames: after a kill -9 they read back and the
+    next mount settles them; an unmount leaves nothing staged."""
+    m = _staging_mount(tmp_path, "--settle-idle", "3600")  # nothing settles before the crash
+    data = os.urandom(3 << 20) + b"abc" * (1 << 20)
+    (m.mnt / "f").write_bytes(data)
+    fd = os.open(m.mnt / "f", os.O_RDONLY)
+    os.fsync(fd)  # committed: durable
+    os.close(fd)
+    assert _stats(m)["staged"] > 0
+    m.crash()
+    m.mount()
+    try:
+        assert (m.mnt / "f").read_bytes() == data
+    finally:
+        m.umount()
+    from lzfs.store import Store
+
+    s = Store(m.store, readonly=True)
+    try:
+        assert s.stats().staged == 0  # settled at unmount
+    finally:
+        s.close()
+    assert "store is clean" in lzfs_cmd("fsck", str(m.store)).stdout
