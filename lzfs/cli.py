@@ -119,7 +119,9 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 def _open_readonly(path: str):
     """A store opened beside a running daemon. Given a mount point, first ask the daemon to
-    commit (fsync on the mount's root directory does that), so figures are current."""
+    settle what dumps staged (setxattr user.lzfs.settle on .lzfs: compressed and
+    deduplicated, as it would be a second later when idle) and to commit (fsync on the
+    mount's root directory), so figures are current and final."""
     import os
 
     from .mounts import find_mount
@@ -127,6 +129,7 @@ def _open_readonly(path: str):
 
     m = find_mount(path)
     if m is not None:
+        os.setxattr(m.mountpoint / ".lzfs", "user.lzfs.settle", b"1")
         fd = os.open(m.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)

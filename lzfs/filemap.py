@@ -24,6 +24,7 @@ import trio
 
 from .codec import PAGE
 from .errors import CorruptDataError
+from .grid import BLOCK, Segment, TarGrid, is_tar
 from .prefetch import FrameCache, Readahead
 from .store import Run, Store
 
@@ -63,6 +64,8 @@ class FileMap:
         self.nursery: trio.Nursery | None = None
         self.opens = 0
         self.gone = False  # purged (deleted): settle() must not touch its runs any more
+        self._grid: TarGrid | None = None  # a checkpoint archive: pages cut per member
+        self._grid_checked = False
         self.staged = 0    # bytes this map staged (for the daemon's figures)
 
     @classmethod
@@ -248,7 +251,33 @@ class FileMap:
             runs, consumed = await self.store.stage(buf, base, final)
             self.staged += consumed
             return runs, consumed
-        return await self.store.ingest(buf, base, final)
+        return await self.store.ingest(buf, base, final, await self._segments(buf, base, final))
+
+    async def _segments(self, buf: bytes | bytearray | memoryview, base: int, final: bool
+                        ) -> list[Segment] | None:
+        """Where pages start in [base, base + len(buf)) when the file is a tar (grid.py);
+        None for any other file (file pages). A grid not known from this daemon's writes (a
+        remount, a settle) is read back from the stored headers first."""
+        if not self._grid_checked:
+            first = bytes(buf[:BLOCK]) if base == 0 else bytes(await self.read(0, BLOCK))
+            if len(first) < BLOCK and base == 0 and not final:
+                return None  # too early to tell; the next batch looks again
+            self._grid_checked = True
+            self._grid = TarGrid() if is_tar(first) else None
+        grid = self._grid
+        if grid is None:
+            return None
+        while not grid.done and grid.walk < base:  # headers before this batch: stored ones
+            head = bytes(await self.read(grid.walk, BLOCK))
+            if len(head) < BLOCK:
+                break
+            grid.feed(head, grid.walk)
+        grid.feed(buf, base)
+        end = base + len(buf)
+        segments, known = grid.segments(base, end)
+        if final and known < end:  # the file ends inside a header: plain bytes
+            segments.append(Segment(known, end, 0))
+        return segments
 
     # ---- settling staged data ----------------------------------------------------------------
 
@@ -288,7 +317,8 @@ class FileMap:
                 i, j = group
                 lo, hi = self.exts[i].off, self.exts[j - 1].end
                 data = bytes(await self.read(lo, hi - lo))
-                new, _ = await self.store.ingest(data, lo, True)
+                new, _ = await self.store.ingest(data, lo, True,
+                                                 await self._segments(data, lo, True))
                 # no checkpoint from here on until the runs are recorded
                 if self.opens or self.gone:
                     break  # a reader came (or the file went): its new frames go to gc

@@ -403,6 +403,9 @@ class LzfsOperations(pyfuse3.Operations):
                 await self.core.settle()  # staged data is space to give back too
                 await self.core.gc()
                 return
+            if inode == CONTROL_DIR and name == b"user.lzfs.settle":
+                await self.core.settle()
+                return
             raise FsError(errno.ENOTSUP)
 
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:

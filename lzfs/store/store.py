@@ -30,6 +30,7 @@ import trio
 from .. import chunker
 from ..codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, encode_frame_parts
 from ..errors import CorruptDataError
+from ..grid import Segment
 from . import layout
 from .blockmap import BlockMaps, FrameShape, Run
 from .db import MetaDB
@@ -139,14 +140,15 @@ class Store:
         """Whether a reference count dropped since the last collection: gc has work."""
         return self.maps.garbage
 
-    async def ingest(self, buf: bytes | bytearray | memoryview, base: int, final: bool
-                     ) -> tuple[list[Run], int]:
+    async def ingest(self, buf: bytes | bytearray | memoryview, base: int, final: bool,
+                     segments: Sequence[Segment] | None = None) -> tuple[list[Run], int]:
         """Store ``buf`` (file bytes from offset ``base``) and return the runs that hold it
         and how many bytes of ``buf`` they cover (all of them if ``final``, else up to the
-        last whole page). The caller records the runs (``maps.insert``) before its next
-        checkpoint."""
-        pieces, consumed = await trio.to_thread.run_sync(chunker.split, buf, base, final,
-                                                         self.seed)
+        last whole page). ``segments`` (grid.py) say where pages start when that is not at
+        file pages (members of a tar). The caller records the runs (``maps.insert``) before
+        its next checkpoint."""
+        pieces, consumed = await trio.to_thread.run_sync(
+            _split_segments, buf, base, final, self.seed, segments)
         data = [p for p in pieces if p[2] is not None]
         where = self.index.match([p[2] for p in data])  # type: ignore[misc]
         pinned = {f for f, _ in where.values()}
@@ -401,6 +403,27 @@ class Store:
     def file_figures(self, ino: int, size: int) -> dict[str, float]:
         """Per-file figures for getfattr (blockmap.BlockMaps.file_figures)."""
         return self.maps.file_figures(ino, size)
+
+
+def _split_segments(buf: bytes | bytearray | memoryview, base: int, final: bool, seed: int,
+                    segments: Sequence[Segment] | None
+                    ) -> tuple[list[tuple[int, int, bytes | None]], int]:
+    """chunker.split over each segment, with pages cut from the segment's phase; every
+    segment but the last ends where its member does (a final cut)."""
+    if not segments:
+        return chunker.split(buf, base, final, seed)
+    view = memoryview(buf)
+    out: list[tuple[int, int, bytes | None]] = []
+    consumed = 0
+    for i, seg in enumerate(segments):
+        a, b = seg.start - base, seg.end - base
+        last = i == len(segments) - 1
+        pieces, n = chunker.split(view[a:b], seg.start - seg.phase, final or not last, seed)
+        out.extend((start + a, length, h) for start, length, h in pieces)
+        consumed = a + n
+        if n < b - a:
+            break
+    return out, consumed
 
 
 def _runs(base: int, data: Sequence[tuple[int, int, bytes | None]],

@@ -139,6 +139,16 @@ class LzfsMount:
     def stored(self) -> int:
         return dir_bytes(self.store / "packs")
 
+    def cpu_s(self) -> float:
+        """CPU seconds the daemon used so far (user + system, all its threads)."""
+        fields = Path(f"/proc/{self.pid()}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def settle(self) -> None:
+        """Have the daemon settle what a dump staged and give back the space now (what it
+        does by itself once idle): `lzfs gc MNT`."""
+        sh(sys.executable, "-m", "lzfs", "gc", str(self.mnt))
+
 
 class ClusterMounts(LzfsMount):
     """Two nodes of one bucket: dumps go through node a; the first remount after them is node
@@ -201,6 +211,8 @@ class ClusterMounts(LzfsMount):
 
 
 def start_processes(work: Path, profile: str, size: int) -> list[Workload]:
+    if profile == "successive":  # one server, dumped twice (run_method)
+        return [Workload.start(work / "ctl0", size=str(size), profile="llm", seed=10)]
     if profile == "replicas":
         return [Workload.start(work / f"ctl{i}", size=str(size // 4), profile="replica",
                                seed=10 + i, weights_seed=99) for i in range(4)]
@@ -222,7 +234,10 @@ def run_method(method: str, work: Path, profile: str, size: int, throttle: Throt
     base.mkdir(exist_ok=True)
     dirs = [base / f"snap{i}" for i in range(len(procs))]
     row: dict = {"method": method}
+    if profile == "successive":
+        dirs, first_bytes = _first_of_two_dumps(procs[0], base, fs, throttle, method)
     drop_caches()
+    cpu = fs.cpu_s() if fs else 0.0
     t = time.monotonic()
     for w, d in zip(procs, dirs, strict=True):
         d.mkdir()
@@ -236,12 +251,22 @@ def run_method(method: str, work: Path, profile: str, size: int, throttle: Throt
     else:
         sh(*throttle.prefix(), "sync", "-f", str(base))
     row["dump_s"] = time.monotonic() - t
+    if fs:
+        row["daemon_cpu_s"] = fs.cpu_s() - cpu
+        row["stored_at_dump"] = fs.stored()
+        t = time.monotonic()
+        fs.settle()
+        row["settle_s"] = time.monotonic() - t
     for w in procs:
         w.wait_gone()
     row["stored"] = fs.stored() if fs else dir_bytes(base)
+    if profile == "successive":
+        row["added"] = row["stored"] - first_bytes
     row["logical"] = sum(p.stat().st_size for d in dirs for p in d.iterdir() if p.is_file())
     if fs:
         fs.umount()  # the restore reads what is on disk, through a fresh daemon
+        if isinstance(fs, LzfsMount) and not isinstance(fs, ClusterMounts):
+            row["meta_bytes"] = (fs.store / "meta.db").stat().st_size
         fs.mount()
     drop_caches()
     t = time.monotonic()
@@ -274,6 +299,25 @@ def run_method(method: str, work: Path, profile: str, size: int, throttle: Throt
         row["micro"] = micro_bench(dirs[0] / "pages-1.img")
     shutil.rmtree(work, ignore_errors=True)
     return row
+
+
+def _first_of_two_dumps(w: Workload, base: Path, fs: LzfsMount | None, throttle: Throttle,
+                        method: str) -> tuple[list[Path], int]:
+    """The `successive` profile: a first dump of the server (--leave-running, stored like any
+    other), then 1% of its pages change, scattered, as between two snapshots of a serving
+    process. Returns the directory of the second dump, which run_method times, and the bytes
+    stored after the first (so the row can say what the second one added)."""
+    first = base / "first"
+    first.mkdir()
+    criu(throttle, "dump", first, "-t", str(w.pid), "--shell-job", "--leave-running")
+    if method == "lz4":
+        for p in first.glob("pages-*.img"):
+            sh(*throttle.prefix(), "lz4", "-1", "-q", "--rm", str(p), str(p) + ".lz4")
+    if fs:
+        fs.commit()
+        fs.settle()
+    w.mutate(0.01, seed=11)
+    return [base / "second"], fs.stored() if fs else dir_bytes(base)
 
 
 # ---- container profile: runc checkpoint and restore ------------------------------------------
@@ -342,6 +386,9 @@ def summarize(runs: list[dict]) -> list[dict]:
                                     for r in rs]
             row[f"{key}_ratio"] = median(row[f"{key}_ratios"])
         row["stored_ratio"] = rs[-1]["stored"] / base[storage, rs[-1]["round"]]["stored"]
+        for key in ("settle_s", "daemon_cpu_s", "added"):
+            if key in rs[-1]:
+                row[key] = median(r[key] for r in rs)
         row["intact"] = all(r["intact"] for r in rs)
         if "daemon_peak_rss" in row:
             row["daemon_peak_rss"] = max(r["daemon_peak_rss"] for r in rs)
@@ -404,7 +451,8 @@ def chart(results: list[dict], path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--profile", choices=["llm", "random", "replicas", "forked", "container"],
+    ap.add_argument("--profile", choices=["llm", "random", "replicas", "forked", "successive",
+                                          "container"],
                     default="llm")
     ap.add_argument("--size", default="2G", help="process memory (default 2G)")
     ap.add_argument("--throttle-mbps", type=int, default=200,
@@ -472,6 +520,21 @@ def main() -> int:
                 print(f"  {r['method']:<6} {r['storage']:<12} "
                       + " ".join(f"{x:.2f}" for x in r["dump_ratios"]) + " | "
                       + " ".join(f"{x:.2f}" for x in r["restore_ratios"]))
+    for r in results:
+        extra = []
+        if "daemon_cpu_s" in r:
+            extra.append(f"daemon CPU during the dump {r['daemon_cpu_s']:.2f} s "
+                         f"({r['daemon_cpu_s'] / r['dump_s']:.2f} cores)")
+        if "settle_s" in r:
+            extra.append(f"settled {r['settle_s']:.2f} s after it "
+                         f"({human(r.get('stored_at_dump', 0))} before)")
+        if "meta_bytes" in r:
+            extra.append(f"meta.db {human(r['meta_bytes'])} "
+                         f"({100 * r['meta_bytes'] / max(r['logical'], 1):.2f}% of logical)")
+        if "added" in r:
+            extra.append(f"the second dump added {human(r['added'])}")
+        if extra:
+            print(f"{r['method']:<6} {r['storage']:<12} " + "; ".join(extra))
     for r in results:
         if "gets" in r:
             print(f"object store: restore from a cold node cache took {r['restore_s']:.2f} s, "
