@@ -34,6 +34,7 @@ def _remote(args: argparse.Namespace):
 
 def cmd_mkfs(args: argparse.Namespace) -> None:
     from .store import mkfs
+    from .store.db import SCHEMA_VERSION
 
     if _remote(args) is not None:
         from .cluster.backend import open_backend
@@ -43,14 +44,13 @@ def cmd_mkfs(args: argparse.Namespace) -> None:
         if args.create_bucket and hasattr(backend, "create_bucket"):
             backend.create_bucket()
         rcfg = remote_mkfs(backend, args.avg_pages, args.max_pages, args.grace)
-        print(f"created lzfs store {backend.url} (bucket format {rcfg.version}, blocks of "
-              f"{rcfg.avg_pages} pages on average, at most {rcfg.max_pages}; gc grace "
-              f"{rcfg.gc_grace_s:.0f} s)")
+        print(f"created lzfs store {backend.url} (bucket format {rcfg.version}, pages "
+              f"deduplicated one by one; gc grace {rcfg.gc_grace_s:.0f} s)")
         return
 
     cfg = mkfs(args.store, avg_pages=args.avg_pages, max_pages=args.max_pages)
-    print(f"created lzfs store {args.store} (format {cfg.version}, blocks of "
-          f"{cfg.avg_pages} pages on average, at most {cfg.max_pages})")
+    print(f"created lzfs store {args.store} (format {cfg.version}, metadata schema "
+          f"{SCHEMA_VERSION}: 4 KiB pages deduplicated one by one, compressed in frames)")
 
 
 def cmd_mount(args: argparse.Namespace) -> None:
@@ -349,10 +349,10 @@ bucket. The block sizes chosen here are fixed for the store's life.""", """\
     s.add_argument("--grace", type=float, default=24 * 3600.0, metavar="SECONDS",
                    help="object store: how long gc keeps a pack no manifest names, so that "
                         "nodes still writing are safe (default 86400)")
-    s.add_argument("--avg-pages", type=int, default=16, metavar="N",
-                   help="average block size in 4 KiB pages, a power of two (default 16)")
-    s.add_argument("--max-pages", type=int, default=64, metavar="N",
-                   help="largest block in pages (default 64 = 256 KiB)")
+    # the content-defined blocks of schema 1 and 2; kept so that old scripts still run, they
+    # only fill lzfs.json (pages have been the unit of dedup since schema 3)
+    s.add_argument("--avg-pages", type=int, default=16, help=argparse.SUPPRESS)
+    s.add_argument("--max-pages", type=int, default=64, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_mkfs)
 
     s = _command(sub, "mount", "mount a store (returns once mounted; -f stays)", """\

@@ -399,14 +399,11 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
         with _errno():
-            if inode == CONTROL_DIR and name == b"user.lzfs.gc":
-                await self.core.settle()  # staged data is space to give back too
+            if inode != CONTROL_DIR or name not in (b"user.lzfs.gc", b"user.lzfs.settle"):
+                raise FsError(errno.ENOTSUP)
+            await self.core.settle()  # staged data is space to give back too
+            if name == b"user.lzfs.gc":
                 await self.core.gc()
-                return
-            if inode == CONTROL_DIR and name == b"user.lzfs.settle":
-                await self.core.settle()
-                return
-            raise FsError(errno.ENOTSUP)
 
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
         with _errno():
