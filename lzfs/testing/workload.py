@@ -3,9 +3,11 @@ a text heap. It checksums its memory when asked, so a restore can be shown to be
 
     python -m lzfs.testing.workload --dir D --size 300M [--profile llm|random|replica] [--seed N]
 
-writes D/ready (its pid and checksum) once its memory is built, then every 50 ms looks for
+writes D/ready (its pid and checksum) once its memory is built, then every 10 ms looks for
 D/trigger: when present, it recomputes the checksum into D/result and removes the trigger.
-D/stop makes it exit. It opens files only briefly, so CRIU finds nothing open to restore.
+A trigger holding a fraction (``0.1``) checksums only that first share of its memory, as a
+server answering its first request after a lazy restore touches only part of it. D/stop makes
+it exit. It opens files only briefly, so CRIU finds nothing open to restore.
 
 With --children N it forks N workers after building its memory, as a server that preloads a
 model and then forks its workers does: they share every page copy-on-write, which CRIU
@@ -63,14 +65,18 @@ def build(profile: str, size: int, seed: int, weights_seed: int) -> list:
     return arrays
 
 
-def checksum(arrays: list) -> str:
+def checksum(arrays: list, fraction: float = 1.0) -> str:
+    """XXH3 of the memory, or of its first ``fraction`` (which touches only those pages)."""
     h = xxhash.xxh3_128()
-    for a in arrays:
-        if isinstance(a, list):
-            for b in a:
-                h.update(b)
-        else:
-            h.update(memoryview(a).cast("B"))
+    parts = [memoryview(b) for a in arrays
+             for b in (a if isinstance(a, list) else [memoryview(a).cast("B")])]
+    left = sum(len(p) for p in parts) if fraction >= 1 else int(
+        sum(len(p) for p in parts) * fraction)
+    for p in parts:
+        if left <= 0:
+            break
+        h.update(p[:left])
+        left -= len(p)
     return h.hexdigest()
 
 
@@ -85,9 +91,10 @@ def _serve(ctl: Path, arrays: list, stop: Path) -> None:
     trigger = ctl / "trigger"
     while not stop.exists():
         if trigger.exists():
-            _write(ctl / "result", checksum(arrays) + "\n")
+            ask = trigger.read_text().strip()
+            _write(ctl / "result", checksum(arrays, float(ask) if ask else 1.0) + "\n")
             trigger.unlink()
-        time.sleep(0.05)
+        time.sleep(0.01)
 
 
 def main() -> None:
