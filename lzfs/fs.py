@@ -22,6 +22,7 @@ import trio
 
 from .control import CONTROL_DIR, CONTROL_NAME, ControlTree
 from .criu.cow import read_page_by_page
+from .criu.lazy import is_lazy_pages_daemon
 from .errors import CorruptDataError, LzfsError
 from .filemap import FileMap
 from .namespace import ROOT_INODE, FsError, Inode, Namespace, now_ns
@@ -467,7 +468,9 @@ class LzfsOperations(pyfuse3.Operations):
                 if flags & os.O_TRUNC and writable:
                     await fm.truncate(0)
                     self.ns.set_attrs(inode, mtime_ns=now_ns(), ctime_ns=now_ns())
-                page_cache = not writable and await self._read_page_by_page(inode)
+                # criu lazy-pages reads pages images in small pieces (lzfs/criu/lazy.py)
+                page_cache = not writable and (is_lazy_pages_daemon(ctx.pid)
+                                               or await self._read_page_by_page(inode))
             except BaseException:
                 fm.opens -= 1
                 if fm.opens == 0:
@@ -525,7 +528,8 @@ class LzfsOperations(pyfuse3.Operations):
     def _file_info(fh: int, writable: bool, page_cache: bool = False) -> pyfuse3.FileInfo:
         # Read-only opens bypass the page cache: CRIU reads each image once, with large preadv
         # calls that then arrive whole (up to 1 MiB) instead of as 128 KiB readahead pieces.
-        # The exception is an image CRIU reads page by page (_read_page_by_page).
+        # The exceptions are an image CRIU reads page by page (_read_page_by_page) and the
+        # images criu lazy-pages reads (lzfs/criu/lazy.py).
         return pyfuse3.FileInfo(fh=fh, direct_io=not writable and not page_cache,
                                 keep_cache=False)
 

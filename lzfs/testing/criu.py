@@ -71,7 +71,7 @@ class CriuServer:
     with its log."""
 
     def __init__(self, action: str, images: Path, *args: str, prefix: list[str] | None = None,
-                 ready_timeout: float = 30) -> None:
+                 verbose: bool = True, ready_timeout: float = 30) -> None:
         cmd = criu_command()
         if cmd is None:
             raise CriuError("no CRIU (set LZFS_CRIU)")
@@ -80,8 +80,8 @@ class CriuServer:
         rfd, wfd = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [*(prefix or []), *cmd, action, "-D", str(images), "-v4", "-o", self.log,
-                 "--status-fd", str(wfd), *args],
+                [*(prefix or []), *cmd, action, "-D", str(images), *(["-v4"] * verbose),
+                 "-o", self.log, "--status-fd", str(wfd), *args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 text=True, pass_fds=(wfd,))
             os.close(wfd)
@@ -115,10 +115,11 @@ class CriuServer:
             self.proc.wait()
 
 
-def start_lazy_pages(images: Path, prefix: list[str] | None = None) -> CriuServer:
+def start_lazy_pages(images: Path, prefix: list[str] | None = None, verbose: bool = True
+                     ) -> CriuServer:
     """`criu lazy-pages -D images`. It creates ``lazy-pages.socket`` in the images directory
     (so the directory must take a socket node) for `criu restore --lazy-pages` to find."""
-    return CriuServer("lazy-pages", images, prefix=prefix)
+    return CriuServer("lazy-pages", images, prefix=prefix, verbose=verbose)
 
 
 def free_port() -> int:
@@ -128,11 +129,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_page_server(images: Path, port: int, prefix: list[str] | None = None
-                      ) -> CriuServer:
+def start_page_server(images: Path, port: int, prefix: list[str] | None = None,
+                      verbose: bool = True) -> CriuServer:
     """`criu page-server -D images --port N` on 127.0.0.1: takes one dump's pages, exits."""
     return CriuServer("page-server", images, "--address", "127.0.0.1", "--port", str(port),
-                      prefix=prefix)
+                      prefix=prefix, verbose=verbose)
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -194,7 +195,9 @@ class Workload:
         ctl = self.ctl if child is None else self.ctl / f"child{child}"
         pid = self.pid if child is None else self.children[child]
         (ctl / "result").unlink(missing_ok=True)
-        (ctl / "trigger").write_text("" if fraction >= 1 else f"{fraction}")
+        tmp = ctl / "trigger.tmp"  # renamed into place: never seen half written
+        tmp.write_text("" if fraction >= 1 else f"{fraction}")
+        tmp.rename(ctl / "trigger")
         deadline = time.monotonic() + timeout
         while not (ctl / "result").exists():
             if not self.alive(pid):

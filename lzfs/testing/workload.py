@@ -92,8 +92,10 @@ def _serve(ctl: Path, arrays: list, stop: Path) -> None:
     while not stop.exists():
         if trigger.exists():
             ask = trigger.read_text().strip()
-            _write(ctl / "result", checksum(arrays, float(ask) if ask else 1.0) + "\n")
+            # removed before the answer: once the result is there the asker may write its
+            # next trigger, which must survive
             trigger.unlink()
+            _write(ctl / "result", checksum(arrays, float(ask) if ask else 1.0) + "\n")
         time.sleep(0.01)
 
 
