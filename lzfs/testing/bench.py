@@ -20,6 +20,9 @@ the same command; paired, interleaved ratios are what stays put). Results: a tab
 JSON and a PNG chart in --out. Beside it, a FUSE micro-benchmark reads one pages file
 sequentially (O_DIRECT, 1 MiB) and at random (4 KiB) through the mount and from the plain
 directory.
+
+``--profile lazy``, ``page-server`` and ``random-read`` measure the other restore paths and
+random reads (lzfs.testing.bench_paths).
 """
 
 from __future__ import annotations
