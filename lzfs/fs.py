@@ -21,6 +21,7 @@ import pyfuse3
 from . import report
 from .control import CONTROL_DIR, CONTROL_NAME, ControlTree, is_control
 from .core import Core
+from .criu.lazy import is_lazy_pages_daemon
 from .errors import CorruptDataError, LzfsError
 from .namespace import ROOT_INODE, FsError, Inode, now_ns
 from .prefetch import Readahead
@@ -318,7 +319,9 @@ class LzfsOperations(pyfuse3.Operations):
                 if flags & os.O_TRUNC and writable:
                     await self.core.truncate(inode, 0)
                     self.ns.set_attrs(inode, mtime_ns=now_ns(), ctime_ns=now_ns())
-                page_cache = not writable and await self.core.read_page_by_page(inode)
+                # criu lazy-pages reads pages images in small pieces (lzfs/criu/lazy.py)
+                page_cache = not writable and (is_lazy_pages_daemon(ctx.pid)
+                                               or await self.core.read_page_by_page(inode))
             except BaseException:
                 self.core.unopened(inode)
                 self._maybe_purge(inode)

@@ -23,6 +23,9 @@ the same command; paired, interleaved ratios are what stays put). Results: a tab
 JSON and a PNG chart in --out. Beside it, a FUSE micro-benchmark reads one pages file
 sequentially (O_DIRECT, 1 MiB) and at random (4 KiB) through the mount and from the plain
 directory.
+
+``--profile lazy``, ``page-server`` and ``random-read`` measure the other restore paths and
+random reads (lzfs.testing.bench_paths).
 """
 
 from __future__ import annotations
@@ -53,12 +56,37 @@ def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
-class Throttle:
-    """A blkio cgroup limiting read and write bandwidth of the processes put into it."""
+WORK_ROOT = Path("/var/tmp")  # where the benchmark's stores and plain directories live
 
-    def __init__(self, mbps: int | None) -> None:
+
+def block_device(path: Path) -> str | None:
+    """MAJ:MIN of the whole disk that holds ``path`` (blkio throttles disks, not partitions),
+    or None where it is on none (tmpfs, overlay, a network file system)."""
+    dev = os.stat(path).st_dev
+    node = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    if not node.exists():
+        return None
+    if (node / "partition").exists():
+        node = node.resolve().parent
+    return (node / "dev").read_text().strip()
+
+
+def throttle_unavailable(path: Path = WORK_ROOT) -> str | None:
+    """Why storage cannot be throttled here, or None when it can."""
+    if not (CGROUP.parent / "blkio.throttle.read_bps_device").exists():
+        return f"no blkio controller of cgroup v1 at {CGROUP.parent}"
+    if block_device(path) is None:
+        return f"{path} is on no block device"
+    return None
+
+
+class Throttle:
+    """A blkio cgroup limiting read and write bandwidth of the processes put into it, on the
+    disk that holds the benchmark's files."""
+
+    def __init__(self, mbps: int | None, path: Path = WORK_ROOT) -> None:
         self.mbps = mbps
-        self.dev = Path("/sys/block/vda/dev").read_text().strip() if mbps else None
+        self.dev = block_device(path) if mbps else None
         if mbps:
             CGROUP.mkdir(exist_ok=True)
             for f in ("blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"):
@@ -449,20 +477,48 @@ def chart(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+PATH_PROFILES = ("lazy", "page-server", "random-read")
+
+
+def paths_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The lazy-restore, page-server and random-read profiles (lzfs.testing.bench_paths)."""
+    from . import bench_paths
+
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    methods = [] if args.profile == "random-read" else bench_paths.methods_for(
+        args.profile, args.methods)
+    reason = criu_unusable_reason()
+    if reason and args.profile != "random-read":
+        print(f"bench: {reason}", file=sys.stderr)
+        return 1
+    return bench_paths.main(args.profile, parse_size(args.size), args.rounds,
+                            args.throttle_mbps or 0, Path(args.out), methods, args.reads)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", choices=["llm", "random", "replicas", "forked", "successive",
-                                          "container"],
+                                          "container", *PATH_PROFILES],
                     default="llm")
     ap.add_argument("--size", default="2G", help="process memory (default 2G)")
-    ap.add_argument("--throttle-mbps", type=int, default=200,
-                    help="throttled storage bandwidth in MB/s (0: unthrottled run only)")
-    ap.add_argument("--methods", default="plain,lz4,lzfs,s3")
+    ap.add_argument("--throttle-mbps", type=int, default=None,
+                    help="throttled storage bandwidth in MB/s (0: unthrottled run only; "
+                         "default 200; lazy and page-server run unthrottled unless given)")
+    ap.add_argument("--methods", default=None,
+                    help="default plain,lz4,lzfs,s3; lazy: plain,plain-lazy,lzfs-lazy,lzfs; "
+                         "page-server: plain,lzfs")
     ap.add_argument("--rounds", type=int, default=3,
                     help="runs of every method, interleaved; medians are reported (default 3)")
+    ap.add_argument("--reads", type=int, default=4000,
+                    help="random-read: 4 KiB reads per pass (default 4000)")
     ap.add_argument("--out", default="bench-results")
     args = ap.parse_args()
-    methods = args.methods.split(",")
+    if args.profile in PATH_PROFILES:
+        return paths_main(ap, args)
+    if args.throttle_mbps is None:
+        args.throttle_mbps = 200
+    methods = (args.methods or "plain,lz4,lzfs,s3").split(",")
     unknown = sorted(set(methods) - {"plain", "lz4", "lzfs", "s3"})
     if unknown:
         ap.error(f"unknown method(s) {', '.join(unknown)}: choose from plain, lz4, lzfs, s3")
@@ -485,8 +541,12 @@ def main() -> int:
     size = parse_size(args.size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(f"/var/tmp/lzfs-bench-{os.getpid()}")
+    work = WORK_ROOT / f"lzfs-bench-{os.getpid()}"
     settings = [None] + ([args.throttle_mbps] if args.throttle_mbps else [])
+    if args.throttle_mbps and throttle_unavailable():
+        print(f"bench: storage throttling unavailable ({throttle_unavailable()}): "
+              f"unthrottled run only", flush=True)
+        settings = [None]
     runs = []
     for mbps in settings:
         storage = f"{mbps} MB/s" if mbps else "unthrottled"

@@ -8,8 +8,10 @@ PATH.
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -37,7 +39,8 @@ def criu_unusable_reason() -> str | None:
     if os.geteuid() != 0:
         return "CRIU needs root"
     try:
-        res = subprocess.run([*cmd, "check"], capture_output=True, text=True, timeout=60)
+        res = subprocess.run([*cmd, "check"], capture_output=True, text=True, timeout=60,
+                             check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{cmd[0]} does not run: {exc}"
     if res.returncode != 0:
@@ -53,11 +56,84 @@ def run_criu(action: str, images: Path, *args: str, log_name: str | None = None,
     log_name = log_name or f"{action}.log"
     full = [*cmd, action, "-D", str(images), "-v4", "-o", log_name, *args]
     res = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
-                         stdin=subprocess.DEVNULL)
+                         stdin=subprocess.DEVNULL, check=False)
     if res.returncode != 0:
         raise CriuError(f"criu {action} failed ({res.returncode}): "
                         f"{_log_tail(images / log_name) or res.stderr.strip()}")
     return res
+
+
+class CriuServer:
+    """A CRIU process that serves a restore or a dump from beside it: `criu lazy-pages` (pages
+    on demand to a `restore --lazy-pages`) or `criu page-server` (pages of a `dump
+    --page-server`, written into its images directory). It is ready once it says so through
+    ``--status-fd`` and exits by itself once its partner is done; ``wait`` reports a failure
+    with its log."""
+
+    def __init__(self, action: str, images: Path, *args: str, prefix: list[str] | None = None,
+                 verbose: bool = True, ready_timeout: float = 30) -> None:
+        cmd = criu_command()
+        if cmd is None:
+            raise CriuError("no CRIU (set LZFS_CRIU)")
+        self.action, self.images = action, images
+        self.log = f"{action}.log"
+        rfd, wfd = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [*(prefix or []), *cmd, action, "-D", str(images), *(["-v4"] * verbose),
+                 "-o", self.log, "--status-fd", str(wfd), *args],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                text=True, pass_fds=(wfd,))
+            os.close(wfd)
+            wfd = -1
+            ready, _, _ = select.select([rfd], [], [], ready_timeout)
+            said = os.read(rfd, 1) if ready else b""
+        finally:
+            os.close(rfd)
+            if wfd >= 0:
+                os.close(wfd)
+        if not said:  # exited (EOF) or silent
+            if self.proc.poll() is None:
+                self.kill()
+                raise CriuError(f"criu {action} did not get ready in {ready_timeout:.0f} s")
+            self.wait()
+
+    def wait(self, timeout: float = 600) -> None:
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise CriuError(f"criu {self.action} did not finish in {timeout:.0f} s") from None
+        if rc != 0:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise CriuError(f"criu {self.action} failed ({rc}): "
+                            f"{_log_tail(self.images / self.log) or err.strip()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_lazy_pages(images: Path, prefix: list[str] | None = None, verbose: bool = True
+                     ) -> CriuServer:
+    """`criu lazy-pages -D images`. It creates ``lazy-pages.socket`` in the images directory
+    (so the directory must take a socket node) for `criu restore --lazy-pages` to find."""
+    return CriuServer("lazy-pages", images, prefix=prefix, verbose=verbose)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_page_server(images: Path, port: int, prefix: list[str] | None = None,
+                      verbose: bool = True) -> CriuServer:
+    """`criu page-server -D images --port N` on 127.0.0.1: takes one dump's pages, exits."""
+    return CriuServer("page-server", images, "--address", "127.0.0.1", "--port", str(port),
+                      prefix=prefix, verbose=verbose)
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -112,19 +188,23 @@ class Workload:
         pid, checksum, *kids = (ctl / "ready").read_text().split()
         return cls(ctl, int(pid), checksum, proc, [int(k) for k in kids])
 
-    def ask_checksum(self, timeout: float = 120, child: int | None = None) -> str:
-        """The checksum the process (or its forked worker number ``child``) computes now."""
+    def ask_checksum(self, timeout: float = 120, child: int | None = None,
+                     fraction: float = 1.0) -> str:
+        """The checksum the process (or its forked worker number ``child``) computes now, of
+        all its memory or of the first ``fraction`` of it (lzfs.testing.workload)."""
         ctl = self.ctl if child is None else self.ctl / f"child{child}"
         pid = self.pid if child is None else self.children[child]
         (ctl / "result").unlink(missing_ok=True)
-        (ctl / "trigger").write_text("")
+        tmp = ctl / "trigger.tmp"  # renamed into place: never seen half written
+        tmp.write_text("" if fraction >= 1 else f"{fraction}")
+        tmp.rename(ctl / "trigger")
         deadline = time.monotonic() + timeout
         while not (ctl / "result").exists():
             if not self.alive(pid):
                 raise RuntimeError(f"workload {pid} is gone")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workload {pid} did not answer")
-            time.sleep(0.05)
+            time.sleep(0.005)
         return (ctl / "result").read_text().strip()
 
     def mutate(self, fraction: float, seed: int = 0, timeout: float = 120) -> int:

@@ -3,9 +3,11 @@ a text heap. It checksums its memory when asked, so a restore can be shown to be
 
     python -m lzfs.testing.workload --dir D --size 300M [--profile llm|random|replica] [--seed N]
 
-writes D/ready (its pid and checksum) once its memory is built, then every 50 ms looks for
+writes D/ready (its pid and checksum) once its memory is built, then every 10 ms looks for
 D/trigger: when present, it recomputes the checksum into D/result and removes the trigger.
-D/stop makes it exit. It opens files only briefly, so CRIU finds nothing open to restore.
+A trigger holding a fraction (``0.1``) checksums only that first share of its memory, as a
+server answering its first request after a lazy restore touches only part of it. D/stop makes
+it exit. It opens files only briefly, so CRIU finds nothing open to restore.
 D/mutate (holding "FRACTION SEED") changes one byte in that fraction of its array pages,
 scattered at random, as a serving process does between two snapshots, then writes the new
 checksum to D/mutated.
@@ -69,14 +71,18 @@ def build(profile: str, size: int, seed: int, weights_seed: int) -> list:
     return arrays
 
 
-def checksum(arrays: list) -> str:
+def checksum(arrays: list, fraction: float = 1.0) -> str:
+    """XXH3 of the memory, or of its first ``fraction`` (which touches only those pages)."""
     h = xxhash.xxh3_128()
-    for a in arrays:
-        if isinstance(a, list):
-            for b in a:
-                h.update(b)
-        else:
-            h.update(memoryview(a).cast("B"))
+    parts = [memoryview(b) for a in arrays
+             for b in (a if isinstance(a, list) else [memoryview(a).cast("B")])]
+    left = sum(len(p) for p in parts) if fraction >= 1 else int(
+        sum(len(p) for p in parts) * fraction)
+    for p in parts:
+        if left <= 0:
+            break
+        h.update(p[:left])
+        left -= len(p)
     return h.hexdigest()
 
 
@@ -111,14 +117,17 @@ def _serve(ctl: Path, arrays: list, stop: Path) -> None:
     change = ctl / "mutate"
     while not stop.exists():
         if trigger.exists():
-            _write(ctl / "result", checksum(arrays) + "\n")
+            ask = trigger.read_text().strip()
+            # removed before the answer: once the result is there the asker may write its
+            # next trigger, which must survive
             trigger.unlink()
+            _write(ctl / "result", checksum(arrays, float(ask) if ask else 1.0) + "\n")
         if change.exists():
             fraction, seed = change.read_text().split()
+            change.unlink()  # before the answer, as above
             n = mutate(arrays, float(fraction), int(seed))
             _write(ctl / "mutated", f"{n} {checksum(arrays)}\n")
-            change.unlink()
-        time.sleep(0.05)
+        time.sleep(0.01)
 
 
 def main() -> None:
