@@ -142,6 +142,13 @@ class Core:
         changes = self.store.db.conn.total_changes
         if changes == self._committed_changes:
             return
+        try:
+            # the bulk of the data goes to disk first, with the gate open: a commit in the
+            # middle of a dump used to stall every writer for as long as its fsync took
+            # (2 GiB staged: 5-6 s dumps instead of 2-3); under the gate only what came since
+            await trio.to_thread.run_sync(self.store.packs.flush)
+        except OSError as exc:  # the sync under the gate decides
+            log.warning("writing packs ahead of a commit: %s", exc)
         async with self.gate:
             try:
                 await trio.to_thread.run_sync(self.store.sync_packs)

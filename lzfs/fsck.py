@@ -305,8 +305,7 @@ class Checker:
         shapes = {f: (raw, lost) for f, raw, lost in q("SELECT id, raw, lost FROM frames")}
         uses: Counter[int] = Counter()
         last: dict[int, int] = {}
-        for ino, off, n, frame, foff in q(
-                "SELECT ino, off, len, frame, foff FROM extents ORDER BY ino, off"):
+        for ino, (off, n, frame, foff) in self.store.maps.all_runs():
             if ino not in modes:
                 if ino not in self.homeless_extents:
                     self.problem("extent", f"inode {ino} has data but no inode row")
@@ -348,8 +347,8 @@ class Checker:
         shapes = {f: FrameShape(rlen, raw) for f, rlen, raw in self.db.execute(
             "SELECT id, rlen, raw FROM frames WHERE lost = 0")}
         runs: dict[int, list[Run]] = defaultdict(list)
-        for ino, *r in self.db.execute("SELECT ino, off, len, frame, foff FROM extents"):
-            runs[ino].append(Run(*r))
+        for ino, run in self.store.maps.all_runs():
+            runs[ino].append(run)
         for ino, mode, have in self.db.execute("SELECT id, mode, stored FROM inodes"):
             if not stat.S_ISREG(mode):
                 continue
@@ -448,9 +447,9 @@ class Checker:
         bad = self.bad_frames | {r[0] for r in self.db.execute(
             "SELECT id FROM frames WHERE lost = 1")}
         known = {r[0] for r in self.db.execute("SELECT id FROM frames")}
-        for ino, off, n, frame in self.db.execute("SELECT ino, off, len, frame FROM extents"):
-            if frame in bad or frame not in known:
-                ranges[ino].append((off, n))
+        for ino, r in self.store.maps.all_runs():
+            if r.frame in bad or r.frame not in known:
+                ranges[ino].append((r.off, r.len))
         for ino, rs in sorted(ranges.items()):
             self.result.damaged[path_of(self.db, ino)] = _merge(rs)
         if ranges:
@@ -507,8 +506,7 @@ class Repairer:
         fresh.check_extents()
         fresh.check_tree()
         if fresh.refcounts:
-            self.db.executemany("UPDATE frames SET refs=? WHERE id=?",
-                                [(n, f) for f, n in fresh.refcounts.items()])
+            self.store.maps.set_refs(fresh.refcounts)
             self.did(f"set {len(fresh.refcounts)} reference counts")
         if self.c.tables:
             self.db.executemany("UPDATE frames SET pages=? WHERE id=?",
@@ -545,7 +543,9 @@ class Repairer:
         known = {r[0] for r in q("SELECT id FROM inodes")}
         parents = {r[0] for r in q("SELECT DISTINCT parent FROM dentries")} - known
         named = {r[0] for r in q("SELECT DISTINCT ino FROM dentries")} - known
-        with_data = dict(q("SELECT ino, MAX(off + len) FROM extents GROUP BY ino"))
+        with_data: dict[int, int] = {}
+        for ino, r in self.store.maps.all_runs():
+            with_data[ino] = max(with_data.get(ino, 0), r.end)
         t = time.time_ns()
         made = 0
         for ino in sorted(parents | named | (set(with_data) - known)):
@@ -565,8 +565,7 @@ class Repairer:
     def _placeholders(self, extents: list[tuple[int, int]]) -> None:
         """Runs whose frame row is gone keep their place, marked lost (frame -1): reads
         there fail with EIO, as lost data must, never read zeros."""
-        self.db.executemany("UPDATE extents SET frame=? WHERE ino=? AND off=?",
-                            [(LOST_FRAME, ino, off) for ino, off in extents])
+        self.store.maps.mark_lost(extents)
         self.did(f"{len(extents)} runs named missing frames: they are now marked lost (reads "
                  f"there fail with EIO)")
 

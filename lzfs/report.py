@@ -118,7 +118,7 @@ def _slot_groups(store: Store, group_of: dict[int, str]
     over the extents table."""
     slots: dict[int, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
     referenced: dict[str, int] = defaultdict(int)
-    for ino, n, frame, foff in store.db.execute("SELECT ino, len, frame, foff FROM extents"):
+    for ino, (_, n, frame, foff) in store.maps.all_runs():
         g = group_of.get(ino)
         if g is None or n <= 0:
             continue

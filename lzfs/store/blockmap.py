@@ -1,10 +1,10 @@
 """Block maps: which frame bytes make up each file, and how many runs name each frame.
 
-This module is the only code that writes the ``extents`` table and ``frames.refs`` (and the
-only one that reads extents, apart from fsck's independent check): a file map, a purge, a
-manifest import and fsck's repair all come through here, so a reference count cannot drift
-from the runs that justify it, and every drop of a count tells gc it has work (the bug of
-format 1's `rm`: a purge that lowered counts with its own SQL never woke the collector).
+This module is the only code that reads or writes the ``extents`` table and ``frames.refs``: a
+file map, a purge, a manifest import, a report and fsck all come through here, so a reference
+count cannot drift from the runs that justify it, and every drop of a count tells gc it has
+work (the bug of format 1's `rm`: a purge that lowered counts with its own SQL never woke the
+collector).
 
 A run says "file bytes [off, off+len) are raw bytes [foff, foff+len) of frame F". Runs never
 span frames. A run whose frame is gone or marked lost reads as EIO, never as zeros.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from ..codec import PAGE
@@ -54,7 +54,7 @@ class Coverage:
 
     def __init__(self, shape: ShapeFn) -> None:
         self._shape = shape
-        self._counts: dict[int, array] = {}
+        self._counts: dict[int, tuple[FrameShape, array]] = {}  # frame -> shape, slot counts
         self.stored = 0.0
 
     def _slot_share(self, s: FrameShape, slot: int) -> float:
@@ -65,27 +65,25 @@ class Coverage:
         for r in runs:
             if r.len <= 0:
                 continue
-            counts = self._counts.get(r.frame)
-            if counts is None:
-                if sign < 0:
+            known = self._counts.get(r.frame)
+            if known is None:
+                shape = self._shape(r.frame) if sign > 0 else None
+                if shape is None:  # lost (it takes no space), or never added
                     continue
-                shape = self._shape(r.frame)
-                if shape is None:  # lost: it takes no space
-                    continue
-                counts = self._counts[r.frame] = array("I", bytes(4 * max(
-                    1, (shape.raw + PAGE - 1) // PAGE)))
-            shape = self._shape(r.frame)
+                known = self._counts[r.frame] = (shape, array("I", bytes(4 * max(
+                    1, (shape.raw + PAGE - 1) // PAGE))))
+            shape, counts = known
             for slot in _slots(r):
                 if slot >= len(counts):
                     break
                 c = counts[slot]
                 if sign > 0:
                     counts[slot] = c + 1
-                    if c == 0 and shape is not None:
+                    if c == 0:
                         self.stored += self._slot_share(shape, slot)
                 elif c:
                     counts[slot] = c - 1
-                    if c == 1 and shape is not None:
+                    if c == 1:
                         self.stored -= self._slot_share(shape, slot)
 
     def remove(self, runs: Iterable[Run]) -> None:
@@ -105,6 +103,24 @@ class BlockMaps:
     def load(self, ino: int) -> list[Run]:
         return [Run(*r) for r in self.db.execute(
             "SELECT off, len, frame, foff FROM extents WHERE ino=? ORDER BY off", (ino,))]
+
+    def all_runs(self) -> Iterator[tuple[int, Run]]:
+        """(inode, run) of every file, by inode then offset: for reports and fsck, which look
+        at every block map at once."""
+        for ino, *r in self.db.execute(
+                "SELECT ino, off, len, frame, foff FROM extents ORDER BY ino, off"):
+            yield ino, Run(*r)
+
+    def mark_lost(self, places: list[tuple[int, int]]) -> None:
+        """Runs (inode, offset) whose frame row is gone keep their place, naming LOST_FRAME:
+        reads there fail with EIO, as lost data must, never read zeros (fsck --repair)."""
+        self.db.executemany("UPDATE extents SET frame=? WHERE ino=? AND off=?",
+                            [(LOST_FRAME, ino, off) for ino, off in places])
+
+    def set_refs(self, counts: dict[int, int]) -> None:
+        """Reference counts recomputed from the runs (fsck --repair)."""
+        self.db.executemany("UPDATE frames SET refs=? WHERE id=?",
+                            [(n, f) for f, n in counts.items()])
 
     def runs_between(self, ino: int, lo: int, hi: int) -> list[Run]:
         """The runs of ``ino`` that touch [lo, hi), by the primary key (ino, off): the last run
@@ -168,7 +184,6 @@ class BlockMaps:
         cov = self.coverage(runs)
         mine = Counter(r.frame for r in runs)
         unique = 0.0
-        damaged = 0
         lost = self.lost_frames(mine)
         for f, n in mine.items():
             shape = self.shape(f)

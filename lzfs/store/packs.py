@@ -153,6 +153,19 @@ class PackSet:
         with self._lock:
             return dict(self._ends)
 
+    def flush(self) -> None:
+        """Write the packs' dirty data to disk ahead of a commit, without holding anything:
+        appends go on meanwhile, and the commit's own sync() then only has what came after
+        (it still syncs every pack written since the last commit)."""
+        with self._lock:
+            dirty = list(self._dirty)
+        for pid in dirty:
+            fd = os.open(self.dir / pack_name(pid), os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
     def sync(self) -> None:
         """fsync every pack written to since the last sync (call before the DB commit)."""
         with self._lock:

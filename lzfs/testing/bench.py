@@ -417,6 +417,11 @@ def summarize(runs: list[dict]) -> list[dict]:
         for key in ("settle_s", "daemon_cpu_s", "added"):
             if key in rs[-1]:
                 row[key] = median(r[key] for r in rs)
+        if rs[-1].get("mbps"):  # the floor: what it stores, read at the throttled rate
+            row["restore_floor_ratios"] = [
+                r["restore_s"] / ((r["stored"] + r.get("meta_bytes", 0)) / (r["mbps"] * 1e6))
+                for r in rs]
+            row["restore_floor_ratio"] = median(row["restore_floor_ratios"])
         row["intact"] = all(r["intact"] for r in rs)
         if "daemon_peak_rss" in row:
             row["daemon_peak_rss"] = max(r["daemon_peak_rss"] for r in rs)
@@ -560,7 +565,7 @@ def main() -> int:
                           f"round {rnd + 1}/{args.rounds} ...", flush=True)
                     row = run_method(method, work / f"{method}-{mbps or 0}-{rnd}", args.profile,
                                      size, throttle, micro=mbps is None and rnd == 0)
-                    row["storage"], row["round"] = storage, rnd
+                    row["storage"], row["round"], row["mbps"] = storage, rnd, mbps or 0
                     runs.append(row)
         finally:
             throttle.close()
@@ -593,6 +598,9 @@ def main() -> int:
                          f"({100 * r['meta_bytes'] / max(r['logical'], 1):.2f}% of logical)")
         if "added" in r:
             extra.append(f"the second dump added {human(r['added'])}")
+        if "restore_floor_ratio" in r:
+            extra.append(f"restore {r['restore_floor_ratio']:.2f}x its floor (stored bytes "
+                         f"at the throttled rate)")
         if extra:
             print(f"{r['method']:<6} {r['storage']:<12} " + "; ".join(extra))
     for r in results:

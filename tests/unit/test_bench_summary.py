@@ -35,6 +35,23 @@ def test_ratios_are_medians_of_ratios_paired_by_round() -> None:
     assert rows["plain"]["dump_ratios"] == [1.0, 1.0, 1.0]
 
 
+def test_a_throttled_restore_is_also_given_against_its_floor() -> None:
+    """The floor of a restore from slow storage: the bytes stored (packs and metadata) read
+    at the throttled rate. 200 MB stored at 100 MB/s is 2 s; restores of 2.5 and 3 s are
+    1.25x and 1.5x of it."""
+    runs = [_run("plain", 0, 1, 10, 1000, mbps=100),
+            _run("lzfs", 0, 1, 2.5, 190_000_000, mbps=100, meta_bytes=10_000_000),
+            _run("plain", 1, 1, 10, 1000, mbps=100),
+            _run("lzfs", 1, 1, 3.0, 190_000_000, mbps=100, meta_bytes=10_000_000)]
+    for r in runs:
+        r["storage"] = "100 MB/s"
+    lz = {r["method"]: r for r in summarize(runs)}["lzfs"]
+    assert lz["restore_floor_ratios"] == [1.25, 1.5]
+    assert lz["restore_floor_ratio"] == 1.375
+    unthrottled = summarize([_run("plain", 0, 1, 1, 10), _run("lzfs", 0, 1, 1, 5)])
+    assert all("restore_floor_ratio" not in r for r in unthrottled)
+
+
 def test_a_damaged_restore_in_any_round_marks_the_row() -> None:
     runs = [_run("plain", 0, 1, 1, 10), _run("lzfs", 0, 1, 1, 5),
             _run("plain", 1, 1, 1, 10), {**_run("lzfs", 1, 1, 1, 5), "intact": False}]
