@@ -47,6 +47,9 @@ class Core:
                  settle_idle: float = SETTLE_IDLE) -> None:
         self.store = store
         self.stop = stop  # ends the serving loop (pyfuse3.terminate under a mount)
+        # makes the kernel forget an inode's cached attributes (pyfuse3.invalidate_inode under
+        # a mount): a settled file's st_blocks changes, and du must not show the old figure
+        self.invalidate: Callable[[int], None] = lambda ino: None
         self.hooks: Hooks = LocalHooks()  # a cluster node sets its own before serving
         self.commit_interval = commit_interval
         self.settle_idle = settle_idle
@@ -110,19 +113,22 @@ class Core:
 
     async def settle(self, busy: Callable[[], bool] = lambda: False) -> int:
         """Store again, compressed and deduplicated, what dumps staged in files nobody has
-        open (until ``busy()``); returns the bytes settled. gc then takes the staged frames."""
+        open (until ``busy()``); returns how many files it settled (some or all of). gc then
+        takes the staged frames."""
         done = 0
         for ino in self.store.maps.staged_files():
             if busy() or self.failed is not None:
                 break
             fm = self.filemap(ino)
             try:
-                if fm.opens == 0 and not fm.dirty:
-                    done += await fm.settle(busy)
+                if fm.opens == 0 and not fm.dirty and await fm.settle(busy):
+                    done += 1
+                    self.invalidate(ino)
             finally:
                 self.drop_idle(ino)
         if done:
-            log.info("settled %d staged bytes (stored again, deduplicated and compressed)", done)
+            log.info("settled staged data of %d files (stored again, deduplicated and "
+                     "compressed)", done)
         return done
 
     async def gc(self) -> tuple[int, int]:
@@ -175,6 +181,7 @@ class Core:
                 await fm.flush()
             except Exception:
                 log.exception("inode %d: could not store its last bytes", ino)
+        self.invalidate = lambda ino: None  # the kernel has let go: nothing to tell it
         if self.store.stage_backlog is not None:  # leave no staged data behind an unmount
             try:
                 await self.settle()

@@ -60,6 +60,14 @@ def check_mountpoint(mountpoint: str) -> Path:
     return mnt
 
 
+def _forget_attrs(ino: int) -> None:
+    """The kernel forgets an inode's cached attributes (no writeback cache: never blocks)."""
+    try:
+        pyfuse3.invalidate_inode(ino, attr_only=True)
+    except OSError:  # an inode the kernel does not know: nothing cached
+        pass
+
+
 def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
           cache_mb: int = 128, options: list[str] | None = None, ready_fd: int = -1,
           domain: str = "", reserve_mb: int = DEFAULT_RESERVE >> 20,
@@ -85,6 +93,7 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
         core = Core(store, pyfuse3.terminate, cache_bytes=cache_mb << 20,
                     reserve_bytes=reserve_mb << 20, commit_interval=commit_interval,
                     **({} if settle_idle is None else {"settle_idle": settle_idle}))
+        core.invalidate = _forget_attrs
         if node is not None and remote is not None:
             from .cluster.sync import ClusterSync
 

@@ -25,6 +25,7 @@ def test_runc_checkpoint_through_a_mount_restores_memory_intact(mounted, runc_co
     assert c.state() is None  # runc checkpoint stops and removes the container
     names = set(os.listdir(images))
     assert {"inventory.img", "pages-1.img", "pagemap-1.img"} <= names
+    mounted.settle()  # what the checkpoint staged raw, compressed
     apparent = sum((images / n).stat().st_size for n in names)
     stored = sum((images / n).stat().st_blocks * 512 for n in names)
     assert apparent > 48 << 20
