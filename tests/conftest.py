@@ -98,10 +98,21 @@ class Mounted:
         self.umount()
         self.mount()
 
-    def settle(self) -> None:
+    def settle(self, timeout: float = 60) -> None:
         """Have the daemon compress and dedup what a fast writer staged (it does so by itself
-        a second after the last request): for figures read right after a dump."""
-        os.setxattr(self.mnt / ".lzfs", "user.lzfs.settle", b"1")
+        a second after the last request): for figures read right after a dump. Again while a
+        file the writer just closed is still open to the daemon (the kernel's release comes
+        after the writer exits)."""
+        import json
+
+        deadline = time.monotonic() + timeout
+        while True:
+            os.setxattr(self.mnt / ".lzfs", "user.lzfs.settle", b"1")
+            stats = json.loads((self.mnt / ".lzfs" / "stats.json").read_text())
+            if not stats["staged"]:
+                return
+            assert time.monotonic() < deadline, f"still staged after {timeout} s: {stats}"
+            time.sleep(0.2)
 
     def daemon_pid(self) -> int:
         return int((self.store / "lock").read_text().strip())

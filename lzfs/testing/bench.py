@@ -172,10 +172,17 @@ class LzfsMount:
         fields = Path(f"/proc/{self.pid()}/stat").read_text().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def settle(self) -> None:
+    def settle(self, timeout: float = 60) -> None:
         """Have the daemon settle what a dump staged and give back the space now (what it
-        does by itself once idle): `lzfs gc MNT`."""
-        sh(sys.executable, "-m", "lzfs", "gc", str(self.mnt))
+        does by itself once idle): `lzfs gc MNT`, again while a file CRIU just closed was
+        still open to the daemon (its release comes after CRIU exits)."""
+        deadline = time.monotonic() + timeout
+        while True:  # the daemon's own settler may finish a file meanwhile: gc after it too
+            sh(sys.executable, "-m", "lzfs", "gc", str(self.mnt))
+            st = json.loads((self.mnt / ".lzfs" / "stats.json").read_text())
+            if not (st["staged"] or st["garbage_frames"]) or time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
 
 
 class ClusterMounts(LzfsMount):
@@ -377,6 +384,10 @@ def run_container(method: str, work: Path, size: int, throttle: Throttle) -> dic
         else:
             sh(*throttle.prefix(), "sync", "-f", str(base))
         row["dump_s"] = time.monotonic() - t
+        if fs:  # what the checkpoint staged raw, compressed: the stored figure is final
+            t = time.monotonic()
+            fs.settle()
+            row["settle_s"] = time.monotonic() - t
         row["stored"] = fs.stored() if fs else dir_bytes(base)
         row["logical"] = sum(p.stat().st_size for p in images.iterdir() if p.is_file())
         if fs:
