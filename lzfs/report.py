@@ -251,15 +251,11 @@ def snapshot_problems(store: Store, tree: Tree, snap: str) -> list[str]:
         except (ImageFormatError, CorruptDataError) as exc:
             problems.append(f"{what} is unreadable: {exc}")
             continue
-        need = max((off + n for _, off, n in pm.page_runs()), default=0)
         pages = kids.get(b"pages-%d.img" % pm.pages_id)
-        have = tree.size.get(pages, 0) if pages is not None else None
-        if need and have is None:
-            problems.append(f"{what} maps {need} bytes of pages-{pm.pages_id}.img, "
-                            f"which is missing")
-        elif have is not None and have < need:
-            problems.append(f"pages-{pm.pages_id}.img holds {have} of the {need} bytes "
-                            f"{what} maps")
+        why = images.pages_problem(what, pm, tree.size.get(pages, 0) if pages is not None
+                                   else None)
+        if why:
+            problems.append(why)
     return problems
 
 

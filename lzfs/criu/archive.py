@@ -93,14 +93,9 @@ def image_problems(sizes: dict[str, int], read: Callable[[str], bytes], where: s
         except (ImageFormatError, CorruptDataError) as exc:
             problems.append(f"{what} is unreadable: {exc}")
             continue
-        need = max((off + n for _, off, n in pm.page_runs()), default=0)
-        have = sizes.get(f"pages-{pm.pages_id}.img")
-        if need and have is None:
-            problems.append(f"{what} maps {need} bytes of pages-{pm.pages_id}.img, "
-                            f"which is missing")
-        elif have is not None and have < need:
-            problems.append(f"pages-{pm.pages_id}.img holds {have} of the {need} bytes "
-                            f"{what} maps")
+        why = images.pages_problem(what, pm, sizes.get(f"pages-{pm.pages_id}.img"))
+        if why:
+            problems.append(why)
     return problems
 
 

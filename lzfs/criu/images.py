@@ -161,6 +161,17 @@ class Pagemap:
         return runs
 
 
+def pages_problem(what: str, pm: Pagemap, have: int | None) -> str | None:
+    """Why the pages file a pagemap (``what``) names cannot serve it: missing (``have`` None)
+    or shorter than the pages it maps; None when it can."""
+    need = max((off + n for _, off, n in pm.page_runs()), default=0)
+    if need and have is None:
+        return f"{what} maps {need} bytes of pages-{pm.pages_id}.img, which is missing"
+    if have is not None and have < need:
+        return f"pages-{pm.pages_id}.img holds {have} of the {need} bytes {what} maps"
+    return None
+
+
 def pagemap_pages_id(data: bytes, what: str = "pagemap") -> int:
     """The pages image a pagemap names, from its head entry alone (a prefix of the file
     holding the head is enough)."""

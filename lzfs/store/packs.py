@@ -16,7 +16,7 @@ import ctypes
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -160,11 +160,7 @@ class PackSet:
         with self._lock:
             dirty = list(self._dirty)
         for pid in dirty:
-            fd = os.open(self.dir / pack_name(pid), os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+            _on_file(self.dir / pack_name(pid), os.O_RDONLY, os.fdatasync)
 
     def sync(self) -> None:
         """fsync every pack written to since the last sync (call before the DB commit)."""
@@ -172,17 +168,9 @@ class PackSet:
             dirty, self._dirty = self._dirty, set()
         try:
             for pid in dirty:
-                fd = os.open(self.dir / pack_name(pid), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _on_file(self.dir / pack_name(pid), os.O_RDONLY, os.fsync)
             if dirty:
-                fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _on_file(self.dir, os.O_RDONLY | os.O_DIRECTORY, os.fsync)
         except BaseException:
             with self._lock:  # not synced: a retry must sync them again
                 self._dirty |= dirty
@@ -250,6 +238,15 @@ class PackSet:
         if self._write_fd >= 0:
             os.close(self._write_fd)
             self._write_fd = -1
+
+
+def _on_file(path: Path, flags: int, call: Callable[[int], object]) -> None:
+    """Open ``path``, run ``call`` on its descriptor (fsync, fdatasync), close it."""
+    fd = os.open(path, flags)
+    try:
+        call(fd)
+    finally:
+        os.close(fd)
 
 
 # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (os has no fallocate(2), only posix_fallocate)
