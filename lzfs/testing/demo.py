@@ -78,7 +78,7 @@ def main() -> int:
         w = None
         sh(*lzfs, "umount", str(mnt))
         sh(*lzfs, "stats", str(store))
-        print("\n# every block read back and checked against its hash, and the metadata")
+        print("\n# every frame read back and every page checked against its hash, and the metadata")
         sh(*lzfs, "fsck", str(store))
         return 0 if same else 1
     finally:
