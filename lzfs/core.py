@@ -202,7 +202,8 @@ class Core:
         fm = self.files.get(ino)
         if fm is None:
             node = self.ns.get(ino)
-            fm = FileMap.load(ino, node.size, self.store, self.cache, self._persist_size)
+            fm = FileMap.load(ino, node.size, self.store, self.cache, self._persist_size,
+                              node.stored)
             fm.nursery = self.nursery
             self.files[ino] = fm
         return fm

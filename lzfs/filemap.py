@@ -26,7 +26,7 @@ from .codec import PAGE
 from .errors import CorruptDataError
 from .grid import BLOCK, Segment, TarGrid, is_tar
 from .prefetch import FrameCache, Readahead
-from .store import Run, Store
+from .store import Coverage, Run, Store
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ PersistFn = Callable[[int, int, int], None]  # (ino, size, stored bytes)
 
 class FileMap:
     def __init__(self, ino: int, size: int, store: Store, cache: FrameCache,
-                 exts: list[Run], persist: PersistFn) -> None:
+                 exts: list[Run], persist: PersistFn, stored: float | None = None) -> None:
         self.ino = ino
         self.size = size
         self.store = store
@@ -60,7 +60,11 @@ class FileMap:
         self._error: BaseException | None = None
         # bytes to hand to one non-final encode: enough that it always holds a whole page
         self._batch = BATCH + PAGE
-        self._cover = store.maps.coverage(exts)
+        # which frame slots the file holds, for st_blocks: built on the first change of its runs
+        # (a slot loop over the whole file: 0.5 s on the request thread at the open of a 2 GiB
+        # pages image, which a restore only reads); until then the figure the inode row keeps
+        self._cover: Coverage | None = None
+        self._stored_hint = stored
         self.nursery: trio.Nursery | None = None
         self.opens = 0
         self.gone = False  # purged (deleted): settle() must not touch its runs any more
@@ -70,15 +74,24 @@ class FileMap:
 
     @classmethod
     def load(cls, ino: int, size: int, store: Store, cache: FrameCache,
-             persist: PersistFn) -> FileMap:
-        return cls(ino, size, store, cache, store.maps.load(ino), persist)
+             persist: PersistFn, stored: float | None = None) -> FileMap:
+        """A file's map from the store; ``stored`` is the figure its inode row keeps."""
+        return cls(ino, size, store, cache, store.maps.load(ino), persist, stored)
+
+    @property
+    def cover(self) -> Coverage:
+        if self._cover is None:
+            self._cover = self.store.maps.coverage(self.exts)
+        return self._cover
 
     # ---- figures ----------------------------------------------------------------------------
 
     @property
     def stored(self) -> float:
         """Compressed bytes of the pages it holds, each page once (st_blocks, du)."""
-        return self._cover.stored
+        if self._cover is None and self._stored_hint is not None:
+            return self._stored_hint
+        return self.cover.stored
 
     @property
     def pending_bytes(self) -> int:
@@ -324,9 +337,9 @@ class FileMap:
                     break  # a reader came (or the file went): its new frames go to gc
                 gone = self.exts[i:j]
                 self.store.maps.delete(self.ino, gone)
-                self._cover.remove(gone)
+                self.cover.remove(gone)
                 self.store.maps.insert(self.ino, new)
-                self._cover.add(new)
+                self.cover.add(new)
                 self.exts[i:j] = new
                 self.offs[i:j] = [e.off for e in new]
                 self._persist_now()
@@ -349,14 +362,14 @@ class FileMap:
                 maps.extend(self.ino, last, last.len + first.len)
                 merged = Run(last.off, last.len + first.len, last.frame, last.foff)
                 # coverage counts (run, slot) pairs: the two may share a slot at the seam
-                self._cover.remove([last])
-                self._cover.add([merged])
+                self.cover.remove([last])
+                self.cover.add([merged])
                 self.exts[-1] = merged
                 new = new[1:]
                 if not new:
                     return
         maps.insert(self.ino, new)
-        self._cover.add(new)
+        self.cover.add(new)
         if not self.exts or new[0].off >= self.exts[-1].off:
             self.exts.extend(new)
             self.offs.extend(e.off for e in new)
@@ -370,7 +383,7 @@ class FileMap:
         if not gone:
             return
         self.store.maps.delete(self.ino, gone)
-        self._cover.remove(gone)
+        self.cover.remove(gone)
         del self.exts[lo:hi]
         del self.offs[lo:hi]
 
