@@ -308,6 +308,8 @@ class Core:
         """Store-wide figures with this mount's cache and request counters (.lzfs/stats)."""
         st: dict[str, Any] = asdict(self.store.stats())
         st["cache"] = self.cache.describe()
+        if self.store.stage_backlog is not None:
+            st["pace"] = self.store.pace.describe()
         st["open_files"] = len(self.files)
         st["requests"] = {f"{op}<={size}": n
                           for (op, size), n in sorted(self.request_sizes.items())}

@@ -257,10 +257,11 @@ class FileMap:
                       ) -> tuple[list[Run], int]:
         """Store a batch: through ``ingest`` (dedup, compression), or, while the writer is
         more than STAGE_BACKLOG ahead of the encoder (a dump running at full speed on few
-        cores), through ``stage``: raw, settled later. Only appends stage; an overwrite has
-        drained the queue first and is always ingested."""
+        cores) and the disk takes raw bytes faster than the encoder compresses them
+        (store/pace.py), through ``stage``: raw, settled later. Only appends stage; an
+        overwrite has drained the queue first and is always ingested."""
         backlog = self.store.stage_backlog
-        if backlog is not None and self._pend_len > backlog:
+        if backlog is not None and self._pend_len > backlog and self.store.pace.staging_pays():
             runs, consumed = await self.store.stage(buf, base, final)
             self.staged += consumed
             return runs, consumed

@@ -92,7 +92,7 @@ def print_report(data: dict, console: Console | None = None) -> None:
 
 def stats_text(st: dict[str, Any]) -> str:
     """`lzfs stats` and `.lzfs/stats`: StoreStats fields as a dict (asdict), plus a mount's
-    ``cache``, ``requests`` and ``remote`` figures when present."""
+    ``pace``, ``cache``, ``requests`` and ``remote`` figures when present."""
     ratio = st["logical"] / st["stored"] if st["stored"] else float("inf") if st["logical"] else 1.0
     rows = [
         ("files", f"{st['files']}"), ("directories", f"{st['directories']}"),
@@ -107,6 +107,11 @@ def stats_text(st: dict[str, Any]) -> str:
     if st.get("staged"):
         rows.append(("staged", f"{human(st['staged'])} written raw by a dump, compressed and "
                                f"deduplicated when the daemon is idle"))
+    if st.get("pace"):
+        p = st["pace"]
+        rates = (f" (the disk takes {p['disk_MBps']} MB/s, the encoder {p['encode_MBps']} MB/s)"
+                 if p["disk_MBps"] is not None and p["encode_MBps"] is not None else "")
+        rows.append(("staging", ("pays" if p["staging_pays"] else "does not pay") + rates))
     if "cache" in st:
         c = st["cache"]
         rows.append(("frame cache", f"{human(c['bytes'])} of {human(c['budget'])}, {c['hits']} "

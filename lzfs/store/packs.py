@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import CorruptDataError
+from .pace import WriteBehind
 
 PACK_MAGIC = b"LZFSPACK"
 PACK_VERSION = 1
@@ -55,6 +56,7 @@ class PackSet:
         self._ends: dict[int, int] = {}
         self.remote: RemotePacks | None = None
         self._retired: list[int] = []  # descriptors of removed packs, closed at close()
+        self.behind = WriteBehind(self.flush)  # writes appends out as they come, timed
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -119,6 +121,7 @@ class PackSet:
         returns (pack id, offset) for each. Raises OSError (ENOSPC...) with nothing recorded:
         a partial record past the committed size is cut off at next open."""
         out = []
+        total = 0
         with self._lock:
             for parts in records:
                 size = sum(len(p) for p in parts)
@@ -134,6 +137,8 @@ class PackSet:
                 self._ends[self._write_id] = self._write_end
                 self._dirty.add(self._write_id)
                 out.append((self._write_id, off))
+                total += size
+        self.behind.appended(total)
         return out
 
     def seal(self) -> None:
@@ -231,6 +236,7 @@ class PackSet:
         return self._write_id
 
     def close(self) -> None:
+        self.behind.wait()
         for fd in [*self._read_fds.values(), *self._retired]:
             os.close(fd)
         self._read_fds.clear()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from . import layout
 from .blockmap import BlockMaps, FrameShape, Run
 from .db import MetaDB
 from .index import PageIndex, encode_table
+from .pace import Pace
 from .packs import REMOTE_BASE, PackSet
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,7 @@ class Store:
             # raw, settled later; filemap.STAGE_BACKLOG under a mount); None: never. A cluster
             # node never stages: its manifests name the frames it wrote
             self.stage_backlog: int | None = None
+            self.pace = Pace(self.packs.behind)  # whether staging pays on this disk
         except BaseException:
             self.lock.release()
             raise
@@ -147,8 +150,10 @@ class Store:
         last whole page). ``segments`` (grid.py) say where pages start when that is not at
         file pages (members of a tar). The caller records the runs (``maps.insert``) before
         its next checkpoint."""
+        started = time.monotonic()
         pieces, consumed = await trio.to_thread.run_sync(
             _split_segments, buf, base, final, self.seed, segments)
+        busy = time.monotonic() - started  # the encoder's own time, not the waits between
         data = [p for p in pieces if p[2] is not None]
         where = self.index.match([p[2] for p in data])  # type: ignore[misc]
         pinned = {f for f, _ in where.values()}
@@ -156,7 +161,9 @@ class Store:
         try:
             new = self.new_pieces(data, where)
             if new:
+                started = time.monotonic()
                 frames = await trio.to_thread.run_sync(self.pack_new, buf, new)
+                busy += time.monotonic() - started
                 async with self.gate:  # not while a commit is syncing packs
                     fresh = self.register(frames)
                 fresh_frames = {f for f, _ in fresh.values()} - pinned
@@ -167,6 +174,7 @@ class Store:
             # Callers record the runs right after this returns, with no checkpoint in
             # between, so gc (which runs on this thread) cannot slip in.
             self.unpin(pinned)
+        self.pace.encoded(consumed, busy)
         return _runs(base, data, where), consumed
 
     async def stage(self, buf: bytes | bytearray | memoryview, base: int, final: bool

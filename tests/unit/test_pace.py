@@ -1,0 +1,108 @@
+"""Whether staging pays: the disk's write rate measured by writing packs behind the appends,
+the encoder's rate, and the file map's choice between the two."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+from lzfs.codec import PAGE
+from lzfs.filemap import FileMap
+from lzfs.prefetch import FrameCache
+from lzfs.render import stats_text
+from lzfs.store import Store, mkfs
+from lzfs.store.pace import MIN_SAMPLE, Rate, WriteBehind
+from lzfs.store.packs import PackSet
+
+
+def test_a_rate_ignores_samples_too_small_to_measure_bandwidth_and_averages_the_rest():
+    r = Rate()
+    r.add(MIN_SAMPLE - 1, 0.001)
+    r.add(MIN_SAMPLE, 0.0)
+    assert r.value is None
+    r.add(100_000_000, 1.0)
+    assert r.value == 100_000_000
+    r.add(100_000_000, 0.5)
+    assert r.value == 150_000_000  # half the new sample, half what it knew
+    assert r.mbps() == 150.0
+
+
+def test_packs_are_written_behind_the_appends_and_the_disk_rate_measured(tmp_path):
+    packs = PackSet(tmp_path)
+    packs.start({})
+    packs.behind = WriteBehind(packs.flush, every=4 << 20)
+    records = [os.urandom(4 << 20) for _ in range(3)]
+    try:
+        places = [packs.append([[r]])[0] for r in records]
+        packs.behind.wait()
+        assert packs.behind.disk.value is not None and packs.behind.disk.value > 0
+        for r, (pid, off) in zip(records, places, strict=True):
+            assert packs.read(pid, off, len(r)) == r
+        # flushed ahead, but a commit still syncs them: durability is the commit's business
+        assert packs.write_id in packs._dirty
+    finally:
+        packs.close()
+
+
+def test_a_failed_flush_behind_the_appends_is_logged_and_measures_nothing(tmp_path, caplog):
+    def failing() -> None:
+        raise OSError(5, "Input/output error")
+
+    behind = WriteBehind(failing, every=MIN_SAMPLE)
+    behind.appended(MIN_SAMPLE)
+    behind.wait()
+    assert behind.disk.value is None
+    assert "writing packs behind the appends" in caplog.text
+    behind.appended(MIN_SAMPLE)  # and the next one runs again
+    behind.wait()
+    assert caplog.text.count("writing packs behind") == 2
+
+
+def _write_staging_or_not(tmp_path, disk_seconds: float) -> tuple[int, int, bytes, bytes]:
+    """Write 2 MiB with a backlog limit of 0 (every batch would stage) after the disk was
+    measured taking 64 MiB in ``disk_seconds``; returns (bytes staged, staged in the store,
+    data written, data read back)."""
+    mkfs(tmp_path / "s")
+    store = Store(tmp_path / "s")
+    store.stage_backlog = 0
+    store.pace.behind.disk.add(64 << 20, disk_seconds)
+    store.pace.encode.add(64 << 20, 0.5)  # 134 MB/s, as measured here during a dump
+    data = os.urandom(1 << 20) + b"settle me " * (PAGE * 256 // 10)
+    data = data[:2 << 20]
+
+    async def main() -> tuple[int, int, bytes]:
+        fm = FileMap(1, 0, store, FrameCache(store, 8 << 20), [], lambda *a: None)
+        await fm.write(0, data)
+        await fm.flush()
+        return fm.staged, store.stats().staged, bytes(await fm.read(0, len(data)))
+
+    try:
+        staged, in_store, back = trio.run(main)
+    finally:
+        store.close()
+    return staged, in_store, data, back
+
+
+def test_a_disk_slower_than_the_encoder_gets_compressed_frames_not_staged_ones(tmp_path):
+    staged, in_store, data, back = _write_staging_or_not(tmp_path, disk_seconds=2.0)  # 34 MB/s
+    assert (staged, in_store) == (0, 0)
+    assert back == data
+
+
+def test_a_disk_faster_than_the_encoder_gets_the_dump_staged(tmp_path):
+    staged, in_store, data, back = _write_staging_or_not(tmp_path, disk_seconds=0.01)
+    assert staged == len(data) and in_store > 0
+    assert back == data
+
+
+def test_the_stats_say_whether_staging_pays_and_why():
+    st = {"files": 1, "directories": 1, "logical": 10, "referenced": 10, "unique": 10,
+          "stored": 5, "zero": 0, "pages": 1, "frames": 1, "garbage_frames": 0,
+          "pack_bytes": 100, "staged": 0,
+          "pace": {"disk_MBps": 180.2, "encode_MBps": 420.0, "staging_pays": False}}
+    assert ("does not pay (the disk takes 180.2 MB/s, the encoder 420.0 MB/s)"
+            in stats_text(st))
+    st["pace"] = {"disk_MBps": None, "encode_MBps": None, "staging_pays": True}
+    line = next(x for x in stats_text(st).splitlines() if x.startswith("staging"))
+    assert line.split() == ["staging", "pays"]  # no rates known yet: nothing to compare
