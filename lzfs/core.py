@@ -61,6 +61,9 @@ class Core:
         self.nursery: trio.Nursery | None = None
         self.gate = store.gate  # the store's: no frame is registered while a commit syncs
         self._committed_changes = -1
+        # one gc at a time: a second one (lzfs gc while the committer's runs) would find the
+        # first one's frames already collected and return before their space is given back
+        self._gc_lock = trio.Lock()
         # (op, size rounded up to a power of two) -> count: what the kernel really sends us
         self.request_sizes: Counter[tuple[str, int]] = Counter()
         for ino in self.ns.orphans():
@@ -132,12 +135,15 @@ class Core:
         return done
 
     async def gc(self) -> tuple[int, int]:
+        """Collect frames nobody references and give their space back; returns (frames
+        removed, bytes freed) once it is given back, also when another gc had collected them."""
         if self.hooks.publishing:
             return 0, 0  # after the upload (store.garbage stays set: the committer retries)
-        removed, frames = self.store.collect_garbage()
-        self.cache.drop(f[0] for f in frames)
-        await self.commit()  # no committed row names those frames any more: punch them
-        freed = await trio.to_thread.run_sync(self.store.punch, frames)
+        async with self._gc_lock:
+            removed, frames = self.store.collect_garbage()
+            self.cache.drop(f[0] for f in frames)
+            await self.commit()  # no committed row names those frames any more: punch them
+            freed = await trio.to_thread.run_sync(self.store.punch, frames)
         if removed or freed:
             log.info("gc: removed %d frames, gave back %d bytes", removed, freed)
         return removed, freed
