@@ -512,10 +512,31 @@ def paths_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                             args.throttle_mbps or 0, Path(args.out), methods, args.reads)
 
 
+def encoders_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The encoder-process simulation (lzfs.testing.bench_encoders): no CRIU, no mount."""
+    from . import bench_encoders
+
+    try:
+        workers = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        ap.error(f"--workers takes counts separated by commas, not {args.workers!r}")
+    if any(w < 0 for w in workers):
+        ap.error("--workers counts must be 0 or more")
+    rows = bench_encoders.main(parse_size(args.size), workers)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench-encoders.json").write_text(json.dumps(
+        {"profile": "encoders", "size": parse_size(args.size),
+         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+         "results": bench_encoders.as_dicts(rows)}, indent=2) + "\n")
+    print(f"\nwrote {out}/bench-encoders.json")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", choices=["llm", "random", "replicas", "forked", "successive",
-                                          "container", *PATH_PROFILES],
+                                          "container", "encoders", *PATH_PROFILES],
                     default="llm")
     ap.add_argument("--size", default="2G", help="process memory (default 2G)")
     ap.add_argument("--throttle-mbps", type=int, default=None,
@@ -528,10 +549,15 @@ def main() -> int:
                     help="runs of every method, interleaved; medians are reported (default 3)")
     ap.add_argument("--reads", type=int, default=4000,
                     help="random-read: 4 KiB reads per pass (default 4000)")
+    ap.add_argument("--workers", default="0,1,2,3",
+                    help="encoders: worker process counts to compare (0: encode in the "
+                         "producer, as the daemon does today; default 0,1,2,3)")
     ap.add_argument("--out", default="bench-results")
     args = ap.parse_args()
     if args.profile in PATH_PROFILES:
         return paths_main(ap, args)
+    if args.profile == "encoders":
+        return encoders_main(ap, args)
     if args.throttle_mbps is None:
         args.throttle_mbps = 200
     methods = (args.methods or "plain,lz4,lzfs,s3").split(",")

@@ -90,6 +90,13 @@ def test_a_disk_slower_than_the_encoder_gets_compressed_frames_not_staged_ones(t
     assert back == data
 
 
+def test_a_disk_only_somewhat_faster_than_the_encoder_is_not_worth_staging_for(tmp_path):
+    # 201 MB/s against 134: staging would write about twice the bytes through it
+    staged, in_store, data, back = _write_staging_or_not(tmp_path, disk_seconds=0.334)
+    assert (staged, in_store) == (0, 0)
+    assert back == data
+
+
 def test_a_disk_faster_than_the_encoder_gets_the_dump_staged(tmp_path):
     staged, in_store, data, back = _write_staging_or_not(tmp_path, disk_seconds=0.01)
     assert staged == len(data) and in_store > 0
