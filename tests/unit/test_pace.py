@@ -113,3 +113,31 @@ def test_the_stats_say_whether_staging_pays_and_why():
     st["pace"] = {"disk_MBps": None, "encode_MBps": None, "staging_pays": True}
     line = next(x for x in stats_text(st).splitlines() if x.startswith("staging"))
     assert line.split() == ["staging", "pays"]  # no rates known yet: nothing to compare
+
+
+def test_warming_local_frames_asks_the_kernel_to_read_them_ahead_in_few_requests(
+        tmp_path, monkeypatch):
+    """A restore on slow storage left the disk idle while a batch decoded: the frames of the
+    batches queued behind it are now handed to the kernel's readahead first (near ones
+    merged into one request; a pack gc removed is skipped, its reader gets the error)."""
+    packs = PackSet(tmp_path)
+    packs.start({})
+    records = [os.urandom(30_000) for _ in range(3)]  # gaps under 64 KiB: one request
+    places = [packs.append([[r]])[0] for r in records]
+    asked: list[tuple[int, int]] = []
+    real = os.posix_fadvise
+
+    def fadvise(fd: int, off: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_WILLNEED
+        asked.append((off, length))
+        real(fd, off, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    try:
+        (pid, first), _, (_, last) = places
+        packs.warm([(pid, last, len(records[2])), (pid, first, len(records[0])),
+                    (pid + 7, 0, 4096)])  # the last one names a pack that is not there
+        assert asked == [(first, last + len(records[2]) - first)]
+        assert packs.read(pid, last, len(records[2])) == records[2]
+    finally:
+        packs.close()
