@@ -51,6 +51,9 @@ class Core:
         # a mount): a settled file's st_blocks changes, and du must not show the old figure
         self.invalidate: Callable[[int], None] = lambda ino: None
         self.hooks: Hooks = LocalHooks()  # a cluster node sets its own before serving
+        # run once, at the first open: by then the kernel has the mount's INIT reply, which
+        # would undo settings made earlier (the daemon sets the readahead here)
+        self.on_first_open: Callable[[], None] | None = None
         self.commit_interval = commit_interval
         self.settle_idle = settle_idle
         self.space = SpaceGuard(store.root, reserve_bytes)
@@ -237,6 +240,9 @@ class Core:
     def opened(self, ino: int) -> FileMap:
         """Count an open of ``ino``; done before any await so that the FileMap is not dropped
         as idle meanwhile."""
+        if self.on_first_open is not None:
+            tune, self.on_first_open = self.on_first_open, None
+            tune()
         fm = self.filemap(ino)
         fm.opens += 1
         return fm

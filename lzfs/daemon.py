@@ -25,6 +25,7 @@ from .core import COMMIT_INTERVAL, Core
 from .errors import LzfsError
 from .filemap import STAGE_BACKLOG
 from .fs import LzfsOperations
+from .mounts import READ_AHEAD_KB, set_readahead
 from .store import Store
 from .store.layout import LOG, StoreLock, read_config
 from .store.space import DEFAULT_RESERVE
@@ -77,6 +78,7 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
     """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP). With
     ``remote``, ``store_path`` is an object store URL and the node's cache is the store."""
     mnt = check_mountpoint(mountpoint)
+    where = mnt.resolve()  # as mountinfo names it; resolved now, not once we serve it
     node = None
     if remote is not None:
         from .cluster.attach import open_node
@@ -109,6 +111,12 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
         raise
     log.info("mounted %s on %s%s", store.root, mnt,
              f" (dedup domain {domain!r})" if domain else "")
+    def readahead() -> None:
+        why = set_readahead(where, READ_AHEAD_KB)
+        if why:
+            log.info("readahead of %s left as it was: %s", mnt, why)
+
+    core.on_first_open = readahead
     if ready_fd >= 0:
         os.write(ready_fd, b"ok\n")
         os.close(ready_fd)

@@ -5,8 +5,9 @@ The lazy-pages daemon reads a pages image in small pieces: one 4 KiB pread per p
 restored process faults on (forward, as the process works through its memory) among 64 KiB
 preads of its background transfer. With direct_io every one of them is a FUSE round trip;
 the request thread, not decoding, then bounds the restore. Through the page cache the
-kernel's readahead turns both streams into 128 KiB READs and serves the faults that follow
-from memory. Measured on the 2-core test machine, a 512 MiB llm process restored lazily
+kernel's readahead turns both streams into larger READs (up to 1 MiB: the daemon raises its
+mount's readahead, lzfs/mounts.py) and serves the faults that follow from memory. Measured
+on the 2-core test machine, a 512 MiB llm process restored lazily
 until it had touched all its memory (three alternating rounds): 3.82-3.95 s with direct_io
 (the daemon used 2.9-3.1 s of CPU for it), 1.39-1.87 s through the page cache (1.4-1.6 s of
 CPU), against 0.67-1.24 s from a plain directory.

@@ -76,11 +76,12 @@ def test_lazy_restore_from_a_remounted_store_brings_all_memory_back(mounted, wor
     log = (snap / "lazy-pages.log").read_text(errors="replace")
     assert "Error" not in log, log[-2000:]
     # lzfs recognised the lazy-pages daemon and served it through the page cache, where
-    # readahead gathers its 4 KiB faults and 64 KiB background preads into READs of up to
-    # 128 KiB. Seen here: about 800 READs of 4 KiB and 740 of 128 KiB; with direct_io, 5,500
-    # of 4 KiB and 27 of 128 KiB.
+    # readahead (raised to 1 MiB on the mount) gathers its 4 KiB faults and 64 KiB background
+    # preads into large READs. With direct_io: 5,500 READs of 4 KiB and 27 of 128 KiB; with
+    # the kernel's 128 KiB readahead about 800 of 4 KiB and 740 of 128 KiB.
     reads = _reads(mounted)
-    assert reads.get(128 << 10, 0) > 300, reads
+    print("READs by size:", reads)
+    assert sum(n for size, n in reads.items() if size > 128 << 10) > 20, reads
     assert reads.get(4096, 0) < 2500, reads
     # CRIU leaves its socket in the snapshot; the next lazy restore of it still works
     assert stat.S_ISSOCK(os.lstat(snap / "lazy-pages.socket").st_mode)
