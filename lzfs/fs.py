@@ -247,6 +247,8 @@ class LzfsOperations(pyfuse3.Operations):
         with _errno():
             self._guard(parent_inode_old, name_old, creating=False)
             self._guard(parent_inode_new, name_new)
+            if parent_inode_old == ROOT_INODE:  # a snapshot known by name only moves whole
+                await self.core.hooks.enter_dir(self.ns.lookup(ROOT_INODE, name_old))
             replaced = self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new,
                                       flags)
             self._top_level_gone((parent_inode_old, name_old), (parent_inode_new, name_new))

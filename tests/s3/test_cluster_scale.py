@@ -53,6 +53,9 @@ def test_a_fresh_node_fetches_only_the_manifest_it_reads(nodes, seaweed, bucket)
     assert next(iter(late.keys)) in os.listdir(a.mnt)
     assert a.stats()["listings"] == before + 1  # one listing of what is new
     assert (a.mnt / next(iter(late.keys)) / "pages-1.img").read_bytes() == late.content(0)
+    # renaming a snapshot not looked into yet moves it whole (imported first)
+    os.rename(a.mnt / names[5], a.mnt / "renamed")
+    assert (a.mnt / "renamed" / "pages-1.img").read_bytes() == syn.content(5)
     # a restore by name, without listing the root first, finds one published a moment ago
     later = synthetic.publish(backend, 1, prefix="later-", journal=True, seed=3)
     assert (a.mnt / next(iter(later.keys)) / "pages-1.img").read_bytes() == later.content(0)
