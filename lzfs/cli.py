@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sqlite3
 import sys
 import textwrap
@@ -16,6 +17,8 @@ from dataclasses import asdict
 from . import __version__
 from .errors import LzfsError
 from .render import human, parse_size, stats_text
+
+IMPORT_RECENT = 16  # lzfs.cluster.attach.IMPORT_RECENT, without importing the cluster here
 
 
 def _remote(args: argparse.Namespace):
@@ -29,7 +32,8 @@ def _remote(args: argparse.Namespace):
     return RemoteOptions(endpoint=args.endpoint, profile=args.profile,
                          cache=getattr(args, "cache", None),
                          cache_size=parse_size(getattr(args, "cache_size", None) or "10G"),
-                         refresh=getattr(args, "refresh", 10.0))
+                         refresh=getattr(args, "refresh", 10.0),
+                         import_recent=getattr(args, "import_recent", IMPORT_RECENT))
 
 
 def cmd_mkfs(args: argparse.Namespace) -> None:
@@ -54,8 +58,6 @@ def cmd_mkfs(args: argparse.Namespace) -> None:
 
 
 def cmd_mount(args: argparse.Namespace) -> None:
-    from . import daemon
-
     extra = []
     for o in (o for opt in args.o for o in opt.split(",")):
         if o.startswith("domain="):  # so that fstab lines can name it: -o domain=tenant-a
@@ -82,12 +84,16 @@ def cmd_mount(args: argparse.Namespace) -> None:
                 raise LzfsError(f"mounting {args.store} needs --cache DIR: a local directory "
                                 f"for this node's working store and block cache")
             tail += [f"--cache={remote.cache}", f"--cache-size={remote.cache_size}",
-                     f"--refresh={remote.refresh}"]
+                     f"--refresh={remote.refresh}", f"--import-recent={remote.import_recent}"]
             tail += [f"--endpoint={args.endpoint}"] if args.endpoint else []
             tail += [f"--profile={args.profile}"] if args.profile else []
             log_dir = remote.cache
-        daemon.spawn(args.store, args.mountpoint, tail, args.log, log_dir=log_dir)
+        from .spawn import spawn
+
+        spawn(args.store, args.mountpoint, tail, args.log, log_dir=log_dir)
         return
+    from . import daemon
+
     _setup_logging(args.log, args.debug)
     daemon.serve(args.store, args.mountpoint, allow_other=args.allow_other,
                  cache_mb=args.cache_mb, options=extra, ready_fd=args.ready_fd,
@@ -100,7 +106,52 @@ def cmd_mount(args: argparse.Namespace) -> None:
 def cmd_umount(args: argparse.Namespace) -> None:
     from .mounts import umount
 
-    umount(args.mountpoint, timeout=args.timeout, lazy=args.lazy)
+    m = umount(args.mountpoint, timeout=args.timeout, lazy=args.lazy)
+    left = _unpublished(str(m.store))
+    if left:  # a node whose object store failed: unmounted, the data safe in its cache
+        names = ", ".join(left)
+        why = next(iter(left.values()))
+        raise LzfsError(f"unmounted {m.mountpoint}, but {len(left)} snapshot"
+                        f"{'s are' if len(left) > 1 else ' is'} not published: {names} "
+                        f"({why}); kept in {m.store}: mount it again and 'lzfs publish "
+                        f"MNT/NAME' (or unmount again) once the object store is back")
+
+
+def _unpublished(cache: str) -> dict[str, str]:
+    """What a node's last unmount could not publish (lzfs/cluster/exchange.py)."""
+    from pathlib import Path
+
+    try:
+        return dict(json.loads((Path(cache) / "unpublished.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _awaiting(path: str) -> dict[str, str] | None:
+    """Snapshots of a node cache (or its mount) that wait to be published; None: no node."""
+    from .cluster.attach import attach_readonly
+
+    store = _open_readonly(path)
+    try:
+        node = attach_readonly(store)
+        if node is None:
+            return None
+        try:
+            return node.exchange.awaiting()
+        finally:
+            node.close()
+    finally:
+        store.close()
+
+
+def _print_awaiting(path: str) -> None:
+    try:
+        left = _awaiting(path)
+    except LzfsError:
+        return
+    if left:
+        print(f"awaiting publication ({len(left)}): " + ", ".join(
+            f"{n} ({why})" for n, why in left.items()))
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
@@ -112,9 +163,14 @@ def cmd_stats(args: argparse.Namespace) -> None:
     finally:
         store.close()
     if args.json:
-        print(json.dumps(asdict(st), indent=2))
+        out = asdict(st)
+        left = _awaiting(args.store)
+        if left is not None:
+            out["unpublished"] = left
+        print(json.dumps(out, indent=2))
         return
     print(stats_text(asdict(st)), end="")
+    _print_awaiting(args.store)
 
 
 def _open_readonly(path: str):
@@ -162,14 +218,18 @@ def cmd_report(args: argparse.Namespace) -> None:
             if node is not None:
                 node.close()
     if args.json:
+        if remote is None:
+            left = _awaiting(args.path)
+            if left is not None:
+                data["unpublished"] = left
         print(json.dumps(data, indent=2))
     else:
         render.print_report(data)
+        if remote is None:
+            _print_awaiting(args.path)
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    import os
-
     from .transfer import inside_mount
 
     path = os.path.abspath(args.snapshot)
@@ -227,8 +287,6 @@ def _pack_bytes(path: str) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
-    import os
-
     from .mounts import find_mount
     from .store import Store
 
@@ -239,7 +297,11 @@ def cmd_gc(args: argparse.Namespace) -> None:
         res = gc.collect(open_backend(args.store, args.endpoint, args.profile), args.grace)
         print(f"{res.manifests} manifests name {res.packs - res.deleted - res.young} of "
               f"{res.packs} pack objects; deleted {res.deleted} ({human(res.deleted_bytes)}), "
-              f"kept {res.young} unreferenced within the grace period")
+              f"kept {res.young} unreferenced within the grace period"
+              + (f"; removed {res.retired} manifests and tombstones of deleted snapshots"
+                 if res.retired else "")
+              + ("; stopped after a quarter of the grace period: run it again"
+                 if res.stopped else ""))
         return
 
     m = find_mount(args.store)
@@ -254,6 +316,20 @@ def cmd_gc(args: argparse.Namespace) -> None:
     finally:
         store.close()
     print(f"removed {removed} unreferenced frames, gave back {human(freed)}")
+
+
+def cmd_rm(args: argparse.Namespace) -> None:
+    from .cluster.backend import is_remote, open_backend
+    from .cluster.remove import remove
+
+    if not is_remote(args.store):
+        raise LzfsError(f"{args.store} is not an object store URL: on a mount, rm -r "
+                        f"MNT/NAME removes a snapshot")
+    backend = open_backend(args.store, args.endpoint, args.profile)
+    for name in args.names:
+        key, n = remove(backend, os.fsencode(name))
+        print(f"deleted {name} ({n} manifest{'s' if n != 1 else ''}, tombstone {key}); its "
+              f"packs go with the first gc after the grace period")
 
 
 FSCK_FAILED = 8  # fsck(8)'s "operational error": it could not check
@@ -377,6 +453,10 @@ helper scripts/setup installs: mount -t fuse.lzfs STORE MNT, or an fstab line.""
     s.add_argument("--refresh", type=float, default=10.0, metavar="SECONDS",
                    help="object store: seconds between looks for newly published snapshots "
                         "(default 10)")
+    s.add_argument("--import-recent", type=int, default=IMPORT_RECENT, metavar="N",
+                   help="object store: snapshots imported at mount, most recently published "
+                        "first, so that new dumps deduplicate against them; the others are "
+                        f"imported when first looked into (default {IMPORT_RECENT})")
     s.add_argument("-f", "--foreground", action="store_true",
                    help="serve in this process until unmounted; log to stderr unless --log")
     s.add_argument("-o", action="append", default=[], metavar="OPTS",
@@ -412,7 +492,9 @@ helper scripts/setup installs: mount -t fuse.lzfs STORE MNT, or an fstab line.""
     s = _command(sub, "umount", "unmount; returns once everything is on disk", """\
 Unmount an lzfs mount and wait until its daemon has stored and committed every byte and
 exited: when this returns, the store can be copied, checked or mounted elsewhere. A mount with
-a file still open is busy and is left mounted (unless -z).""", """\
+a file still open is busy and is left mounted (unless -z). A node of an object store publishes
+its changed snapshots first; one it cannot publish stays in its cache, and umount names it in
+one line and exits 1.""", """\
   lzfs umount /mnt/ckpt
   lzfs umount -z /mnt/ckpt     detach at once; returns when the last open file is closed""")
     s.add_argument("mountpoint", help="where the store is mounted")
@@ -428,7 +510,8 @@ a file still open is busy and is left mounted (unless -z).""", """\
     s = _command(sub, "stats", "store-wide sizes: logical, after dedup, after compression", """\
 Print the store's figures: logical size, zero pages, what dedup and then compression leave,
 and the unreferenced blocks gc would remove. Reads the store beside a running daemon (the
-figures are as of its last commit).""", """\
+figures are as of its last commit). For a node's cache of an object store, also the
+snapshots that wait to be published.""", """\
   lzfs stats /var/lib/lzfs/store
   lzfs stats --json /var/lib/lzfs/store | jq .stored""")
     s.add_argument("store", help="the store directory")
@@ -514,6 +597,17 @@ too, and so does 'sync MNT/NAME'. Prints the manifest's key.""", """\
     s.add_argument("snapshot", metavar="MNT/NAME",
                    help="a top-level directory of an object-store mount")
     s.set_defaults(func=cmd_publish)
+
+    s = _command(sub, "rm", "delete published snapshots from an object store", """\
+Delete published snapshots from an object store: a tombstone per name hides it from every
+node at its next look (a node that imported it keeps it until its next mount), and the first
+gc after the grace period (lzfs gc) deletes its manifests and the packs only they used.
+Publishing the name again later makes it a new snapshot.""", """\
+  lzfs rm s3://ckpt/models server-1 --endpoint http://s3.internal:8333""")
+    s.add_argument("store", metavar="URL", help="s3://BUCKET/PREFIX (or file:///DIR)")
+    s.add_argument("names", metavar="NAME", nargs="+", help="published snapshot names")
+    _remote_args(s)
+    s.set_defaults(func=cmd_rm)
     return p
 
 

@@ -11,11 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import stat
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyfuse3
@@ -26,8 +21,8 @@ from .errors import LzfsError
 from .filemap import STAGE_BACKLOG
 from .fs import LzfsOperations
 from .mounts import READ_AHEAD_KB, set_readahead
+from .spawn import check_mountpoint
 from .store import Store
-from .store.layout import LOG, StoreLock, read_config
 from .store.space import DEFAULT_RESERVE
 from .store.store import domain_seed
 
@@ -45,20 +40,6 @@ def fuse_options(store: Store, allow_other: bool, extra: list[str]) -> set[str]:
         opts.add("allow_other")
     opts.update(o for o in extra if o)
     return opts
-
-
-def check_mountpoint(mountpoint: str) -> Path:
-    """An existing directory that nothing is mounted on yet."""
-    mnt = Path(mountpoint)
-    try:
-        is_dir = stat.S_ISDIR(os.stat(mnt).st_mode)
-    except OSError as exc:
-        raise LzfsError(f"mount point {mountpoint}: {exc.strerror}") from None
-    if not is_dir:
-        raise LzfsError(f"mount point {mountpoint} is not a directory")
-    if os.path.ismount(mnt):
-        raise LzfsError(f"{mountpoint} is already a mount point; unmount it first")
-    return mnt
 
 
 def _forget_attrs(ino: int) -> None:
@@ -192,59 +173,3 @@ def _task_tree(task: trio.lowlevel.Task, depth: int, lines: list[str]) -> None:
     for nursery in task.child_nurseries:
         for child in nursery.child_tasks:
             _task_tree(child, depth + 1, lines)
-
-
-def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str | None,
-          timeout: float = 60.0, log_dir: str | None = None) -> None:
-    """Start `lzfs mount -f` detached and wait until it has mounted (or failed). What can be
-    checked here is, before anything (the log) is written into the store. A remote store's
-    URL is passed on as it is; its log goes to ``log_dir`` (the node cache)."""
-    from .cluster.backend import is_remote
-
-    check_mountpoint(mountpoint)
-    store_root: str | Path
-    if is_remote(store_path):
-        store_root = store_path
-    else:
-        read_config(store_path)
-        store_root = Path(store_path).resolve()
-        if StoreLock(store_root).held():
-            raise StoreLock(store_root).busy()
-        Store(store_root, readonly=True, upgradable=True).close()  # a damaged meta.db fails
-    if log_dir is not None:
-        Path(log_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-    log_path = Path(log_file) if log_file else Path(log_dir or store_root) / LOG
-    r, w = os.pipe()
-    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab",
-              buffering=0) as logf:
-        os.fchmod(logf.fileno(), 0o600)
-        cmd = [sys.executable, "-m", "lzfs", "mount", "-f", "--ready-fd", str(w),
-               "--log", str(log_path), str(store_root), str(Path(mountpoint).resolve()),
-               *argv_tail]
-        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                 pass_fds=(w,), start_new_session=True)
-    os.close(w)
-    deadline = time.monotonic() + timeout
-    got = b""
-    with os.fdopen(r, "rb") as ready:
-        got = ready.read(3)  # "ok\n" once mounted; EOF if the child died first
-    if got == b"ok\n":
-        return
-    try:
-        code = child.wait(timeout=max(0.1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        child.kill()
-        code = -9
-    tail = _last_error(log_path)
-    raise LzfsError(f"mount failed (daemon exit {code}): {tail}")
-
-
-def _last_error(log_path: Path) -> str:
-    try:
-        lines = log_path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "no log"
-    for line in reversed(lines):
-        if "lzfs:" in line or "Error" in line or "error" in line:
-            return line.strip()
-    return lines[-1].strip() if lines else "no log"

@@ -136,7 +136,14 @@ class LzfsOperations(pyfuse3.Operations):
             elif name == b"..":
                 ino = self.ns.parent_of(parent_inode)
             else:
-                ino = self.ns.lookup(parent_inode, name)
+                await self.core.hooks.enter_dir(parent_inode)
+                try:
+                    ino = self.ns.lookup(parent_inode, name)
+                except FsError as exc:
+                    if parent_inode != ROOT_INODE or exc.errno != errno.ENOENT:
+                        raise
+                    await self.core.hooks.maybe_refresh_root()  # published since we looked?
+                    ino = self.ns.lookup(parent_inode, name)
             return self._counted(self.ns.get(ino))
 
     async def forget(self, inode_list: Any) -> None:
@@ -240,6 +247,8 @@ class LzfsOperations(pyfuse3.Operations):
         with _errno():
             self._guard(parent_inode_old, name_old, creating=False)
             self._guard(parent_inode_new, name_new)
+            if parent_inode_old == ROOT_INODE:  # a snapshot known by name only moves whole
+                await self.core.hooks.enter_dir(self.ns.lookup(ROOT_INODE, name_old))
             replaced = self.ns.rename(parent_inode_old, name_old, parent_inode_new, name_new,
                                       flags)
             self._top_level_gone((parent_inode_old, name_old), (parent_inode_new, name_new))
@@ -259,6 +268,8 @@ class LzfsOperations(pyfuse3.Operations):
         with _errno():
             if fh == ROOT_INODE and start_id == 0:
                 await self.core.hooks.maybe_refresh_root()
+            elif start_id == 0 and fh != CONTROL_DIR:
+                await self.core.hooks.enter_dir(fh)
             parent = ROOT_INODE if fh == CONTROL_DIR else self.ns.parent_of(fh)
             fixed = [(b".", fh), (b"..", parent)]
             if fh == CONTROL_DIR:  # its entries never change: their index is their offset

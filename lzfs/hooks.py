@@ -23,7 +23,12 @@ class Hooks(Protocol):
         """fsync on a directory, after the commit it asks for."""
 
     async def maybe_refresh_root(self) -> None:
-        """A listing of the mount root begins: a chance to show what others published."""
+        """A listing of the mount root begins, or a name is not found there: a chance to
+        show what others published."""
+
+    async def enter_dir(self, ino: int) -> None:
+        """A lookup in, or a listing of, directory ``ino`` begins: a chance to fill it (a
+        snapshot a cluster node knows by name only until then)."""
 
     def dir_xattr(self, ino: int, key: str) -> bytes | None:
         """user.lzfs.KEY of a directory, or None when it has none."""
@@ -47,6 +52,9 @@ class LocalHooks:
         return None
 
     async def maybe_refresh_root(self) -> None:
+        return None
+
+    async def enter_dir(self, ino: int) -> None:
         return None
 
     def dir_xattr(self, ino: int, key: str) -> bytes | None:

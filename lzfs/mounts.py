@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LzfsError
-from .store.layout import StoreLock
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,9 @@ def umount(mountpoint: str, timeout: float = 300.0, lazy: bool = False) -> Mount
         msg = " ".join((res.stderr or res.stdout).split())
         from .busy import busy_reason  # names who holds it (lzfs/busy.py)
         raise LzfsError(f"cannot unmount {m.mountpoint}: {msg}; {busy_reason(m.mountpoint)}")
+    from .store.layout import StoreLock  # not at the top: `lzfs publish` and other commands
+    # that only look for mounts must not pay for importing the store (trio, numpy: 0.3 s)
+
     lock = StoreLock(m.store)
     lock.acquire(wait=timeout)  # the daemon holds it until its last commit is on disk
     lock.release()

@@ -165,6 +165,25 @@ class Namespace:
         self._touch_dir(parent, t, nlink_delta=1 if stat.S_ISDIR(mode) else 0)
         return self.get(ino)
 
+    def create_dirs(self, parent: int, names: list[bytes], mode: int, uid: int, gid: int
+                    ) -> list[int]:
+        """Empty directories of new names (the caller knows none exists), in one batch: a
+        cluster node makes thousands at mount. Returns their inodes."""
+        t = now_ns()
+        inos = []
+        for name in names:
+            check_name(name)
+            cur = self.db.execute(
+                "INSERT INTO inodes(mode, uid, gid, nlink, atime_ns, mtime_ns, ctime_ns) "
+                "VALUES (?,?,?,2,?,?,?)", (stat.S_IFDIR | (mode & 0o7777), uid, gid, t, t, t))
+            assert cur.lastrowid is not None
+            inos.append(cur.lastrowid)
+        self.db.executemany("INSERT INTO dentries(parent, name, ino) VALUES (?,?,?)",
+                            [(parent, n, i) for n, i in zip(names, inos, strict=True)])
+        if names:
+            self._touch_dir(parent, t, nlink_delta=len(names))
+        return inos
+
     def link(self, ino: int, parent: int, name: bytes) -> Inode:
         self.check_new(parent, name)
         node = self.get(ino)

@@ -35,6 +35,9 @@ def _shared_with(d: dict[str, float], limit: int = 3) -> str:
     return text + (f" +{more} more" if more > 0 else "")
 
 
+MATRIX_MAX = 24  # snapshots beyond which the matrix is too wide to print (JSON has it)
+
+
 def print_report(data: dict, console: Console | None = None) -> None:
     console = console or Console(width=160)
     if data["by"] == "region":
@@ -80,7 +83,7 @@ def print_report(data: dict, console: Console | None = None) -> None:
                 f"{human(tot['stored'])}")
     matrix = data.get("matrix") or {}
     names = [n for n in matrix if matrix[n]]
-    if len(names) > 1:
+    if 1 < len(names) <= MATRIX_MAX:
         m = Table(title="shared stored bytes between snapshots", title_justify="left")
         m.add_column("")
         for n in names:
@@ -126,6 +129,13 @@ def stats_text(st: dict[str, Any]) -> str:
                                      f"({human(r['get_bytes'])}), {r['puts']} PUTs "
                                      f"({human(r['put_bytes'])}), {human(r['cached_bytes'])} "
                                      f"cached of {human(r['limit'])}"))
+        if "manifest_gets" in r:
+            rows.append(("published snapshots", f"{r['manifest_gets']} manifests fetched, "
+                                                f"{r['snapshots_not_imported']} known by name "
+                                                f"only (imported when first looked into)"))
+        if r.get("unpublished"):
+            rows.append(("awaiting publication", ", ".join(
+                f"{n} ({why})" for n, why in r["unpublished"].items())))
     width = max(len(k) for k, _ in rows)
     return "".join(f"{k:<{width}}  {v}\n" for k, v in rows)
 

@@ -29,6 +29,10 @@ from .store import Run, Store
 _IMAGE = re.compile(rb"^(inventory\.img|pagemap-\d+\.img|pages-\d+\.img)$")
 OUTSIDE = "(outside snapshots)"
 IMAGE_LIMIT = 64 << 20
+# a page more groups than this share counts as shared, under WIDELY instead of pair by pair:
+# thousands of replicas of one model would otherwise cost thousands squared per page
+WIDE = 32
+WIDELY = f"(pages shared by more than {WIDE})"
 
 
 @dataclass
@@ -165,7 +169,7 @@ def account(store: Store, group_of: dict[int, str], tree: Tree) -> dict[str, Fig
                     f.unique += share
                 else:
                     f.shared += share
-                    for other in groups:
+                    for other in (groups if len(groups) <= WIDE else (WIDELY,)):
                         if other != g:
                             f.shared_with[other] = f.shared_with.get(other, 0.0) + share
                             f.shared_with_raw[other] = f.shared_with_raw.get(other, 0) + raw
@@ -201,7 +205,8 @@ def snapshot_report(store: Store) -> dict:
             "overall_ratio": round(st.logical / st.stored, 3) if st.stored else 1.0,
         },
         "groups": [figs[n].to_json() for n in names],
-        "matrix": {n: {m: round(figs[n].shared_with.get(m, 0.0)) for m in names if m != n}
+        # pairs that share nothing are left out: thousands of snapshots make millions of pairs
+        "matrix": {n: {m: round(v) for m, v in figs[n].shared_with.items() if m != WIDELY}
                    for n in names},
     }
 

@@ -18,6 +18,8 @@ from .backend import open_backend
 from .bucket import NODE_FILE, prepare_cache, read_remote_config
 from .node import ClusterNode
 
+IMPORT_RECENT = 16
+
 
 @dataclass(frozen=True)
 class RemoteOptions:
@@ -26,12 +28,14 @@ class RemoteOptions:
     cache: str | None = None          # the node's cache directory (its working store)
     cache_size: int = 10 << 30        # bytes of remote segments kept on local disk
     refresh: float = 10.0             # seconds between looks for newly published snapshots
+    import_recent: int = IMPORT_RECENT  # snapshots imported at mount, newest first
 
 
 def open_node(url: str, opts: RemoteOptions, readonly: bool = False
               ) -> tuple[Store, ClusterNode]:
-    """Open (creating on first use) the node cache for ``url`` and import every published
-    snapshot not yet here. Raises LzfsError with one line for any bad input."""
+    """Open (creating on first use) the node cache for ``url`` and list what the bucket
+    publishes (exchange.py: a stub per snapshot, ``opts.import_recent`` imported). Raises
+    LzfsError with one line for any bad input."""
     if not opts.cache:
         raise LzfsError(f"mounting {url} needs --cache DIR: a local directory for this node's "
                         f"working store and block cache")
@@ -47,7 +51,7 @@ def open_node(url: str, opts: RemoteOptions, readonly: bool = False
     try:
         node = ClusterNode(store, backend, node_id, opts.cache_size, cfg.gc_grace_s)
         if not readonly:
-            node.refresh_now(Namespace(store.db), replace=True)
+            node.mount_view(Namespace(store.db), opts.import_recent)
             store.commit()
     except BaseException:
         store.close()
@@ -70,12 +74,15 @@ def attach_readonly(store: Store) -> ClusterNode | None:
 @contextmanager
 def snapshot_view(url: str, opts: RemoteOptions) -> Iterator[Store]:
     """Every published snapshot of ``url`` in a throwaway working store (no data is fetched
-    until something reads it): what `lzfs report s3://...` reports on."""
+    until something reads it): what `lzfs report s3://...` reports on. Manifests are fetched
+    in parallel and installed one at a time, so memory holds a window of them."""
     tmp = Path(tempfile.mkdtemp(prefix="lzfs-view-"))
     try:
         store, node = open_node(url, RemoteOptions(opts.endpoint, opts.profile,
-                                                   str(tmp / "cache"), opts.cache_size))
+                                                   str(tmp / "cache"), opts.cache_size,
+                                                   import_recent=0))
         try:
+            node.exchange.fill_all(Namespace(store.db), list(node.exchange.stubs))
             yield store
         finally:
             store.close()

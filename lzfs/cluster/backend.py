@@ -46,7 +46,7 @@ class Backend(Protocol):
     def put_file(self, key: str, path: Path) -> None: ...
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes: ...
     def head(self, key: str) -> ObjectInfo | None: ...
-    def list(self, prefix: str) -> list[ObjectInfo]: ...
+    def list(self, prefix: str, start_after: str = "") -> list[ObjectInfo]: ...
     def delete(self, key: str) -> None: ...
     def touch(self, key: str) -> None: ...
     def check(self) -> None: ...
@@ -115,7 +115,7 @@ class DirBackend:
             return None
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
+    def list(self, prefix: str, start_after: str = "") -> list[ObjectInfo]:
         base = self._path(prefix)
         out = []
         top = base if base.is_dir() else base.parent
@@ -125,7 +125,7 @@ class DirBackend:
                     continue
                 p = Path(dirpath) / name
                 key = str(p.relative_to(self.root))
-                if key.startswith(prefix):
+                if key.startswith(prefix) and key > start_after:
                     st = p.stat()
                     out.append(ObjectInfo(key, st.st_size, st.st_mtime))
         return sorted(out, key=lambda o: o.key)
@@ -134,7 +134,10 @@ class DirBackend:
         self._path(key).unlink(missing_ok=True)
 
     def touch(self, key: str) -> None:
-        os.utime(self._path(key))
+        try:
+            os.utime(self._path(key))
+        except FileNotFoundError:
+            raise NoSuchObject(f"{self.url}/{key}: no such object") from None
 
 
 class Counters:
@@ -146,6 +149,12 @@ class Counters:
         self.get_bytes = 0
         self.puts = 0
         self.put_bytes = 0
+        self.manifest_gets = 0  # manifests fetched (lazily, one per snapshot looked into)
+
+    def got_manifest(self, n: int) -> None:
+        with self._lock:
+            self.manifest_gets += 1
+            self.get_bytes += n
 
     def got(self, n: int) -> None:
         with self._lock:

@@ -14,6 +14,9 @@ import json
 import socket
 import time
 import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -112,7 +115,31 @@ def prepare_cache(cache_dir: Path, backend: Backend, cfg: RemoteConfig) -> str:
     return str(info["node"])
 
 
+def fetch_manifests(backend: Backend, keys: Iterable[str], workers: int = 8,
+                    ahead: int = 32) -> Iterator[tuple[str, dict]]:
+    """(key, decoded manifest) for each of ``keys``, in order, fetched ``workers`` at a time
+    with at most ``ahead`` waiting: streaming, so memory holds a window of manifests, never
+    all of them (gc and reports of buckets with thousands of snapshots)."""
+    def get(key: str) -> dict:
+        return manifest.decode(backend.get(key), key)
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="lzfs-manifest")
+    it = iter(keys)
+    window: deque[tuple[str, Future[dict]]] = deque()
+    try:
+        for key in it:
+            window.append((key, pool.submit(get, key)))
+            if len(window) >= ahead:
+                k, fut = window.popleft()
+                yield k, fut.result()
+        while window:
+            k, fut = window.popleft()
+            yield k, fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def load_all(backend: Backend) -> list[tuple[str, dict]]:
-    """Every manifest in the store (for gc and reports)."""
-    return [(o.key, manifest.decode(backend.get(o.key), o.key))
-            for o in backend.list(manifest.PREFIX) if manifest.name_of(o.key) is not None]
+    """Every published manifest in the store, newest tombstones not applied (for checks)."""
+    return list(fetch_manifests(backend, [o.key for o in backend.list(manifest.PREFIX)
+                                          if manifest.name_of(o.key) is not None]))

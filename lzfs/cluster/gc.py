@@ -1,29 +1,41 @@
-"""`lzfs gc s3://...`: delete pack objects no published manifest names.
+"""`lzfs gc s3://...`: delete pack objects no live manifest names, and what deletions retired.
 
 The rule, safe while other nodes read and write:
 
-* manifests are never deleted by gc, so every pack a published snapshot names stays;
-* a pack object no manifest names is deleted only once it is older than the grace period
+* a manifest is live unless a tombstone of its name (`lzfs rm`), newer than it, is older than
+  the grace period; every pack a live manifest names stays, so every published snapshot stays
+  readable, and a deleted one for the grace period after its deletion;
+* a pack object no live manifest names is deleted only once it is older than the grace period
   (``gc_grace_s`` in the bucket's lzfs.json, 24 h by default): it may belong to a snapshot
   being published right now (packs go up first, the manifest last);
-* a publishing node re-uploads (which renews LastModified) any pack of its own that it has
-  not written or seen within half the grace period, before it PUTs the manifest; so a pack a
-  new manifest names is always younger than the grace period when the manifest appears, and a
-  gc that listed manifests just before that manifest appeared cannot have taken it.
+* a publishing node renews (copy onto itself) every pack its manifest names that it has not
+  seen younger than half the grace period, before it PUTs the manifest; so a pack a new
+  manifest names is younger than half the grace period when the manifest appears.
 
 Each candidate is looked at again (HEAD) just before it is deleted, so a renewal after the
-listing keeps it; and a publisher checks, after its manifest PUT, that every pack it names is
-still there, withdrawing the manifest (and failing the publication) if one is not. Node clocks
-and the object store's clock must agree to well within half the grace period.
+listing keeps it; a publisher checks, after its manifest PUT, that every pack it renewed is
+still there, withdrawing the manifest (and failing the publication) if one is not. A pack the
+publisher saw young needs no such check: gc deletes it only when its HEAD finds it older than
+the grace period, more than half the grace period after the publisher saw it young, so more
+than a quarter of it after the manifest PUT (publications take less than a quarter); and gc
+stops deleting once a quarter of the grace period has passed since it began listing
+manifests, so it listed after that PUT and saw the manifest. Node clocks and the object
+store's clock must agree to well within a quarter of the grace period.
+
+Deleting the manifests a tombstone retired is safe for the same reason: which manifests exist
+never enters the argument for a concurrent publication, only which packs its own names.
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 
-from .backend import Backend
-from .bucket import PACKS_PREFIX, load_all, read_remote_config
+from . import manifest
+from .backend import Backend, ObjectInfo
+from .bucket import PACKS_PREFIX, fetch_manifests, read_remote_config
+from .listing import JOURNAL, write_catalogue
 
 
 @dataclass
@@ -33,22 +45,52 @@ class GcResult:
     deleted: int
     deleted_bytes: int
     young: int  # unreferenced but within the grace period: kept
+    retired: int = 0  # manifests and tombstones of snapshots deleted longer than grace ago
+    journal: int = 0  # journal entries older than the grace period, deleted
+    stopped: bool = False  # ran past a quarter of the bucket's grace period: stopped deleting
+
+
+def live_and_retired(objs: list[ObjectInfo], cutoff: float) -> tuple[list[str], list[str]]:
+    """Split the keys under snapshots/ into the manifests whose packs stay (every manifest not
+    behind a tombstone older than ``cutoff``) and the keys to delete (manifests of one name
+    up to and including its newest tombstone older than ``cutoff``)."""
+    by_name: dict[bytes, list[ObjectInfo]] = defaultdict(list)
+    for o in objs:
+        e = manifest.entry_of(o.key)
+        if e is not None:
+            by_name[e[0]].append(o)
+    live: list[str] = []
+    retired: list[str] = []
+    for items in by_name.values():
+        items.sort(key=lambda o: o.key)
+        last = max((i for i, o in enumerate(items)
+                    if manifest.is_tombstone(o.key) and o.mtime < cutoff), default=-1)
+        retired += [o.key for o in items[:last + 1]]
+        live += [o.key for o in items[last + 1:] if not manifest.is_tombstone(o.key)]
+    return live, retired
 
 
 def collect(backend: Backend, grace: float | None = None) -> GcResult:
     cfg = read_remote_config(backend)
     grace = cfg.gc_grace_s if grace is None else grace
     packs = backend.list(PACKS_PREFIX)  # list packs first: a pack that appears later is young
-    manifests = load_all(backend)
-    live = {k for _, doc in manifests for k in doc["packs"]}
-    cutoff = time.time() - grace
-    res = GcResult(len(manifests), len(packs), 0, 0, 0)
+    started = time.time()  # before the manifests are listed
+    cutoff = started - grace
+    listed = backend.list(manifest.PREFIX)
+    live_keys, retired = live_and_retired(listed, cutoff)
+    live: set[str] = set()
+    for _, doc in fetch_manifests(backend, live_keys):  # streaming: one window in memory
+        live.update(doc["packs"])
+    res = GcResult(len(live_keys), len(packs), 0, 0, 0)
     for o in packs:
         if o.key in live:
             continue
         if o.mtime > cutoff:
             res.young += 1
             continue
+        if time.time() - started > cfg.gc_grace_s / 4:  # the module docstring says why
+            res.stopped = True
+            break
         now = backend.head(o.key)  # renewed by a publisher since the listing? then keep it
         if now is None or now.mtime > time.time() - grace:
             res.young += now is not None
@@ -56,4 +98,15 @@ def collect(backend: Backend, grace: float | None = None) -> GcResult:
         backend.delete(o.key)
         res.deleted += 1
         res.deleted_bytes += o.size
+    for key in retired:  # their packs are decided: a later gc sees no trace of them
+        backend.delete(key)
+        res.retired += 1
+    gone = set(retired)
+    write_catalogue(backend, manifest.newest_per_name([o.key for o in listed
+                                                       if o.key not in gone]), started)
+    # nodes that looked longer ago than half the bucket's grace period list anew
+    for o in backend.list(JOURNAL):
+        if o.mtime < started - cfg.gc_grace_s:
+            backend.delete(o.key)
+            res.journal += 1
     return res

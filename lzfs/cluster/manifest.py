@@ -42,6 +42,7 @@ FORMAT = "lzfs-manifest/2"
 FORMAT_1 = "lzfs-manifest/1"
 PREFIX = "snapshots/"
 SUFFIX = ".lzm"
+TOMBSTONE = ".rm"  # a deletion: the name's newest key being one hides every older manifest
 
 
 def encode(doc: dict) -> bytes:
@@ -65,28 +66,50 @@ def decode(data: bytes, key: str) -> dict:
     return doc
 
 
-def new_key(name: bytes, node: str) -> str:
-    """A name nobody else can pick: time first (so the newest sorts last), node, random."""
-    us = time.time_ns() // 1000  # one clock read: seconds and fraction always agree
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}"
-    return f"{PREFIX}{quote(name, safe='')}/{stamp}Z-{node}-{uuid.uuid4().hex[:8]}{SUFFIX}"
+def stamp(t_ns: int | None = None) -> str:
+    """UTC time as keys carry it: sorts as the time does, to the microsecond."""
+    us = (time.time_ns() if t_ns is None else t_ns) // 1000  # one clock read
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}"
+
+
+def new_key(name: bytes, node: str, suffix: str = SUFFIX) -> str:
+    """A name nobody else can pick: time first (so the newest sorts last), node, random.
+    ``suffix`` TOMBSTONE makes the key of a deletion."""
+    return f"{PREFIX}{quote(name, safe='')}/{stamp()}Z-{node}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def entry_of(key: str) -> tuple[bytes, bool] | None:
+    """(snapshot name, is a deletion) of a manifest or tombstone key, None for anything else."""
+    if not key.startswith(PREFIX) or not key.endswith((SUFFIX, TOMBSTONE)):
+        return None
+    part = key[len(PREFIX):].split("/")
+    if len(part) != 2:
+        return None
+    return unquote(part[0]).encode("utf-8", "surrogateescape"), key.endswith(TOMBSTONE)
 
 
 def name_of(key: str) -> bytes | None:
     """The snapshot name a manifest key publishes, or None for anything else."""
-    if not key.startswith(PREFIX) or not key.endswith(SUFFIX):
-        return None
-    part = key[len(PREFIX):].split("/")
-    return unquote(part[0]).encode("utf-8", "surrogateescape") if len(part) == 2 else None
+    e = entry_of(key)
+    return e[0] if e is not None and not e[1] else None
+
+
+def is_tombstone(key: str) -> bool:
+    return key.endswith(TOMBSTONE)
+
+
+def time_of(key: str) -> str:
+    """The time part of a manifest or tombstone key (sorts as publication time)."""
+    return key.rpartition("/")[2][:22]
 
 
 def newest_per_name(keys: list[str]) -> dict[bytes, str]:
-    """Snapshot name -> its newest manifest key (keys sort by time within a name)."""
+    """Snapshot name -> its newest manifest or tombstone key (keys of one name sort by time)."""
     out: dict[bytes, str] = {}
     for k in sorted(keys):
-        n = name_of(k)
-        if n is not None:
-            out[n] = k
+        e = entry_of(k)
+        if e is not None:
+            out[e[0]] = k
     return out
 
 
@@ -199,10 +222,12 @@ def _runs_and_tables(doc: dict) -> tuple[list[list], list[bytes | None]]:
                     for i in range(len(frames))]
 
 
-def install(store: Store, ns: Namespace, doc: dict, pack_id: dict[str, int]) -> int:
+def install(store: Store, ns: Namespace, doc: dict, pack_id: dict[str, int],
+            top: int | None = None) -> int:
     """Create the snapshot's tree under the root from a manifest, sharing frames the store
-    already holds. ``pack_id`` maps every pack key of the manifest to a pack id. Returns the
-    snapshot directory's inode."""
+    already holds. ``pack_id`` maps every pack key of the manifest to a pack id. ``top`` is
+    an empty directory to fill (a snapshot known by name until now), else it is created.
+    Returns the snapshot directory's inode."""
     db = store.db
     name = doc["name"].encode("utf-8", "surrogateescape")
     frames, tables = _runs_and_tables(doc)
@@ -219,8 +244,9 @@ def install(store: Store, ns: Namespace, doc: dict, pack_id: dict[str, int]) -> 
             frame_ids.append(fid)
         else:
             frame_ids.append(fr[0])
-    top = ns.create(ROOT_INODE, name, stat.S_IFDIR | 0o755, 0, 0)
-    inos = {"": top.id}
+    if top is None:
+        top = ns.create(ROOT_INODE, name, stat.S_IFDIR | 0o755, 0, 0).id
+    inos = {"": top}
     for e in sorted(doc["entries"], key=lambda e: e["p"].count("/")):
         parent_path, _, leaf = e["p"].rpartition("/")
         target = e["l"].encode("utf-8", "surrogateescape") if "l" in e else None
@@ -231,7 +257,7 @@ def install(store: Store, ns: Namespace, doc: dict, pack_id: dict[str, int]) -> 
         store.maps.insert(node.id, runs)
         ns.set_attrs(node.id, size=e["s"] if target is None else len(target),
                      stored=int(store.maps.coverage(runs).stored), mtime_ns=e["t"])
-    return top.id
+    return top
 
 
 def remove_tree(store: Store, ns: Namespace, dir_ino: int) -> None:

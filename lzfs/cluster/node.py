@@ -35,12 +35,20 @@ class ClusterNode:
         if not store.readonly and store.packs.write_id in self.objects.keys:
             store.packs.seal()  # an uploaded pack is immutable: never append to it again
 
-    def refresh_now(self, ns: Namespace, replace: bool) -> list[bytes]:
-        """Import every snapshot published since the last look (at mount, and for tools)."""
-        return self.exchange.refresh_now(ns, replace)
+    def mount_view(self, ns: Namespace, import_recent: int = 0) -> None:
+        """At mount: one listing of the bucket; a stub per published snapshot not held here;
+        the ``import_recent`` most recently published imported now (new dumps deduplicate
+        against imported snapshots only), the others when first looked into."""
+        self.exchange.refresh_now(ns, at_mount=True)
+        self.exchange.fill_all(ns, self.exchange.recent_stubs(import_recent))
 
     def describe(self) -> dict[str, Any]:
-        return {"url": self.backend.url, "node": self.node, **self.objects.describe()}
+        ex = self.exchange
+        return {"url": self.backend.url, "node": self.node, **self.objects.describe(),
+                "manifest_gets": self.objects.counters.manifest_gets,
+                "listings": ex.view.listings, "from_catalogue": ex.view.from_catalogue,
+                "snapshots_not_imported": len(ex.stubs),
+                "unpublished": ex.awaiting()}
 
     def close(self) -> None:
         self.objects.close()

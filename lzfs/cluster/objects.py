@@ -34,6 +34,9 @@ class PackObjects:
                                     "GROUP BY pack", (REMOTE_BASE,)):
             if pack in self.keys:
                 self.segments.sizes[self.keys[pack]] = end
+        # own packs this daemon uploaded or renewed -> when (a lower bound of LastModified):
+        # a publication naming one of them again within half the grace period needs no HEAD
+        self.written: dict[int, float] = {}
         # own packs uploaded and no longer on local disk: read from their objects
         self.trimmed: set[int] = {p for p in self.keys if p < REMOTE_BASE and not (
             store.root / layout.PACKS / pack_name(p)).exists()}
@@ -78,9 +81,16 @@ class PackObjects:
         """An object is at least ``end`` bytes long: prefetch may read up to there."""
         self.segments.sizes[key] = max(self.segments.sizes.get(key, 0), end)
 
-    def record_uploads(self, uploaded: dict[int, str]) -> None:
+    def young(self, pack_id: int, age: float) -> bool:
+        """This daemon wrote or renewed the pack's object less than ``age`` seconds ago."""
+        return self.written.get(pack_id, 0.0) > time.time() - age
+
+    def record_uploads(self, uploaded: dict[int, str], at: float) -> None:
+        """Own packs uploaded or renewed by a publication started at ``at``, now named by a
+        manifest."""
         now = time.time()
         for p, k in uploaded.items():
+            self.written[p] = at
             self.store.db.execute("INSERT OR REPLACE INTO pack_objects(pack, key, verified) "
                                   "VALUES (?,?,?)", (p, k, now))
             self.keys[p] = k
@@ -88,10 +98,8 @@ class PackObjects:
 
     # ---- trimming ----------------------------------------------------------------------------
 
-    def trim_own_packs(self) -> list[int]:
-        """Keep the node's disk within ``--cache-size``: delete the local copies of its own
-        uploaded packs, oldest first, while they and the fetched segments are over the limit;
-        their frames are read from the objects from then on (blocking)."""
+    def _usage(self) -> tuple[list[tuple[int, int]], int]:
+        """(own uploaded pack, bytes on disk) oldest first, and those plus the segments."""
         packs_dir = self.store.root / layout.PACKS
         own = []
         for p in sorted(self.keys):
@@ -101,7 +109,18 @@ class PackObjects:
                 own.append((p, (packs_dir / pack_name(p)).stat().st_blocks * 512))
             except FileNotFoundError:
                 self.trimmed.add(p)
-        total = sum(n for _, n in own) + self.segments.describe()["cached_bytes"]
+        return own, sum(n for _, n in own) + self.segments.describe()["cached_bytes"]
+
+    def over_limit(self) -> bool:
+        """Whether trim_own_packs would remove anything (blocking: stats the packs)."""
+        return self._usage()[1] > self.segments.limit
+
+    def trim_own_packs(self) -> list[int]:
+        """Keep the node's disk within ``--cache-size``: delete the local copies of its own
+        uploaded packs, oldest first, while they and the fetched segments are over the limit;
+        their frames are read from the objects from then on (blocking)."""
+        packs_dir = self.store.root / layout.PACKS
+        own, total = self._usage()
         done = []
         for p, n in own:
             if total <= self.segments.limit:

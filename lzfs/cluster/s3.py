@@ -84,6 +84,9 @@ class S3Backend:
             raise self._fail(exc, key) from None
 
     def put_file(self, key: str, path: Path) -> None:
+        if path.stat().st_size < _TRANSFER.multipart_threshold:  # one PUT, no transfer
+            self.put(key, path.read_bytes())                     # manager to start and stop
+            return
         try:
             self.client.upload_file(str(path), self.bucket, self.prefix + key, Config=_TRANSFER)
         except (BotoCoreError, ClientError) as exc:
@@ -113,11 +116,12 @@ class S3Backend:
             raise err from None
         return ObjectInfo(key, r["ContentLength"], r["LastModified"].timestamp())
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
+    def list(self, prefix: str, start_after: str = "") -> list[ObjectInfo]:
         out = []
+        kw = {"StartAfter": self.prefix + start_after} if start_after else {}
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix + prefix)
+                Bucket=self.bucket, Prefix=self.prefix + prefix, **kw)
             for page in pages:
                 for o in page.get("Contents", []):
                     out.append(ObjectInfo(o["Key"][len(self.prefix):], o["Size"],

@@ -53,6 +53,7 @@ class ClusterSync:
         # while a publication uploads, the core's gc waits: it must not punch frames of
         # sealed packs between their collection and their upload (Core.gc)
         self.publishing = False
+        self._filling: dict[int, trio.Event] = {}  # stubs being imported
 
     # ---- hooks -----------------------------------------------------------------------------
 
@@ -60,22 +61,26 @@ class ClusterSync:
         """A top-level directory was removed or renamed away: its record goes too, so a new
         directory of that name is this node's own (published at unmount, never replaced)."""
         self.exchange.forget_snapshot(name)
+        for ino in [i for i, (n, _) in self.exchange.stubs.items() if n == name]:
+            del self.exchange.stubs[ino]  # an empty directory now, this node's own
 
     async def on_fsyncdir(self, ino: int) -> None:
         name = self.snapshot_name(ino)
-        if name is not None:
+        if name is not None and ino not in self.exchange.stubs:  # a stub: nothing of ours
             await self.publish(ino, name)
 
     async def publish_pending(self) -> None:
         """At unmount: publish every snapshot written on this node that changed since its
-        last publication. Imported snapshots are not (a restore's logs stay on this node)."""
+        last publication. Imported snapshots are not (a restore's logs stay on this node).
+        What fails is written down for `lzfs umount` to say (exchange.save_unpublished)."""
         for name, ino in self.core.children(ROOT_INODE):
-            if not self.core.ns.get(ino).is_dir or self.exchange.origin(name) != "local":
+            if ino in self.exchange.stubs or self.exchange.origin(name) != "local" \
+                    or not self.core.ns.get(ino).is_dir:
                 continue
             try:
                 await self.publish(ino, name)
-            except (RemoteError, OSError):
-                pass  # logged; the snapshot stays on this node, unpublished
+            except (RemoteError, OSError, LzfsError):
+                pass  # logged and kept (exchange.failed); stays on this node, unpublished
 
     async def maybe_refresh_root(self) -> None:
         exchange = self.exchange
@@ -83,13 +88,31 @@ class ClusterSync:
             return
         async with self._lock:
             exchange.last_refresh = time.monotonic()
-            exchange.prefetch_seen()
             try:
-                found = await trio.to_thread.run_sync(exchange.list_new)
+                changed = await trio.to_thread.run_sync(exchange.look, False)
             except LzfsError as exc:  # a listing still answers from what is here
                 log.warning("cannot look for new snapshots: %s", exc)
                 return
-            exchange.install(self.core.ns, found, replace=False)
+            exchange.apply(self.core.ns, changed, at_mount=False)
+
+    async def enter_dir(self, ino: int) -> None:
+        """A snapshot known by name only is imported when first looked into: its manifest
+        is fetched (in a thread) and installed into the directory; one fetch per snapshot,
+        however many lookups wait for it."""
+        ex = self.exchange
+        while ino in ex.stubs:
+            waiting = self._filling.get(ino)
+            if waiting is not None:
+                await waiting.wait()
+                continue
+            done = self._filling[ino] = trio.Event()
+            try:
+                key = ex.stubs[ino][1]
+                doc = await trio.to_thread.run_sync(ex.fetch, key)
+                ex.fill(self.core.ns, ino, key, doc)  # False: a newer key came; go again
+            finally:
+                del self._filling[ino]
+                done.set()
 
     def dir_xattr(self, ino: int, key: str) -> bytes | None:
         """user.lzfs.manifest / user.lzfs.error of a snapshot directory."""
@@ -129,25 +152,29 @@ class ClusterSync:
                 if dig == ex.published_digest(name):
                     return ex.manifest_of(name) or ""
                 self.publishing = True
+                started = time.time()
                 try:
-                    uploaded = await trio.to_thread.run_sync(ex.upload_packs, snap.packs)
+                    uploaded, renewed = await trio.to_thread.run_sync(ex.upload_packs,
+                                                                      snap.packs)
                     doc = snap.doc({**ex.objects.keys, **uploaded}, ex.node, ex.config_doc())
                     key = manifest.new_key(name, ex.node)
                     data = manifest.encode(doc)
-                    await trio.to_thread.run_sync(ex.put_manifest, key, data, doc)
+                    await trio.to_thread.run_sync(ex.put_manifest, key, data, renewed)
                 finally:
                     self.publishing = False
                 # only now are the uploads named by a manifest: before, trimming their local
                 # copies could leave an object gc may take as the only copy
-                ex.objects.record_uploads(uploaded)
+                ex.objects.record_uploads(uploaded, started)
                 ex.record_published(name, key, dig)
-                await core.commit()
-                trimmed = await trio.to_thread.run_sync(ex.objects.trim_own_packs)
-                if trimmed:
+                # the records reach disk with the next commit (a crash before it publishes
+                # the snapshot again, harmlessly); trimming must not run ahead of them
+                if await trio.to_thread.run_sync(ex.objects.over_limit):
+                    await core.commit()
+                    trimmed = await trio.to_thread.run_sync(ex.objects.trim_own_packs)
                     log.info("cache over its limit: local copies of uploaded packs %s removed",
                              trimmed)
             except (RemoteError, OSError) as exc:
-                ex.errors[name] = str(exc)
+                ex.failed(name, str(exc))
                 log.error("publishing snapshot %s failed: %s", name.decode(errors="replace"),
                           exc)
                 raise

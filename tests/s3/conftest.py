@@ -47,8 +47,9 @@ class Node:
     """One node: an `lzfs mount s3://...` daemon with its own cache directory."""
 
     def __init__(self, url: str, endpoint: str | None, root: Path,
-                 cache_size: str = "2G") -> None:
+                 cache_size: str = "2G", extra: tuple[str, ...] = ()) -> None:
         self.url, self.endpoint, self.cache_size = url, endpoint, cache_size
+        self.extra = extra  # more `lzfs mount` options
         self.cache = root / "cache"
         self.mnt = root / "mnt"
         self.mnt.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,7 @@ class Node:
     def mount(self) -> None:
         endpoint = ["--endpoint", self.endpoint] if self.endpoint else []
         lzfs_cmd("mount", self.url, str(self.mnt), *endpoint, "--cache", str(self.cache),
-                 "--refresh", "0", "--cache-size", self.cache_size)
+                 "--refresh", "0", "--cache-size", self.cache_size, *self.extra)
         assert find_mount(self.mnt) is not None
 
     def umount(self) -> None:
@@ -94,8 +95,8 @@ def nodes(tmp_path, bucket, seaweed):
         pytest.skip(reason)
     made: list[Node] = []
 
-    def make(name: str, cache_size: str = "2G") -> Node:
-        n = Node(bucket, seaweed.endpoint, tmp_path / name, cache_size)
+    def make(name: str, cache_size: str = "2G", *extra: str) -> Node:
+        n = Node(bucket, seaweed.endpoint, tmp_path / name, cache_size, extra)
         n.mount()
         made.append(n)
         return n

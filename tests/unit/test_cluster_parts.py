@@ -111,3 +111,71 @@ def test_a_format_1_manifest_installs_as_runs_of_its_frames(tmp_path):
         assert store.index.match([block_hash(page)]) == {block_hash(page): (frame, 8192)}
     finally:
         store.close(commit=False)
+
+
+def test_the_journal_announces_only_what_is_new(tmp_path):
+    """A node lists the journal from its last look: a new manifest and a tombstone come
+    through once; entries it has read do not come again."""
+    from lzfs.cluster.listing import BucketView, announced, journal_key
+
+    backend = DirBackend(tmp_path / "bucket")
+    (tmp_path / "bucket").mkdir()
+    old = manifest.new_key(b"a,b/c", "node-a")
+    backend.put(old, b"m")
+    view = BucketView(backend, grace=3600)
+    assert view.full() == {b"a,b/c": old}
+    assert view.changes() == {}
+    new = manifest.new_key(b"a,b/c", "node-b")
+    gone = manifest.new_key(b"a,b/c", "rm.x", manifest.TOMBSTONE)
+    other = manifest.new_key(b"other", "node-b")
+    for key in (new, other):
+        backend.put(key, b"m")
+        backend.put(journal_key(key), b"")
+    assert announced(journal_key(new)) == new
+    assert view.changes() == {b"a,b/c": new, b"other": other}
+    assert view.changes() == {}
+    backend.put(gone, b"")
+    backend.put(journal_key(gone), b"")
+    assert view.changes() == {b"a,b/c": gone}
+    assert manifest.entry_of(gone) == (b"a,b/c", True) and manifest.name_of(gone) is None
+    assert view.full()[b"a,b/c"] == gone  # a full listing agrees
+
+
+def test_gc_retires_manifests_behind_a_tombstone_older_than_the_grace_period():
+    from lzfs.cluster.backend import ObjectInfo
+    from lzfs.cluster.gc import live_and_retired
+
+    keys = ["snapshots/s/20260101T000000.000000Z-n-00000001.lzm",
+            "snapshots/s/20260102T000000.000000Z-n-00000002.rm",
+            "snapshots/s/20260103T000000.000000Z-n-00000003.lzm",   # published again after
+            "snapshots/t/20260101T000000.000000Z-n-00000004.lzm",
+            "snapshots/t/20260102T000000.000000Z-n-00000005.rm"]    # deleted lately
+    mtimes = [10, 20, 30, 10, 100]
+    objs = [ObjectInfo(k, 1, m) for k, m in zip(keys, mtimes, strict=True)]
+    live, retired = live_and_retired(objs, cutoff=50)
+    assert sorted(live) == [keys[2], keys[3]]  # t's packs stay for the grace period
+    assert sorted(retired) == [keys[0], keys[1]]
+
+
+def test_manifests_stream_in_order_and_a_damaged_one_stops_the_stream(tmp_path):
+    from lzfs.cluster.bucket import fetch_manifests
+
+    backend = DirBackend(tmp_path / "bucket")
+    keys = []
+    for i in range(40):
+        key = manifest.new_key(b"s%d" % i, "node-a")
+        backend.put(key, manifest.encode({"format": manifest.FORMAT, "name": f"s{i}",
+                                          "packs": [], "frames": [], "entries": []}))
+        keys.append(key)
+    got = [(k, doc["name"]) for k, doc in fetch_manifests(backend, keys, workers=3, ahead=4)]
+    assert got == [(k, f"s{i}") for i, k in enumerate(keys)]
+    backend.put(keys[7], b"LZFSMAN\x02" + bytes(8) + b"junk")
+    with pytest.raises(CorruptDataError, match="checksum"):
+        list(fetch_manifests(backend, keys, workers=3, ahead=4))
+
+
+def test_the_mount_starter_names_the_daemon_log_as_the_store_does():
+    from lzfs.spawn import DAEMON_LOG
+    from lzfs.store.layout import LOG
+
+    assert DAEMON_LOG == LOG

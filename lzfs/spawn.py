@@ -1,0 +1,94 @@
+"""Starting a mount's daemon from `lzfs mount`: check what can be checked here, start `lzfs
+mount -f` detached, and wait until it has mounted (or say why not).
+
+Kept apart from daemon.py so that `lzfs mount` itself imports neither pyfuse3, trio nor the
+store for an object store (half a second of a fresh node's mount); a local store's checks
+import the store when they run.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import LzfsError
+
+DAEMON_LOG = "lzfs.log"  # the daemon's log in the store (or node cache): store.layout.LOG
+
+
+def check_mountpoint(mountpoint: str) -> Path:
+    """An existing directory that nothing is mounted on yet."""
+    mnt = Path(mountpoint)
+    try:
+        is_dir = stat.S_ISDIR(os.stat(mnt).st_mode)
+    except OSError as exc:
+        raise LzfsError(f"mount point {mountpoint}: {exc.strerror}") from None
+    if not is_dir:
+        raise LzfsError(f"mount point {mountpoint} is not a directory")
+    if os.path.ismount(mnt):
+        raise LzfsError(f"{mountpoint} is already a mount point; unmount it first")
+    return mnt
+
+
+
+def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str | None,
+          timeout: float = 60.0, log_dir: str | None = None) -> None:
+    """Start `lzfs mount -f` detached and wait until it has mounted (or failed). What can be
+    checked here is, before anything (the log) is written into the store. A remote store's
+    URL is passed on as it is; its log goes to ``log_dir`` (the node cache)."""
+    from .cluster.backend import is_remote
+
+    check_mountpoint(mountpoint)
+    store_root: str | Path
+    if is_remote(store_path):
+        store_root = store_path
+    else:
+        from .store import Store
+        from .store.layout import StoreLock, read_config
+
+        read_config(store_path)
+        store_root = Path(store_path).resolve()
+        if StoreLock(store_root).held():
+            raise StoreLock(store_root).busy()
+        Store(store_root, readonly=True, upgradable=True).close()  # a damaged meta.db fails
+    if log_dir is not None:
+        Path(log_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = Path(log_file) if log_file else Path(log_dir or store_root) / DAEMON_LOG
+    r, w = os.pipe()
+    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab",
+              buffering=0) as logf:
+        os.fchmod(logf.fileno(), 0o600)
+        cmd = [sys.executable, "-m", "lzfs", "mount", "-f", "--ready-fd", str(w),
+               "--log", str(log_path), str(store_root), str(Path(mountpoint).resolve()),
+               *argv_tail]
+        child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                 pass_fds=(w,), start_new_session=True)
+    os.close(w)
+    deadline = time.monotonic() + timeout
+    got = b""
+    with os.fdopen(r, "rb") as ready:
+        got = ready.read(3)  # "ok\n" once mounted; EOF if the child died first
+    if got == b"ok\n":
+        return
+    try:
+        code = child.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        child.kill()
+        code = -9
+    tail = _last_error(log_path)
+    raise LzfsError(f"mount failed (daemon exit {code}): {tail}")
+
+
+def _last_error(log_path: Path) -> str:
+    try:
+        lines = log_path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        if "lzfs:" in line or "Error" in line or "error" in line:
+            return line.strip()
+    return lines[-1].strip() if lines else "no log"
