@@ -201,7 +201,7 @@ class Store:
         view = memoryview(buf)
         encoded = [encode_frame_parts(view[s:s + n], [(n, block_hash(view[s:s + n], self.seed))],
                                       compressed=False) for s, n in spans]
-        places = self.packs.append([parts for _, parts in encoded])
+        places = self.packs.append([parts for _, parts in encoded], staged=True)
         return [FrameWrite(head, pack, off, head.record_len)
                 for (head, _), (pack, off) in zip(encoded, places, strict=True)]
 
@@ -385,11 +385,11 @@ class Store:
     def punch(self, frames: list[tuple[int, int, int, int]]) -> int:
         """Give back the space of collected frames (any thread). Returns bytes freed."""
         freed = 0
-        for _, pack, off, rlen in frames:
+        for pack, lo, hi in _merged(frames):
             if pack >= REMOTE_BASE:  # an object: immutable; lzfs gc on the bucket removes it
                 continue
-            self.packs.punch(pack, off, rlen)
-            freed += rlen
+            self.packs.punch(pack, lo, hi - lo)
+            freed += hi - lo
         return freed
 
     def gc(self) -> tuple[int, int]:
@@ -471,3 +471,16 @@ def domain_seed(domain: str | None) -> int:
     import xxhash
 
     return (xxhash.xxh3_64_intdigest(b"lzfs-domain\0" + domain.encode()) >> 1) or 1
+
+
+def _merged(frames: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int]]:
+    """(pack, start, end) ranges of dead frames, neighbours merged: punched one by one, two
+    dead frames back to back kept the 4 KiB block they share (a settled staging pack kept
+    one block per frame)."""
+    out: list[list[int]] = []
+    for _, pack, off, rlen in sorted(frames, key=lambda f: (f[1], f[2])):
+        if out and out[-1][0] == pack and off <= out[-1][2]:
+            out[-1][2] = max(out[-1][2], off + rlen)
+        else:
+            out.append([pack, off, off + rlen])
+    return [(p, lo, hi) for p, lo, hi in out]

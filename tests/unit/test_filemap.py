@@ -20,6 +20,7 @@ from lzfs.codec import PAGE
 from lzfs.filemap import FileMap
 from lzfs.prefetch import FrameCache, Readahead
 from lzfs.store import Store, mkfs
+from lzfs.store.packs import pack_name
 
 SIZES: dict[int, tuple[int, int]] = {}
 
@@ -252,6 +253,8 @@ def test_staged_data_reads_back_and_settles_into_deduplicated_frames(tmp_path, m
                 await fm.flush()
                 maps.append(fm)
             assert maps[0].staged > 0 and store.stats().staged > 0
+            staged_packs = {store.frame_loc(r.frame).pack for r in maps[0].exts
+                            if store.frame_loc(r.frame).staged}
             before = store.stats()
             for fm in maps:
                 assert await fm.read(0, len(data)) == data
@@ -265,6 +268,13 @@ def test_staged_data_reads_back_and_settles_into_deduplicated_frames(tmp_path, m
             st = store.stats()
             assert st.unique < before.unique / 2 + 65536  # two copies now stored as one
             assert st.stored < st.unique  # and compressed
+            # staged frames had packs of their own, so gc gave them back whole, not with a
+            # partly used block at every border with a live frame
+            settled_packs = {store.frame_loc(r.frame).pack for r in maps[0].exts}
+            assert not staged_packs & settled_packs
+            for pack in staged_packs:
+                left = (store.root / "packs" / pack_name(pack)).stat().st_blocks * 512
+                assert left <= 2 * 4096, (pack, left)
             reloaded = FileMap.load(2, len(data), store, cache, _persist)
             assert await reloaded.read(0, len(data)) == data
             nursery.cancel_scope.cancel()
