@@ -332,7 +332,8 @@ class FileMap:
                 lo, hi = self.exts[i].off, self.exts[j - 1].end
                 data = bytes(await self.read(lo, hi - lo))
                 new, _ = await self.store.ingest(data, lo, True,
-                                                 await self._segments(data, lo, True))
+                                                 await self._segments(data, lo, True),
+                                                 timed=False)
                 # no checkpoint from here on until the runs are recorded
                 if self.opens or self.gone:
                     break  # a reader came (or the file went): its new frames go to gc

@@ -144,12 +144,15 @@ class Store:
         return self.maps.garbage
 
     async def ingest(self, buf: bytes | bytearray | memoryview, base: int, final: bool,
-                     segments: Sequence[Segment] | None = None) -> tuple[list[Run], int]:
+                     segments: Sequence[Segment] | None = None, timed: bool = True
+                     ) -> tuple[list[Run], int]:
         """Store ``buf`` (file bytes from offset ``base``) and return the runs that hold it
         and how many bytes of ``buf`` they cover (all of them if ``final``, else up to the
         last whole page). ``segments`` (grid.py) say where pages start when that is not at
         file pages (members of a tar). The caller records the runs (``maps.insert``) before
-        its next checkpoint."""
+        its next checkpoint. ``timed``: the time it takes counts in the encoder's rate
+        (store/pace.py); settling, which runs while the daemon is otherwise idle, does not
+        say how fast the encoder keeps up with a dump."""
         started = time.monotonic()
         pieces, consumed = await trio.to_thread.run_sync(
             _split_segments, buf, base, final, self.seed, segments)
@@ -174,7 +177,8 @@ class Store:
             # Callers record the runs right after this returns, with no checkpoint in
             # between, so gc (which runs on this thread) cannot slip in.
             self.unpin(pinned)
-        self.pace.encoded(consumed, busy)
+        if timed:
+            self.pace.encoded(consumed, busy)
         return _runs(base, data, where), consumed
 
     async def stage(self, buf: bytes | bytearray | memoryview, base: int, final: bool

@@ -11,7 +11,7 @@ from lzfs.codec import PAGE
 from lzfs.filemap import FileMap
 from lzfs.prefetch import FrameCache
 from lzfs.render import stats_text
-from lzfs.store import Store, mkfs
+from lzfs.store import Store, mkfs, pace
 from lzfs.store.pace import MIN_SAMPLE, Rate, WriteBehind
 from lzfs.store.packs import PackSet
 
@@ -141,3 +141,30 @@ def test_warming_local_frames_asks_the_kernel_to_read_them_ahead_in_few_requests
         assert packs.read(pid, last, len(records[2])) == records[2]
     finally:
         packs.close()
+
+
+def test_settling_does_not_count_in_the_encoders_rate(tmp_path, monkeypatch):
+    """Settling runs while the daemon is idle: counted, it would make the encoder look faster
+    than it is during a dump, and the next dump on a fast disk would not be staged."""
+    monkeypatch.setattr(pace, "MIN_SAMPLE", 4096)  # settling's steps would all be samples
+    mkfs(tmp_path / "s")
+    store = Store(tmp_path / "s")
+    store.stage_backlog = 0
+    store.pace.behind.disk.add(64 << 20, 0.01)
+    store.pace.encode.add(64 << 20, 0.5)
+    data = (b"settle me " * (PAGE * 1024 // 10))[:8 << 20]  # settled in 4 MiB steps
+
+    async def main() -> None:
+        fm = FileMap(1, 0, store, FrameCache(store, 8 << 20), [], lambda *a: None)
+        await fm.write(0, data)
+        await fm.flush()
+        assert fm.staged == len(data)
+        rate = store.pace.encode.value
+        assert await fm.settle(lambda: False) == len(data)
+        assert store.pace.encode.value == rate
+        assert bytes(await fm.read(0, len(data))) == data
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
