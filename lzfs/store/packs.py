@@ -141,8 +141,8 @@ class PackSet:
         committed size is cut off at next open."""
         out = []
         total = 0
-        t = self._staging if staged else self._main
         with self._lock:
+            t = self._staging if staged else self._main
             for parts in records:
                 size = sum(len(p) for p in parts)
                 if t.fd < 0 or (t.end + size > PACK_LIMIT and t.end > PACK_HEADER.size):
@@ -169,7 +169,7 @@ class PackSet:
                 self._new_pack(self._main)
             if self._staging.fd >= 0:  # the next staged append starts a pack of its own
                 os.close(self._staging.fd)
-                self._staging = _Target()
+                self._staging.fd = -1
 
     def warm(self, locs: list[tuple[int, int, int]]) -> None:
         """Start reading (pack, off, length) ranges ahead of their reads: GETs for remote
