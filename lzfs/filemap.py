@@ -102,6 +102,26 @@ class FileMap:
     def dirty(self) -> bool:
         return self._pend_len > 0 or self._encoding
 
+    def broken_invariants(self) -> list[str]:
+        """What is wrong with this map's runs, if anything: they must be sorted, must not
+        overlap, must end inside the file, and must not overlap the pending bytes (the
+        exerciser checks this after every change; fsck checks the same on disk)."""
+        out = []
+        end = 0
+        if self.offs != [e.off for e in self.exts]:
+            out.append("offset index out of step with the runs")
+        for r in self.exts:
+            if r.len <= 0:
+                out.append(f"empty run at {r.off}")
+            if r.off < end:
+                out.append(f"run at {r.off} overlaps the one before (ends at {end})")
+            end = max(end, r.end)
+        if end > self.size:
+            out.append(f"runs end at {end}, past the size {self.size}")
+        if self._pend_len and end > self._pend_off:
+            out.append(f"runs end at {end}, past the pending bytes' start {self._pend_off}")
+        return out
+
     def check_error(self) -> None:
         """Re-raise a failure of the background encoder (ENOSPC, EIO) to the writer."""
         if self._error is not None:
@@ -400,8 +420,17 @@ class FileMap:
         k = pos - r.off
         head = Run(r.off, k, r.frame, r.foff)
         tail = Run(pos, r.len - k, r.frame, r.foff + k)
-        self._remove_exts(i, i + 1)
-        self._add_exts([head, tail])
+        # in place, never through _add_exts: its merge of a run that continues the one before
+        # it (meant for appends) would glue the head back onto a neighbour cut a moment ago,
+        # and a rewrite of [lo, hi) in the file's last run then replaced nothing (a page of
+        # zeros written there was lost, and a truncate left stale bytes past the new end)
+        maps = self.store.maps
+        maps.delete(self.ino, [r])
+        maps.insert(self.ino, [head, tail])
+        self.cover.remove([r])
+        self.cover.add([head, tail])
+        self.exts[i:i + 1] = [head, tail]
+        self.offs[i:i + 1] = [head.off, tail.off]
 
     async def _drain(self) -> None:
         """Wait for the encoder, then store everything pending (with a final cut)."""
