@@ -11,12 +11,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LzfsError
-from ..namespace import Namespace
-from ..store import Store
-from .backend import open_backend
-from .bucket import NODE_FILE, prepare_cache, read_remote_config
-from .node import ClusterNode
+from lzfs.cluster.bucket import NODE_FILE, prepare_cache, read_remote_config
+from lzfs.cluster.node import ClusterNode
+from lzfs.errors import LzfsError
+from lzfs.objectstore.backend import open_backend
+from lzfs.store import Store
+from lzfs.store.namespace import Namespace
 
 IMPORT_RECENT = 16
 

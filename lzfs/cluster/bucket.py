@@ -20,10 +20,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import LzfsError, NotAStoreError
-from ..store import layout
-from . import manifest
-from .backend import Backend, NoSuchObject
+from lzfs.cluster import manifest
+from lzfs.errors import LzfsError, NotAStoreError
+from lzfs.objectstore.backend import Backend, NoSuchObject
+from lzfs.store import layout
 
 CONFIG_KEY = "lzfs.json"
 PACKS_PREFIX = "packs/"

@@ -26,14 +26,14 @@ from typing import Any
 
 import xxhash
 
-from ..namespace import ROOT_INODE, Namespace
-from ..store import Store, layout
-from ..store.packs import REMOTE_BASE, pack_name
-from . import manifest
-from .backend import Backend, NoSuchObject, RemoteError
-from .bucket import DEFAULT_GRACE, PACKS_PREFIX, fetch_manifests
-from .listing import BucketView, journal_key
-from .objects import PackObjects
+from lzfs.cluster import manifest
+from lzfs.cluster.bucket import DEFAULT_GRACE, PACKS_PREFIX, fetch_manifests
+from lzfs.cluster.listing import BucketView, journal_key
+from lzfs.cluster.objects import PackObjects
+from lzfs.objectstore.backend import Backend, NoSuchObject, RemoteError
+from lzfs.store import Store, layout
+from lzfs.store.namespace import ROOT_INODE, Namespace
+from lzfs.store.packs import REMOTE_BASE, pack_name
 
 log = logging.getLogger(__name__)
 

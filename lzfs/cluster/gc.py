@@ -32,10 +32,10 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from . import manifest
-from .backend import Backend, ObjectInfo
-from .bucket import PACKS_PREFIX, fetch_manifests, read_remote_config
-from .listing import JOURNAL, write_catalogue
+from lzfs.cluster import manifest
+from lzfs.cluster.bucket import PACKS_PREFIX, fetch_manifests, read_remote_config
+from lzfs.cluster.listing import JOURNAL, write_catalogue
+from lzfs.objectstore.backend import Backend, ObjectInfo
 
 
 @dataclass

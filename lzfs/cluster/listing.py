@@ -31,8 +31,8 @@ import logging
 import time
 import zlib
 
-from . import manifest
-from .backend import Backend, NoSuchObject, RemoteError
+from lzfs.cluster import manifest
+from lzfs.objectstore.backend import Backend, NoSuchObject, RemoteError
 
 log = logging.getLogger(__name__)
 

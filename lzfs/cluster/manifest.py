@@ -31,10 +31,10 @@ from urllib.parse import quote, unquote
 
 import xxhash
 
-from ..errors import CorruptDataError
-from ..namespace import ROOT_INODE, Namespace
-from ..store import Run, Store
-from ..store.index import decode_table, encode_table
+from lzfs.errors import CorruptDataError
+from lzfs.store import Run, Store
+from lzfs.store.index import decode_table, encode_table
+from lzfs.store.namespace import ROOT_INODE, Namespace
 
 MAGIC = b"LZFSMAN\x02"
 MAGIC_1 = b"LZFSMAN\x01"

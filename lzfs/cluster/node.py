@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..namespace import Namespace
-from ..store import Store
-from .backend import Backend
-from .bucket import DEFAULT_GRACE, NODE_TABLES
-from .exchange import Exchange
-from .objects import PackObjects
+from lzfs.cluster.bucket import DEFAULT_GRACE, NODE_TABLES
+from lzfs.cluster.exchange import Exchange
+from lzfs.cluster.objects import PackObjects
+from lzfs.objectstore.backend import Backend
+from lzfs.store import Store
+from lzfs.store.namespace import Namespace
 
 
 class ClusterNode:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import CorruptDataError
-from ..store import Store, layout
-from ..store.packs import REMOTE_BASE, pack_name
-from .backend import Backend, Counters, RemoteError
-from .bucket import SEGMENTS
-from .cache import SegmentCache
+from lzfs.cluster.bucket import SEGMENTS
+from lzfs.errors import CorruptDataError
+from lzfs.objectstore.backend import Backend, Counters, RemoteError
+from lzfs.objectstore.cache import SegmentCache
+from lzfs.store import Store, layout
+from lzfs.store.packs import REMOTE_BASE, pack_name
 
 # Segments fetched ahead of each one a read or the readahead asks for (within the object): a
 # restore reads a pack mostly in order, so this keeps several GETs in flight from the start.

@@ -14,11 +14,11 @@ from __future__ import annotations
 import socket
 from urllib.parse import quote
 
-from ..errors import LzfsError
-from . import manifest
-from .backend import Backend
-from .bucket import read_remote_config
-from .listing import journal_key
+from lzfs.cluster import manifest
+from lzfs.cluster.bucket import read_remote_config
+from lzfs.cluster.listing import journal_key
+from lzfs.errors import LzfsError
+from lzfs.objectstore.backend import Backend
 
 
 def remove(backend: Backend, name: bytes) -> tuple[str, int]:

@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 import trio
 
-from ..errors import LzfsError
-from ..namespace import ROOT_INODE, Namespace
-from ..store import Store
-from . import manifest
-from .backend import RemoteError
-from .node import ClusterNode
+from lzfs.cluster import manifest
+from lzfs.cluster.node import ClusterNode
+from lzfs.errors import LzfsError
+from lzfs.objectstore.backend import RemoteError
+from lzfs.store import Store
+from lzfs.store.namespace import ROOT_INODE, Namespace
 
 log = logging.getLogger(__name__)
 

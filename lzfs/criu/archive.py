@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from ..errors import CorruptDataError, ImageFormatError
-from . import images
+from lzfs.criu import images
+from lzfs.errors import CorruptDataError, ImageFormatError
 
 BLOCK = 512
 _IMAGE = re.compile(r"^(inventory\.img|pagemap-\d+\.img|pages-\d+\.img)$")

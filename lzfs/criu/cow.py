@@ -22,8 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 
-from ..errors import ImageFormatError
-from .images import (
+from lzfs.criu.images import (
     VMA_ANON_PRIVATE,
     VMA_AREA_REGULAR,
     VMA_FILE_PRIVATE,
@@ -34,6 +33,7 @@ from .images import (
     parse_pagemap,
     parse_pstree,
 )
+from lzfs.errors import ImageFormatError
 
 PAGE_CACHE_SHARE = 0.2
 HEAD_BYTES = 4096  # a pagemap's head entry (its pages id) is in its first few bytes

@@ -18,7 +18,7 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2, message_factory
 from google.protobuf.message import DecodeError
 
-from ..errors import ImageFormatError
+from lzfs.errors import ImageFormatError
 
 IMG_COMMON_MAGIC = 0x54564319
 IMG_SERVICE_MAGIC = 0x55105940

@@ -17,9 +17,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
-from ..codec import PAGE
-from ..errors import CorruptDataError
-from .db import MetaDB
+from lzfs.errors import CorruptDataError
+from lzfs.store.codec import PAGE
+from lzfs.store.db import MetaDB
 
 LOST_FRAME = -1  # a run whose frame is known lost (a repaired store, an upgraded placeholder)
 

@@ -29,7 +29,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-from .db import MetaDB
+from lzfs.store.db import MetaDB
 
 ENTRY = struct.Struct("<I16s")  # one page table entry: offset in the frame's raw data, hash
 HOOK_MASK = 7                   # a page is a hook when hash[0] & HOOK_MASK == 0: 1 in 8

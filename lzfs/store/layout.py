@@ -22,8 +22,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..codec import FRAME_MAX, PAGE
-from ..errors import FormatVersionError, LzfsError, NotAStoreError, StoreBusyError
+from lzfs.errors import FormatVersionError, LzfsError, NotAStoreError, StoreBusyError
+from lzfs.store.codec import FRAME_MAX, PAGE
 
 FORMAT_NAME = "lzfs"
 FORMAT_VERSION = 1
@@ -78,7 +78,7 @@ def _mkfs(root: Path, avg_pages: int, max_pages: int, allow_log: bool) -> StoreC
         os.fsync(f.fileno())
     os.rename(tmp, root / CONFIG)
     # the schema is created by the first open, inside one transaction
-    from .db import MetaDB
+    from lzfs.store.db import MetaDB
 
     MetaDB(root / DB, create=True).close()
     _fsync_dir(root)

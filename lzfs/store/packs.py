@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import CorruptDataError
-from .pace import WriteBehind
+from lzfs.errors import CorruptDataError
+from lzfs.store.pace import WriteBehind
 
 PACK_MAGIC = b"LZFSPACK"
 PACK_VERSION = 1

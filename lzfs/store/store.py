@@ -28,16 +28,15 @@ from typing import NamedTuple
 
 import trio
 
-from .. import chunker
-from ..codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, encode_frame_parts
-from ..errors import CorruptDataError
-from ..grid import Segment
-from . import layout
-from .blockmap import BlockMaps, FrameShape, Run
-from .db import MetaDB
-from .index import PageIndex, encode_table
-from .pace import Pace
-from .packs import REMOTE_BASE, PackSet
+from lzfs.errors import CorruptDataError
+from lzfs.store import chunker, layout
+from lzfs.store.blockmap import BlockMaps, FrameShape, Run
+from lzfs.store.codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, encode_frame_parts
+from lzfs.store.db import MetaDB
+from lzfs.store.grid import Segment
+from lzfs.store.index import PageIndex, encode_table
+from lzfs.store.pace import Pace
+from lzfs.store.packs import REMOTE_BASE, PackSet
 
 log = logging.getLogger(__name__)
 _S_IFMT = 0o170000

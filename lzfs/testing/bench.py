@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 from statistics import median
 
-from ..render import human, parse_size
-from .criu import Workload, criu_command, criu_unusable_reason
+from lzfs.report.render import human, parse_size
+from lzfs.testing.criu import Workload, criu_command, criu_unusable_reason
 
 CGROUP = Path("/sys/fs/cgroup/blkio/lzfs-bench")
 
@@ -190,7 +190,7 @@ class ClusterMounts(LzfsMount):
     b with an empty cache, so the restore fetches everything from the object store."""
 
     def __init__(self, work: Path, throttle: Throttle) -> None:
-        from .seaweed import Seaweed
+        from lzfs.testing.seaweed import Seaweed
 
         self.work = work
         self.server = Seaweed(work / "seaweed")
@@ -364,7 +364,7 @@ def run_container(method: str, work: Path, size: int, throttle: Throttle) -> dic
     random, text and zeros: lzfs/testing/memhold.c) into a plain directory or an lzfs mount,
     then ``runc restore -d`` from it; page cache dropped before both, and for lzfs a remount
     between them. The checkpoint counts until its images are durable, as a dump does above."""
-    from .container import RuncContainer
+    from lzfs.testing.container import RuncContainer
 
     work.mkdir(parents=True)
     fs = LzfsMount(work, throttle) if method == "lzfs" else None
@@ -498,7 +498,7 @@ PATH_PROFILES = ("lazy", "page-server", "random-read")
 
 def paths_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The lazy-restore, page-server and random-read profiles (lzfs.testing.bench_paths)."""
-    from . import bench_paths
+    from lzfs.testing import bench_paths
 
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
@@ -514,7 +514,7 @@ def paths_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def encoders_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The encoder-process simulation (lzfs.testing.bench_encoders): no CRIU, no mount."""
-    from . import bench_encoders
+    from lzfs.testing import bench_encoders
 
     try:
         workers = [int(w) for w in args.workers.split(",")]
@@ -569,7 +569,7 @@ def main() -> int:
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     if args.profile == "container":  # runc into a plain directory and into lzfs only
-        from .container import runtime_unusable_reason
+        from lzfs.testing.container import runtime_unusable_reason
 
         reason = runtime_unusable_reason("runc")
         if reason:

@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cluster.backend import open_backend
-from ..cluster.bucket import remote_mkfs
-from . import synthetic
-from .seaweed import Seaweed
+from lzfs.cluster.bucket import remote_mkfs
+from lzfs.objectstore.backend import open_backend
+from lzfs.testing import synthetic
+from lzfs.testing.seaweed import Seaweed
 
 
 def _lzfs(*args: str) -> subprocess.CompletedProcess:

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import chunker
-from ..codec import FRAME_MAX, decode_frame, encode_frame_parts
-from .workload import build
+from lzfs.store import chunker
+from lzfs.store.codec import FRAME_MAX, decode_frame, encode_frame_parts
+from lzfs.testing.workload import build
 
 BATCH = 4 << 20    # bytes per hand-off to a worker (filemap.BATCH)
 REQUEST = 1 << 20  # one FUSE WRITE (max_write)

@@ -29,10 +29,18 @@ import time
 from pathlib import Path
 from statistics import median
 
-from ..render import human
-from . import bench_read
-from .bench import WORK_ROOT, LzfsMount, Throttle, criu, drop_caches, sh, throttle_unavailable
-from .criu import Workload, free_port, start_lazy_pages, start_page_server
+from lzfs.report.render import human
+from lzfs.testing import bench_read
+from lzfs.testing.bench import (
+    WORK_ROOT,
+    LzfsMount,
+    Throttle,
+    criu,
+    drop_caches,
+    sh,
+    throttle_unavailable,
+)
+from lzfs.testing.criu import Workload, free_port, start_lazy_pages, start_page_server
 
 LAZY_METHODS = ("plain", "plain-lazy", "lzfs-lazy", "lzfs")
 SERVER_METHODS = ("plain", "lzfs")

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from statistics import median
 
-from ..render import human
-from .bench import LzfsMount, Throttle, drop_caches
-from .workload import build
+from lzfs.report.render import human
+from lzfs.testing.bench import LzfsMount, Throttle, drop_caches
+from lzfs.testing.workload import build
 
 PAGE = 4096
 LOCAL_WINDOW = 16 << 20

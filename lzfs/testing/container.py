@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .criu import criu_command
+from lzfs.testing.criu import criu_command
 
 SOURCE = Path(__file__).with_name("memhold.c")
 

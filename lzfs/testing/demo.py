@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..render import human
-from .criu import Workload, criu_command, criu_unusable_reason, run_criu
+from lzfs.report.render import human
+from lzfs.testing.criu import Workload, criu_command, criu_unusable_reason, run_criu
 
 
 def sh(*cmd: str) -> str:

@@ -28,14 +28,14 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from ..control import CONTROL_DIR
-from ..core import Core
-from ..fs import LzfsOperations
-from ..fsck import fsck
-from ..mounts import find_mount
-from ..namespace import ROOT_INODE
-from ..store import Store, mkfs
-from .exerciser import Mismatch
+from lzfs.core.core import Core
+from lzfs.fuse.control import CONTROL_DIR
+from lzfs.fuse.operations import LzfsOperations
+from lzfs.mount.mounts import find_mount
+from lzfs.report.fsck import fsck
+from lzfs.store import Store, mkfs
+from lzfs.store.namespace import ROOT_INODE
+from lzfs.testing.exerciser import Mismatch
 
 MODES = ("plain", "stage", "node")
 DIR = "ex"  # the directory (a snapshot, on a node) that holds the file under test
@@ -241,8 +241,8 @@ class OpsTarget:
         self.mode = mode
         self.work = work
         if mode == "node":
-            from ..cluster.backend import open_backend
-            from ..cluster.bucket import remote_mkfs
+            from lzfs.cluster.bucket import remote_mkfs
+            from lzfs.objectstore.backend import open_backend
 
             self.bucket = work / "bucket"
             self.bucket.mkdir(parents=True)
@@ -279,8 +279,8 @@ class OpsTarget:
     async def _mount(self) -> None:
         self.node = None
         if self.mode == "node":
-            from ..cluster.attach import RemoteOptions, open_node
-            from ..cluster.sync import ClusterSync
+            from lzfs.cluster.attach import RemoteOptions, open_node
+            from lzfs.cluster.sync import ClusterSync
 
             store, self.node = open_node(f"file://{self.bucket}",
                                          RemoteOptions(cache=str(self.work / "cache"),

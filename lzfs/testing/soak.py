@@ -21,8 +21,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .exercise_targets import MODES, make_target
-from .exerciser import Failure, Op, run_crash_seed, run_ops, run_seed, shrink
+from lzfs.testing.exercise_targets import MODES, make_target
+from lzfs.testing.exerciser import Failure, Op, run_crash_seed, run_ops, run_seed, shrink
 
 RESULTS = Path("bench-results")
 PROPERTY_TESTS = ["tests/unit/test_filemap.py", "tests/unit/test_codec.py",

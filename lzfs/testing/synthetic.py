@@ -20,14 +20,14 @@ from pathlib import Path
 
 import xxhash
 
-from ..cluster import manifest
-from ..cluster.backend import Backend
-from ..cluster.bucket import PACKS_PREFIX
-from ..cluster.listing import journal_key
-from ..codec import PAGE, block_hash
-from ..store import Store, mkfs
-from ..store.index import encode_table
-from ..store.packs import pack_name
+from lzfs.cluster import manifest
+from lzfs.cluster.bucket import PACKS_PREFIX
+from lzfs.cluster.listing import journal_key
+from lzfs.objectstore.backend import Backend
+from lzfs.store import Store, mkfs
+from lzfs.store.codec import PAGE, block_hash
+from lzfs.store.index import encode_table
+from lzfs.store.packs import pack_name
 
 PAGES_PER_FRAME = 16
 

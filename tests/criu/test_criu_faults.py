@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from lzfs.fsck import fsck
+from lzfs.report.fsck import fsck
 from lzfs.store import Store, mkfs
 from lzfs.testing.criu import CriuError, Workload, criu_command, run_criu
 from tests.conftest import Mounted, lzfs_cmd

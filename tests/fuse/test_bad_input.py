@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from lzfs.cli import main
+from lzfs.cli.main import main
 from lzfs.criu import images as I
-from lzfs.mounts import find_mount
+from lzfs.mount.mounts import find_mount
 from lzfs.store import Store, mkfs
 from tests.conftest import criu_image, fuse_unusable_reason, lzfs_cmd, tree_state
 

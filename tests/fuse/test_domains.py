@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from lzfs.fsck import fsck
+from lzfs.report.fsck import fsck
 from lzfs.store import Store
 from tests.conftest import lzfs_cmd
 

@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from lzfs.fsck import fsck
+from lzfs.report.fsck import fsck
 from tests.conftest import lzfs_cmd, tree_state
 
 

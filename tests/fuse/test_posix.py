@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from lzfs.codec import block_hash
+from lzfs.store.codec import block_hash
 from lzfs.store.index import hook_key
 
 
@@ -170,6 +170,6 @@ def test_exchanging_a_directory_and_a_file_keeps_link_counts(mounted):
     assert (m / "p2" / "f").is_dir()
     assert os.stat(m / "p1").st_nlink == 2 and os.stat(m / "p2").st_nlink == 3
     mounted.umount()
-    from lzfs.fsck import fsck
+    from lzfs.report.fsck import fsck
 
     assert fsck(mounted.store).clean

@@ -14,9 +14,9 @@ import time
 import pytest
 
 from lzfs.cluster import manifest
-from lzfs.cluster.backend import open_backend
 from lzfs.cluster.bucket import load_all
-from lzfs.mounts import find_mount
+from lzfs.mount.mounts import find_mount
+from lzfs.objectstore.backend import open_backend
 from lzfs.testing import synthetic
 from tests.conftest import fuse_unusable_reason, lzfs_cmd
 from tests.s3.conftest import Node, bucket_objects

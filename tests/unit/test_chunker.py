@@ -9,8 +9,8 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lzfs.chunker import split
-from lzfs.codec import PAGE, block_hash
+from lzfs.store.chunker import split
+from lzfs.store.codec import PAGE, block_hash
 
 
 def test_zero_pages_are_holes_and_data_pages_are_hashed():

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from lzfs import cli
+from lzfs.cli import main as cli
 from tests.conftest import ROOT
 
 

@@ -7,9 +7,9 @@ import random
 import pytest
 
 from lzfs.cluster import manifest
-from lzfs.cluster.backend import DirBackend, RemoteError, open_backend
-from lzfs.cluster.cache import SEGMENT, SegmentCache
 from lzfs.errors import CorruptDataError
+from lzfs.objectstore.backend import DirBackend, RemoteError, open_backend
+from lzfs.objectstore.cache import SEGMENT, SegmentCache
 
 
 def test_manifest_round_trips_and_rejects_damage():
@@ -87,9 +87,9 @@ def test_a_format_1_manifest_installs_as_runs_of_its_frames(tmp_path):
     runs of the same frames, with its one-page blocks as dedup candidates."""
     import os
 
-    from lzfs.codec import block_hash
-    from lzfs.namespace import Namespace
     from lzfs.store import Store, mkfs
+    from lzfs.store.codec import block_hash
+    from lzfs.store.namespace import Namespace
 
     page = os.urandom(4096)
     doc = {"format": manifest.FORMAT_1, "name": "old", "packs": ["packs/ab.pack"],
@@ -142,8 +142,8 @@ def test_the_journal_announces_only_what_is_new(tmp_path):
 
 
 def test_gc_retires_manifests_behind_a_tombstone_older_than_the_grace_period():
-    from lzfs.cluster.backend import ObjectInfo
     from lzfs.cluster.gc import live_and_retired
+    from lzfs.objectstore.backend import ObjectInfo
 
     keys = ["snapshots/s/20260101T000000.000000Z-n-00000001.lzm",
             "snapshots/s/20260102T000000.000000Z-n-00000002.rm",
@@ -175,7 +175,7 @@ def test_manifests_stream_in_order_and_a_damaged_one_stops_the_stream(tmp_path):
 
 
 def test_the_mount_starter_names_the_daemon_log_as_the_store_does():
-    from lzfs.spawn import DAEMON_LOG
+    from lzfs.mount.spawn import DAEMON_LOG
     from lzfs.store.layout import LOG
 
     assert DAEMON_LOG == LOG

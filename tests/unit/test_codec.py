@@ -8,8 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lzfs.codec import FRAME_MAX, Codec, block_hash, decode_frame, encode_frame, parse_frame_header
 from lzfs.errors import CorruptDataError
+from lzfs.store.codec import (
+    FRAME_MAX,
+    Codec,
+    block_hash,
+    decode_frame,
+    encode_frame,
+    parse_frame_header,
+)
 
 
 def _blocks(*datas: bytes, seed: int = 0) -> list[tuple[bytes, bytes]]:
@@ -103,7 +110,7 @@ def test_a_forged_header_with_a_valid_checksum_is_refused(codec, lens, payload):
     checked before they size anything."""
     import struct
 
-    from lzfs.codec import FRAME_MAGIC, FRAME_VERSION, payload_checksum
+    from lzfs.store.codec import FRAME_MAGIC, FRAME_VERSION, payload_checksum
 
     raw_len = sum(lens) & 0xFFFFFFFF
     rec = struct.pack("<4sBBHIIQ", FRAME_MAGIC, FRAME_VERSION, codec, len(lens), raw_len,

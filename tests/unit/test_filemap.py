@@ -15,11 +15,11 @@ import trio.lowlevel
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lzfs import filemap
-from lzfs.codec import PAGE
-from lzfs.filemap import FileMap
-from lzfs.prefetch import FrameCache, Readahead
+from lzfs.core import filemap
+from lzfs.core.filemap import FileMap
+from lzfs.core.prefetch import FrameCache, Readahead
 from lzfs.store import Store, mkfs
+from lzfs.store.codec import PAGE
 from lzfs.store.packs import pack_name
 
 SIZES: dict[int, tuple[int, int]] = {}

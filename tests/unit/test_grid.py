@@ -9,11 +9,11 @@ import tarfile
 
 import trio
 
-from lzfs.codec import PAGE
-from lzfs.filemap import FileMap
-from lzfs.grid import TarGrid, header_size, is_tar
-from lzfs.prefetch import FrameCache
+from lzfs.core.filemap import FileMap
+from lzfs.core.prefetch import FrameCache
 from lzfs.store import Store, mkfs
+from lzfs.store.codec import PAGE
+from lzfs.store.grid import TarGrid, header_size, is_tar
 
 
 def _tar(members: dict[str, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:

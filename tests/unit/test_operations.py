@@ -20,15 +20,15 @@ import pytest
 import trio
 
 from lzfs.cluster.attach import RemoteOptions, open_node
-from lzfs.cluster.backend import open_backend
 from lzfs.cluster.bucket import remote_mkfs
 from lzfs.cluster.sync import ClusterSync
-from lzfs.control import CONTROL_DIR
-from lzfs.core import Core
+from lzfs.core.core import Core
 from lzfs.criu import images as I
-from lzfs.fs import LzfsOperations
-from lzfs.namespace import ROOT_INODE
+from lzfs.fuse.control import CONTROL_DIR
+from lzfs.fuse.operations import LzfsOperations
+from lzfs.objectstore.backend import open_backend
 from lzfs.store import Store, mkfs
+from lzfs.store.namespace import ROOT_INODE
 from tests.conftest import criu_image
 
 

@@ -7,11 +7,11 @@ import os
 
 import trio
 
-from lzfs.codec import PAGE
-from lzfs.filemap import FileMap
-from lzfs.prefetch import FrameCache
-from lzfs.render import stats_text
+from lzfs.core.filemap import FileMap
+from lzfs.core.prefetch import FrameCache
+from lzfs.report.render import stats_text
 from lzfs.store import Store, mkfs, pace
+from lzfs.store.codec import PAGE
 from lzfs.store.pace import MIN_SAMPLE, Rate, WriteBehind
 from lzfs.store.packs import PackSet
 

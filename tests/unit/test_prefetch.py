@@ -7,8 +7,8 @@ import random
 
 import trio
 
-from lzfs.filemap import FileMap
-from lzfs.prefetch import FrameCache, Readahead
+from lzfs.core.filemap import FileMap
+from lzfs.core.prefetch import FrameCache, Readahead
 from lzfs.store import Store, mkfs
 
 KiB, MiB = 1 << 10, 1 << 20

@@ -17,9 +17,9 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lzfs.chunker import Piece
 from lzfs.errors import CorruptDataError, FormatVersionError, NotAStoreError, StoreBusyError
 from lzfs.store import Run, Store, mkfs, read_config
+from lzfs.store.chunker import Piece
 from lzfs.store.layout import CONFIG
 from tests.conftest import assert_private
 
@@ -268,7 +268,7 @@ def test_a_format_1_store_is_upgraded_at_a_writable_open_only(tmp_path):
     blocks become runs of the same frames, counts are recomputed from the runs, single-page
     blocks join the page index (a new write of that page dedups against them), unreferenced
     blocks become garbage frames, a block a repair marked lost reads as EIO."""
-    from lzfs.codec import block_hash
+    from lzfs.store.codec import block_hash
     from lzfs.store.index import hook_key
     from tests.format1 import make_format1_store
 
@@ -478,7 +478,7 @@ def test_pack_new_frames_pages_with_and_without_gaps_between_them(store_path, ki
     """New pages usually lie back to back in the written buffer (a frame is then compressed,
     or stored raw, from a view of it, no join); deduplicated or zero pieces leave gaps between
     them. Both shapes must read back byte for byte, compressed (text) or raw (random)."""
-    from lzfs.codec import Codec, block_hash
+    from lzfs.store.codec import Codec, block_hash
 
     store = Store(store_path)
     try:
@@ -503,8 +503,8 @@ def test_pack_new_frames_pages_with_and_without_gaps_between_them(store_path, ki
 def test_a_short_pwritev_is_finished_and_the_record_reads_back(store_path, monkeypatch):
     """pwritev may write less than asked (a signal, a size limit): the rest of the record
     must follow at the right offset, or the frame would fail its checksum."""
-    from lzfs.codec import block_hash
     from lzfs.store import packs as packs_mod
+    from lzfs.store.codec import block_hash
 
     real = os.pwritev
     calls = []

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 
 import trio
 
-from .errors import CorruptDataError
-from .store import FrameLoc, Store
-from .store.packs import REMOTE_BASE
+from lzfs.errors import CorruptDataError
+from lzfs.store import FrameLoc, Store
+from lzfs.store.packs import REMOTE_BASE
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import stat
 import time
 from dataclasses import dataclass
 
-from .store.db import MetaDB
+from lzfs.store.db import MetaDB
 
 ROOT_INODE = 1
 NAME_MAX = 255  # bytes in one name, as on every Linux file system (pjdfstest checks it)

@@ -22,11 +22,11 @@ from collections.abc import Callable
 
 import trio
 
-from .codec import PAGE
-from .errors import CorruptDataError
-from .grid import BLOCK, Segment, TarGrid, is_tar
-from .prefetch import FrameCache, Readahead
-from .store import Coverage, Run, Store
+from lzfs.core.prefetch import FrameCache, Readahead
+from lzfs.errors import CorruptDataError
+from lzfs.store import Coverage, Run, Store
+from lzfs.store.codec import PAGE
+from lzfs.store.grid import BLOCK, Segment, TarGrid, is_tar
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .criu import images
-from .criu.archive import BLOCK, Archive, RangeFile, find_images, is_tar_header
-from .errors import CorruptDataError, ImageFormatError
-from .report import OUTSIDE
-from .store import Run, Store
+from lzfs.criu import images
+from lzfs.criu.archive import BLOCK, Archive, RangeFile, find_images, is_tar_header
+from lzfs.errors import CorruptDataError, ImageFormatError
+from lzfs.report.dedup import OUTSIDE
+from lzfs.store import Run, Store
 
 _FRAMES_KEPT = 8  # decoded frames kept while walking one archive's headers
 

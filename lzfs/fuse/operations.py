@@ -18,13 +18,13 @@ from typing import Any, cast
 
 import pyfuse3
 
-from . import report
-from .control import CONTROL_DIR, CONTROL_NAME, ControlTree, is_control
-from .core import Core
-from .criu.lazy import is_lazy_pages_daemon
-from .errors import CorruptDataError, LzfsError
-from .namespace import ROOT_INODE, FsError, Inode, now_ns
-from .prefetch import Readahead
+from lzfs.core.core import Core
+from lzfs.core.prefetch import Readahead
+from lzfs.criu.lazy import is_lazy_pages_daemon
+from lzfs.errors import CorruptDataError, LzfsError
+from lzfs.fuse.control import CONTROL_DIR, CONTROL_NAME, ControlTree, is_control
+from lzfs.report import dedup as report
+from lzfs.store.namespace import ROOT_INODE, FsError, Inode, now_ns
 
 log = logging.getLogger(__name__)
 

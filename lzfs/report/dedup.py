@@ -20,11 +20,11 @@ import stat
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-from .codec import PAGE
-from .criu import images
-from .errors import CorruptDataError, ImageFormatError
-from .namespace import ROOT_INODE
-from .store import Run, Store
+from lzfs.criu import images
+from lzfs.errors import CorruptDataError, ImageFormatError
+from lzfs.store import Run, Store
+from lzfs.store.codec import PAGE
+from lzfs.store.namespace import ROOT_INODE
 
 _IMAGE = re.compile(rb"^(inventory\.img|pagemap-\d+\.img|pages-\d+\.img)$")
 OUTSIDE = "(outside snapshots)"
@@ -180,7 +180,7 @@ def account(store: Store, group_of: dict[int, str], tree: Tree) -> dict[str, Fig
 
 def snapshot_report(store: Store) -> dict:
     tree = load_tree(store)
-    from .report_archives import find_archives  # checkpoint tars are
+    from lzfs.report.archives import find_archives  # checkpoint tars are
     archives = find_archives(store, tree)        # snapshots (lzfs/report_archives.py)
     figs = account(store, tree.snapshot_of, tree)
     for name, f in figs.items():
@@ -268,7 +268,7 @@ def region_report(store: Store) -> dict:
     """Per snapshot, per memory region (VMA name): logical, zero, unique and shared bytes of
     the pages CRIU stored for it, and which snapshots share them."""
     tree = load_tree(store)
-    from .report_archives import archive_regions, find_archives
+    from lzfs.report.archives import archive_regions, find_archives
     archives = find_archives(store, tree)  # checkpoint tars are snapshots of their own
     slots, _ = _slot_groups(store, {i: g for i, g in tree.snapshot_of.items() if g != OUTSIDE})
     out_snaps = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .codec import PAGE
+from lzfs.store.codec import PAGE
 
 BLOCK = 512
 

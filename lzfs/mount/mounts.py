@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LzfsError
+from lzfs.errors import LzfsError
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,9 @@ def umount(mountpoint: str, timeout: float = 300.0, lazy: bool = False) -> Mount
     res = subprocess.run([*cmd, str(m.mountpoint)], capture_output=True, text=True)
     if res.returncode != 0:
         msg = " ".join((res.stderr or res.stdout).split())
-        from .busy import busy_reason  # names who holds it (lzfs/busy.py)
+        from lzfs.mount.busy import busy_reason  # names who holds it (lzfs/busy.py)
         raise LzfsError(f"cannot unmount {m.mountpoint}: {msg}; {busy_reason(m.mountpoint)}")
-    from .store.layout import StoreLock  # not at the top: `lzfs publish` and other commands
+    from lzfs.store.layout import StoreLock  # not at the top: `lzfs publish` and other commands
     # that only look for mounts must not pay for importing the store (trio, numpy: 0.3 s)
 
     lock = StoreLock(m.store)

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import LzfsError
+from lzfs.errors import LzfsError
 
 DAEMON_LOG = "lzfs.log"  # the daemon's log in the store (or node cache): store.layout.LOG
 
@@ -40,15 +40,15 @@ def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str 
     """Start `lzfs mount -f` detached and wait until it has mounted (or failed). What can be
     checked here is, before anything (the log) is written into the store. A remote store's
     URL is passed on as it is; its log goes to ``log_dir`` (the node cache)."""
-    from .cluster.backend import is_remote
+    from lzfs.objectstore.backend import is_remote
 
     check_mountpoint(mountpoint)
     store_root: str | Path
     if is_remote(store_path):
         store_root = store_path
     else:
-        from .store import Store
-        from .store.layout import StoreLock, read_config
+        from lzfs.store import Store
+        from lzfs.store.layout import StoreLock, read_config
 
         read_config(store_path)
         store_root = Path(store_path).resolve()

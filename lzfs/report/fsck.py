@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .codec import decode_frame
-from .errors import CorruptDataError
-from .namespace import ROOT_INODE, Namespace, path_of
-from .report import load_tree, snapshot_problems
-from .store import Coverage, FrameShape, Run, Store, layout
-from .store.blockmap import LOST_FRAME
-from .store.index import decode_table, encode_table
-from .store.packs import PACK_HEADER, pack_name
+from lzfs.errors import CorruptDataError
+from lzfs.report.dedup import load_tree, snapshot_problems
+from lzfs.store import Coverage, FrameShape, Run, Store, layout
+from lzfs.store.blockmap import LOST_FRAME
+from lzfs.store.codec import decode_frame
+from lzfs.store.index import decode_table, encode_table
+from lzfs.store.namespace import ROOT_INODE, Namespace, path_of
+from lzfs.store.packs import PACK_HEADER, pack_name
 
 LOST_FOUND = b"lost+found"
 
@@ -134,8 +134,8 @@ def fsck(root: str | Path, repair: bool = False, progress: Progress | None = Non
 def _attach_node(store: Store) -> tuple[Any, str | None]:
     """A node cache of an object store (docs/cluster.md) keeps frames in pack objects: attach
     the object store so they are verified too. Returns (node or None, why it could not be)."""
-    from .cluster.attach import attach_readonly
-    from .errors import LzfsError
+    from lzfs.cluster.attach import attach_readonly
+    from lzfs.errors import LzfsError
 
     try:
         return attach_readonly(store), None

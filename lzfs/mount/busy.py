@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .mounts import _unescape
+from lzfs.mount.mounts import _unescape
 
 SHOWN = 4  # holders named before "and N more"
 

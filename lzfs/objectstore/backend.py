@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from ..errors import LzfsError
+from lzfs.errors import LzfsError
 
 
 class RemoteError(LzfsError):
@@ -63,7 +63,7 @@ def open_backend(spec: str, endpoint: str | None = None, profile: str | None = N
         if not u.netloc:
             raise RemoteError(f"{spec}: no bucket; write s3://BUCKET/PREFIX")
         try:
-            from .s3 import S3Backend
+            from lzfs.objectstore.s3 import S3Backend
         except ImportError:
             raise RemoteError("s3:// stores need boto3: pip install 'lzfs[s3]'") from None
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
-from .render import print_report, stats_text
+from lzfs.report.render import print_report, stats_text
 
 CONTROL_NAME = b".lzfs"
 CONTROL_DIR = 1 << 62

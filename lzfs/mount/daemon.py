@@ -16,18 +16,18 @@ from typing import TYPE_CHECKING
 import pyfuse3
 import trio
 
-from .core import COMMIT_INTERVAL, Core
-from .errors import LzfsError
-from .filemap import STAGE_BACKLOG
-from .fs import LzfsOperations
-from .mounts import READ_AHEAD_KB, set_readahead
-from .spawn import check_mountpoint
-from .store import Store
-from .store.space import DEFAULT_RESERVE
-from .store.store import domain_seed
+from lzfs.core.core import COMMIT_INTERVAL, Core
+from lzfs.core.filemap import STAGE_BACKLOG
+from lzfs.errors import LzfsError
+from lzfs.fuse.operations import LzfsOperations
+from lzfs.mount.mounts import READ_AHEAD_KB, set_readahead
+from lzfs.mount.spawn import check_mountpoint
+from lzfs.store import Store
+from lzfs.store.space import DEFAULT_RESERVE
+from lzfs.store.store import domain_seed
 
 if TYPE_CHECKING:
-    from .cluster.attach import RemoteOptions
+    from lzfs.cluster.attach import RemoteOptions
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
     where = mnt.resolve()  # as mountinfo names it; resolved now, not once we serve it
     node = None
     if remote is not None:
-        from .cluster.attach import open_node
+        from lzfs.cluster.attach import open_node
 
         store, node = open_node(store_path, remote)
         store.domain, store.seed = domain, domain_seed(domain)
@@ -78,7 +78,7 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
                     **({} if settle_idle is None else {"settle_idle": settle_idle}))
         core.invalidate = _forget_attrs
         if node is not None and remote is not None:
-            from .cluster.sync import ClusterSync
+            from lzfs.cluster.sync import ClusterSync
 
             core.hooks = ClusterSync(core, node, remote.refresh)
         try:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import xxhash
 
-from .codec import PAGE, block_hash
+from lzfs.store.codec import PAGE, block_hash
 
 _WORDS = PAGE // 8
 

@@ -22,7 +22,7 @@ from enum import IntEnum
 import lz4.block
 import xxhash
 
-from .errors import CorruptDataError
+from lzfs.errors import CorruptDataError
 
 PAGE = 4096
 FRAME_MAX = 256 * 1024

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import xxhash
 
-from .errors import LzfsError
-from .mounts import lzfs_mounts
-from .render import byte_bars
+from lzfs.errors import LzfsError
+from lzfs.mount.mounts import lzfs_mounts
+from lzfs.report.render import byte_bars
 
 CHUNK = 1 << 20
 

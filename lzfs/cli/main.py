@@ -14,17 +14,17 @@ import sys
 import textwrap
 from dataclasses import asdict
 
-from . import __version__
-from .errors import LzfsError
-from .render import human, parse_size, stats_text
+from lzfs import __version__
+from lzfs.errors import LzfsError
+from lzfs.report.render import human, parse_size, stats_text
 
 IMPORT_RECENT = 16  # lzfs.cluster.attach.IMPORT_RECENT, without importing the cluster here
 
 
 def _remote(args: argparse.Namespace):
     """RemoteOptions from the object-store options, when the store argument is a URL."""
-    from .cluster.attach import RemoteOptions
-    from .cluster.backend import is_remote
+    from lzfs.cluster.attach import RemoteOptions
+    from lzfs.objectstore.backend import is_remote
 
     spec = str(getattr(args, "store", None) or getattr(args, "path", ""))
     if not is_remote(spec):
@@ -37,12 +37,12 @@ def _remote(args: argparse.Namespace):
 
 
 def cmd_mkfs(args: argparse.Namespace) -> None:
-    from .store import mkfs
-    from .store.db import SCHEMA_VERSION
+    from lzfs.store import mkfs
+    from lzfs.store.db import SCHEMA_VERSION
 
     if _remote(args) is not None:
-        from .cluster.backend import open_backend
-        from .cluster.bucket import remote_mkfs
+        from lzfs.cluster.bucket import remote_mkfs
+        from lzfs.objectstore.backend import open_backend
 
         backend = open_backend(args.store, args.endpoint, args.profile)
         if args.create_bucket and hasattr(backend, "create_bucket"):
@@ -88,11 +88,11 @@ def cmd_mount(args: argparse.Namespace) -> None:
             tail += [f"--endpoint={args.endpoint}"] if args.endpoint else []
             tail += [f"--profile={args.profile}"] if args.profile else []
             log_dir = remote.cache
-        from .spawn import spawn
+        from lzfs.mount.spawn import spawn
 
         spawn(args.store, args.mountpoint, tail, args.log, log_dir=log_dir)
         return
-    from . import daemon
+    from lzfs.mount import daemon
 
     _setup_logging(args.log, args.debug)
     daemon.serve(args.store, args.mountpoint, allow_other=args.allow_other,
@@ -104,7 +104,7 @@ def cmd_mount(args: argparse.Namespace) -> None:
 
 
 def cmd_umount(args: argparse.Namespace) -> None:
-    from .mounts import umount
+    from lzfs.mount.mounts import umount
 
     m = umount(args.mountpoint, timeout=args.timeout, lazy=args.lazy)
     left = _unpublished(str(m.store))
@@ -129,7 +129,7 @@ def _unpublished(cache: str) -> dict[str, str]:
 
 def _awaiting(path: str) -> dict[str, str] | None:
     """Snapshots of a node cache (or its mount) that wait to be published; None: no node."""
-    from .cluster.attach import attach_readonly
+    from lzfs.cluster.attach import attach_readonly
 
     store = _open_readonly(path)
     try:
@@ -155,7 +155,7 @@ def _print_awaiting(path: str) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
-    from .store import Store
+    from lzfs.store import Store
 
     store = Store(args.store, readonly=True)
     try:
@@ -180,8 +180,8 @@ def _open_readonly(path: str):
     mount's root directory), so figures are current and final."""
     import os
 
-    from .mounts import find_mount
-    from .store import Store
+    from lzfs.mount.mounts import find_mount
+    from lzfs.store import Store
 
     m = find_mount(path)
     if m is not None:
@@ -196,18 +196,19 @@ def _open_readonly(path: str):
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from . import render, report
+    from lzfs.report import dedup as report
+    from lzfs.report import render
 
     fn = {"snapshot": report.snapshot_report, "file": report.file_report,
           "region": report.region_report}[args.by]
     remote = _remote(args)
     if remote is not None:  # every published snapshot, from the manifests alone
-        from .cluster.attach import snapshot_view
+        from lzfs.cluster.attach import snapshot_view
 
         with snapshot_view(args.path, remote) as store:
             data = fn(store)
     else:
-        from .cluster.attach import attach_readonly
+        from lzfs.cluster.attach import attach_readonly
 
         store = _open_readonly(args.path)
         node = attach_readonly(store)  # a node cache: remote packs are read remotely
@@ -230,7 +231,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    from .transfer import inside_mount
+    from lzfs.cli.transfer import inside_mount
 
     path = os.path.abspath(args.snapshot)
     if not os.path.isdir(path) or not inside_mount(__import__("pathlib").Path(path)):
@@ -257,7 +258,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
 def cmd_import(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .transfer import copy_tree, inside_mount
+    from lzfs.cli.transfer import copy_tree, inside_mount
 
     dst = Path(args.dest)
     if not inside_mount(dst.parent):
@@ -269,7 +270,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .transfer import copy_tree, inside_mount
+    from lzfs.cli.transfer import copy_tree, inside_mount
 
     src = Path(args.source)
     if not inside_mount(src):
@@ -287,12 +288,12 @@ def _pack_bytes(path: str) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
-    from .mounts import find_mount
-    from .store import Store
+    from lzfs.mount.mounts import find_mount
+    from lzfs.store import Store
 
     if _remote(args) is not None:
-        from .cluster import gc
-        from .cluster.backend import open_backend
+        from lzfs.cluster import gc
+        from lzfs.objectstore.backend import open_backend
 
         res = gc.collect(open_backend(args.store, args.endpoint, args.profile), args.grace)
         print(f"{res.manifests} manifests name {res.packs - res.deleted - res.young} of "
@@ -319,8 +320,8 @@ def cmd_gc(args: argparse.Namespace) -> None:
 
 
 def cmd_rm(args: argparse.Namespace) -> None:
-    from .cluster.backend import is_remote, open_backend
-    from .cluster.remove import remove
+    from lzfs.cluster.remove import remove
+    from lzfs.objectstore.backend import is_remote, open_backend
 
     if not is_remote(args.store):
         raise LzfsError(f"{args.store} is not an object store URL: on a mount, rm -r "
@@ -336,9 +337,9 @@ FSCK_FAILED = 8  # fsck(8)'s "operational error": it could not check
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
-    from . import render
-    from .fsck import fsck
-    from .mounts import find_mount
+    from lzfs.mount.mounts import find_mount
+    from lzfs.report import render
+    from lzfs.report.fsck import fsck
 
     if find_mount(args.store) is not None:
         _fail(f"{args.store} is a mount point: fsck wants the unmounted store "

@@ -24,15 +24,15 @@ from typing import Any
 
 import trio
 
-from .criu.cow import read_page_by_page
-from .filemap import FileMap
-from .hooks import Hooks, LocalHooks
-from .namespace import FsError, Inode, Namespace
-from .prefetch import FrameCache
-from .render import human
-from .report import IMAGE_LIMIT
-from .store import Store
-from .store.space import DEFAULT_RESERVE, SpaceGuard
+from lzfs.core.filemap import FileMap
+from lzfs.core.hooks import Hooks, LocalHooks
+from lzfs.core.prefetch import FrameCache
+from lzfs.criu.cow import read_page_by_page
+from lzfs.report.dedup import IMAGE_LIMIT
+from lzfs.report.render import human
+from lzfs.store import Store
+from lzfs.store.namespace import FsError, Inode, Namespace
+from lzfs.store.space import DEFAULT_RESERVE, SpaceGuard
 
 log = logging.getLogger(__name__)
 
