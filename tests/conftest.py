@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from lzfs.mount.mounts import find_mount
+from lzfs.mount.mountinfo import find_mount
 from lzfs.store import mkfs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -180,7 +180,7 @@ def _open_readonly(path: str):
     mount's root directory), so figures are current and final."""
     import os
 
-    from lzfs.mount.mounts import find_mount
+    from lzfs.mount.mountinfo import find_mount
     from lzfs.store import Store
 
     m = find_mount(path)
@@ -288,7 +288,7 @@ def _pack_bytes(path: str) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
-    from lzfs.mount.mounts import find_mount
+    from lzfs.mount.mountinfo import find_mount
     from lzfs.store import Store
 
     if _remote(args) is not None:
@@ -337,7 +337,7 @@ FSCK_FAILED = 8  # fsck(8)'s "operational error": it could not check
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
-    from lzfs.mount.mounts import find_mount
+    from lzfs.mount.mountinfo import find_mount
     from lzfs.report import render
     from lzfs.report.fsck import fsck
 

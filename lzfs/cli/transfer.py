@@ -18,7 +18,7 @@ from pathlib import Path
 import xxhash
 
 from lzfs.errors import LzfsError
-from lzfs.mount.mounts import lzfs_mounts
+from lzfs.mount.mountinfo import lzfs_mounts
 from lzfs.report.render import byte_bars
 
 CHUNK = 1 << 20

@@ -16,7 +16,6 @@ from lzfs.cluster.node import ClusterNode
 from lzfs.errors import LzfsError
 from lzfs.objectstore.backend import open_backend
 from lzfs.store import Store
-from lzfs.store.namespace import Namespace
 
 IMPORT_RECENT = 16
 
@@ -51,7 +50,8 @@ def open_node(url: str, opts: RemoteOptions, readonly: bool = False
     try:
         node = ClusterNode(store, backend, node_id, opts.cache_size, cfg.gc_grace_s)
         if not readonly:
-            node.mount_view(Namespace(store.db), opts.import_recent)
+            store.ns.ensure_root()
+            node.mount_view(store.ns, opts.import_recent)
             store.commit()
     except BaseException:
         store.close()
@@ -82,7 +82,7 @@ def snapshot_view(url: str, opts: RemoteOptions) -> Iterator[Store]:
                                                    str(tmp / "cache"), opts.cache_size,
                                                    import_recent=0))
         try:
-            node.exchange.fill_all(Namespace(store.db), list(node.exchange.stubs))
+            node.exchange.fill_all(store.ns, list(node.exchange.stubs))
             yield store
         finally:
             store.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lzfs.cluster import manifest
 from lzfs.errors import LzfsError, NotAStoreError
-from lzfs.objectstore.backend import Backend, NoSuchObject
+from lzfs.objectstore.protocol import Backend, NoSuchObject
 from lzfs.store import layout
 
 CONFIG_KEY = "lzfs.json"
@@ -137,9 +137,3 @@ def fetch_manifests(backend: Backend, keys: Iterable[str], workers: int = 8,
             yield k, fut.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def load_all(backend: Backend) -> list[tuple[str, dict]]:
-    """Every published manifest in the store, newest tombstones not applied (for checks)."""
-    return list(fetch_manifests(backend, [o.key for o in backend.list(manifest.PREFIX)
-                                          if manifest.name_of(o.key) is not None]))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import stat
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from lzfs.cluster import manifest
 from lzfs.cluster.bucket import DEFAULT_GRACE, PACKS_PREFIX, fetch_manifests
 from lzfs.cluster.listing import BucketView, journal_key
 from lzfs.cluster.objects import PackObjects
-from lzfs.objectstore.backend import Backend, NoSuchObject, RemoteError
+from lzfs.objectstore.protocol import Backend, NoSuchObject, RemoteError
 from lzfs.store import Store, layout
 from lzfs.store.namespace import ROOT_INODE, Namespace
 from lzfs.store.packs import REMOTE_BASE, pack_name
@@ -53,10 +52,12 @@ class Exchange:
         self.view = BucketView(backend, grace)
         # snapshots known by name only: directory inode -> (name, manifest key)
         self.stubs: dict[int, tuple[bytes, str]] = {}
-        for ino, name, key in store.db.execute(
-                "SELECT d.ino, s.name, s.manifest FROM snapshots s JOIN dentries d "
-                "ON d.parent = ? AND d.name = s.name WHERE s.origin = 'stub'", (ROOT_INODE,)):
-            self.stubs[ino] = (bytes(name), key)
+        top = store.ns.top_dirs()
+        for name, key in store.db.execute(
+                "SELECT name, manifest FROM snapshots WHERE origin = 'stub'"):
+            ino = top.get(bytes(name))
+            if ino is not None:
+                self.stubs[ino] = (bytes(name), key)
         try:
             left = json.loads((store.root / UNPUBLISHED).read_text())
             self.errors.update((n.encode("utf-8", "surrogateescape"), why)
@@ -129,8 +130,7 @@ class Exchange:
             return ({k for (k,) in db.execute("SELECT key FROM seen_manifests")},
                     {bytes(n): (o, k) for n, o, k in db.execute(
                         "SELECT name, origin, manifest FROM snapshots")},
-                    {bytes(n): i for n, i in db.execute(
-                        "SELECT name, ino FROM dentries WHERE parent=?", (ROOT_INODE,))})
+                    dict(self.store.ns.children(ROOT_INODE)))
         seen: set[str] = set()
         rows: dict[bytes, tuple[str, str]] = {}
         root: dict[bytes, int] = {}
@@ -142,10 +142,9 @@ class Exchange:
                              (name,)).fetchone()
             if row is not None:
                 rows[name] = (row[0], row[1])
-            ino = db.execute("SELECT ino FROM dentries WHERE parent=? AND name=?",
-                             (ROOT_INODE, name)).fetchone()
+            ino = self.store.ns.child(ROOT_INODE, name)
             if ino is not None:
-                root[name] = ino[0]
+                root[name] = ino
         return seen, rows, root
 
     def _drop_stub(self, ns: Namespace, ino: int, name: bytes, at_mount: bool) -> None:
@@ -345,12 +344,9 @@ class Exchange:
         published yet, or their last publication failed (also one the last unmount could not
         publish). One changed since its publication is published at unmount, not listed."""
         out = {n.decode(errors="replace"): why for n, why in self.errors.items()}
-        for (name,) in self.store.db.execute(
-                "SELECT d.name FROM dentries d JOIN inodes i ON i.id = d.ino "
-                "LEFT JOIN snapshots s ON s.name = d.name "
-                "WHERE d.parent = ? AND (i.mode & ?) = ? AND s.name IS NULL",
-                (ROOT_INODE, stat.S_IFMT(0xFFFF), stat.S_IFDIR)):
-            out.setdefault(bytes(name).decode(errors="replace"), "not published yet")
+        known = {bytes(n) for (n,) in self.store.db.execute("SELECT name FROM snapshots")}
+        for name in self.store.ns.top_dirs().keys() - known:
+            out.setdefault(name.decode(errors="replace"), "not published yet")
         return dict(sorted(out.items()))
 
     def save_unpublished(self) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from lzfs.cluster import manifest
 from lzfs.cluster.bucket import PACKS_PREFIX, fetch_manifests, read_remote_config
 from lzfs.cluster.listing import JOURNAL, write_catalogue
-from lzfs.objectstore.backend import Backend, ObjectInfo
+from lzfs.objectstore.protocol import Backend, ObjectInfo
 
 
 @dataclass

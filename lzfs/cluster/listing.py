@@ -32,7 +32,7 @@ import time
 import zlib
 
 from lzfs.cluster import manifest
-from lzfs.objectstore.backend import Backend, NoSuchObject, RemoteError
+from lzfs.objectstore.protocol import Backend, NoSuchObject, RemoteError
 
 log = logging.getLogger(__name__)
 

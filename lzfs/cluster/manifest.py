@@ -33,8 +33,8 @@ import xxhash
 
 from lzfs.errors import CorruptDataError
 from lzfs.store import Run, Store
-from lzfs.store.index import decode_table, encode_table
 from lzfs.store.namespace import ROOT_INODE, Namespace
+from lzfs.store.pagetable import decode_table, encode_table
 
 MAGIC = b"LZFSMAN\x02"
 MAGIC_1 = b"LZFSMAN\x01"
@@ -156,32 +156,21 @@ class Snapshot:
 def collect(store: Store, dir_ino: int, name: bytes) -> Snapshot:
     """Read one snapshot directory's tree and block maps from the database (DB thread, no
     checkpoint: the result is one consistent moment)."""
-    db = store.db
     snap = Snapshot(name)
-    stack = [(dir_ino, "")]
-    while stack:
-        parent, base = stack.pop()
-        for ename, ino in db.execute("SELECT name, ino FROM dentries WHERE parent=? "
-                                     "ORDER BY id", (parent,)).fetchall():
-            mode, uid, gid, size, mtime, target = db.execute(
-                "SELECT mode, uid, gid, size, mtime_ns, target FROM inodes WHERE id=?",
-                (ino,)).fetchone()
-            path = f"{base}{ename.decode('utf-8', 'surrogateescape')}"
-            e: dict = {"p": path, "m": mode, "u": uid, "g": gid, "t": mtime, "s": size}
-            if target is not None:
-                e["l"] = bytes(target).decode("utf-8", "surrogateescape")
-            if stat.S_ISDIR(mode):
-                stack.append((ino, path + "/"))
-            elif stat.S_ISREG(mode):
-                runs = store.maps.load(ino)
-                e["x"] = [tuple(r) for r in runs]
-                for fr in {r.frame for r in runs} - snap.frames.keys():
-                    row = db.execute("SELECT pack, off, rlen, stored, raw, codec, pages "
-                                     "FROM frames WHERE id=? AND lost=0", (fr,)).fetchone()
-                    if row is None:
-                        raise CorruptDataError(f"{path}: its frame {fr} is lost; run lzfs fsck")
-                    snap.frames[fr] = (*row[:6], bytes(row[6]) if row[6] else None)
-            snap.entries.append(e)
+    for path, node in store.ns.walk(dir_ino):
+        e: dict = {"p": path, "m": node.mode, "u": node.uid, "g": node.gid,
+                   "t": node.mtime_ns, "s": node.size}
+        if node.target is not None:
+            e["l"] = bytes(node.target).decode("utf-8", "surrogateescape")
+        if node.is_reg:
+            runs = store.maps.load(node.id)
+            e["x"] = [tuple(r) for r in runs]
+            for fr in {r.frame for r in runs} - snap.frames.keys():
+                row = store.frames.row(fr)
+                if row is None:
+                    raise CorruptDataError(f"{path}: its frame {fr} is lost; run lzfs fsck")
+                snap.frames[fr] = tuple(row)
+        snap.entries.append(e)
     return snap
 
 
@@ -228,22 +217,15 @@ def install(store: Store, ns: Namespace, doc: dict, pack_id: dict[str, int],
     already holds. ``pack_id`` maps every pack key of the manifest to a pack id. ``top`` is
     an empty directory to fill (a snapshot known by name until now), else it is created.
     Returns the snapshot directory's inode."""
-    db = store.db
     name = doc["name"].encode("utf-8", "surrogateescape")
     frames, tables = _runs_and_tables(doc)
     frame_ids: list[int] = []
     for (p, off, rlen, st, raw, codec), table in zip(frames, tables, strict=True):
         pid = pack_id[doc["packs"][p]]
-        fr = db.execute("SELECT id FROM frames WHERE pack=? AND off=?", (pid, off)).fetchone()
-        if fr is None:
-            fid = db.execute(
-                "INSERT INTO frames(pack, off, rlen, stored, raw, codec, pages) VALUES "
-                "(?,?,?,?,?,?,?)", (pid, off, rlen, st, raw, codec, table)).lastrowid
-            assert fid is not None
-            store.index.add(fid, decode_table(table))
-            frame_ids.append(fid)
-        else:
-            frame_ids.append(fr[0])
+        fid = store.frames.at(pid, off)
+        if fid is None:
+            fid = store.add_frame(pid, off, rlen, st, raw, codec, decode_table(table))
+        frame_ids.append(fid)
     if top is None:
         top = ns.create(ROOT_INODE, name, stat.S_IFDIR | 0o755, 0, 0).id
     inos = {"": top}
@@ -263,15 +245,4 @@ def install(store: Store, ns: Namespace, doc: dict, pack_id: dict[str, int],
 def remove_tree(store: Store, ns: Namespace, dir_ino: int) -> None:
     """Drop a snapshot directory and everything under it, giving back its frame references
     (used at mount, before the kernel knows any inode, to replace an older imported version)."""
-    db = store.db
-    inos, stack = [], [dir_ino]
-    while stack:
-        d = stack.pop()
-        inos.append(d)
-        for (ino,) in db.execute("SELECT ino FROM dentries WHERE parent=?", (d,)).fetchall():
-            stack.append(ino)
-    for ino in inos:
-        store.maps.purge(ino)
-        db.execute("DELETE FROM dentries WHERE ino=? OR parent=?", (ino, ino))
-        db.execute("DELETE FROM inodes WHERE id=?", (ino,))
-    db.execute("UPDATE inodes SET nlink = nlink - 1 WHERE id=?", (ROOT_INODE,))
+    ns.remove_tree(dir_ino, store.maps.purge)

@@ -13,7 +13,7 @@ from typing import Any
 from lzfs.cluster.bucket import DEFAULT_GRACE, NODE_TABLES
 from lzfs.cluster.exchange import Exchange
 from lzfs.cluster.objects import PackObjects
-from lzfs.objectstore.backend import Backend
+from lzfs.objectstore.protocol import Backend
 from lzfs.store import Store
 from lzfs.store.namespace import Namespace
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from lzfs.cluster.bucket import SEGMENTS
 from lzfs.errors import CorruptDataError
-from lzfs.objectstore.backend import Backend, Counters, RemoteError
 from lzfs.objectstore.cache import SegmentCache
+from lzfs.objectstore.protocol import Backend, Counters, RemoteError
 from lzfs.store import Store, layout
 from lzfs.store.packs import REMOTE_BASE, pack_name
 
@@ -30,8 +30,7 @@ class PackObjects:
         db = store.db
         self.keys: dict[int, str] = dict(db.execute("SELECT pack, key FROM pack_objects"))
         self.ids: dict[str, int] = {k: p for p, k in self.keys.items()}
-        for pack, end in db.execute("SELECT pack, MAX(off + rlen) FROM frames WHERE pack >= ? "
-                                    "GROUP BY pack", (REMOTE_BASE,)):
+        for pack, end in store.frames.pack_ends(REMOTE_BASE):
             if pack in self.keys:
                 self.segments.sizes[self.keys[pack]] = end
         # own packs this daemon uploaded or renewed -> when (a lower bound of LastModified):

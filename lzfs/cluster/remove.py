@@ -18,7 +18,7 @@ from lzfs.cluster import manifest
 from lzfs.cluster.bucket import read_remote_config
 from lzfs.cluster.listing import journal_key
 from lzfs.errors import LzfsError
-from lzfs.objectstore.backend import Backend
+from lzfs.objectstore.protocol import Backend
 
 
 def remove(backend: Backend, name: bytes) -> tuple[str, int]:

@@ -20,7 +20,7 @@ import trio
 from lzfs.cluster import manifest
 from lzfs.cluster.node import ClusterNode
 from lzfs.errors import LzfsError
-from lzfs.objectstore.backend import RemoteError
+from lzfs.objectstore.protocol import RemoteError
 from lzfs.store import Store
 from lzfs.store.namespace import ROOT_INODE, Namespace
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 class SyncCore(Protocol):
-    """What publication and import need of a mount (lzfs.core.Core has it): no more."""
+    """What publication and import need of a mount (lzfs.core.core.Core has it): no more."""
 
     store: Store
     ns: Namespace
@@ -38,11 +38,9 @@ class SyncCore(Protocol):
 
     async def flush_subtree(self, ino: int) -> None: ...
 
-    def children(self, ino: int) -> list[tuple[bytes, int]]: ...
-
 
 class ClusterSync:
-    """The mount's hooks (lzfs.hooks.Hooks) on a node of an object store."""
+    """The mount's hooks (lzfs.core.hooks.Hooks) on a node of an object store."""
 
     def __init__(self, core: SyncCore, node: ClusterNode, refresh: float = 10.0) -> None:
         self.core = core
@@ -73,7 +71,7 @@ class ClusterSync:
         """At unmount: publish every snapshot written on this node that changed since its
         last publication. Imported snapshots are not (a restore's logs stay on this node).
         What fails is written down for `lzfs umount` to say (exchange.save_unpublished)."""
-        for name, ino in self.core.children(ROOT_INODE):
+        for name, ino in self.core.ns.children(ROOT_INODE):
             if ino in self.exchange.stubs or self.exchange.origin(name) != "local" \
                     or not self.core.ns.get(ino).is_dir:
                 continue

@@ -28,10 +28,10 @@ from lzfs.core.filemap import FileMap
 from lzfs.core.hooks import Hooks, LocalHooks
 from lzfs.core.prefetch import FrameCache
 from lzfs.criu.cow import read_page_by_page
-from lzfs.report.dedup import IMAGE_LIMIT
+from lzfs.criu.images import IMAGE_LIMIT
 from lzfs.report.render import human
 from lzfs.store import Store
-from lzfs.store.namespace import FsError, Inode, Namespace
+from lzfs.store.namespace import FsError, Inode
 from lzfs.store.space import DEFAULT_RESERVE, SpaceGuard
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ class Core:
         self.settle_idle = settle_idle
         self.space = SpaceGuard(store.root, reserve_bytes)
         self.failed: BaseException | None = None  # a commit failed: stop, keep the last one
-        self.ns = Namespace(store.db)
+        self.ns = store.ns
+        self.ns.ensure_root()
         self.cache = FrameCache(store, cache_bytes)
         self.files: dict[int, FileMap] = {}
         self.nursery: trio.Nursery | None = None
@@ -279,16 +280,7 @@ class Core:
             fm = self.files.get(d)
             if fm is not None:
                 await fm.flush()
-            stack.extend(child for _, child in self.children(d))
-
-    def children(self, ino: int) -> list[tuple[bytes, int]]:
-        """(name, ino) of every entry of directory ``ino``, in creation order."""
-        out: list[tuple[bytes, int]] = []
-        after = 0
-        while rows := self.ns.readdir(ino, after):
-            out.extend((bytes(name), child) for _, name, child in rows)
-            after = rows[-1][0]
-        return out
+            stack.extend(child for _, child in self.ns.children(d))
 
     # ---- nameless inodes ---------------------------------------------------------------------
 

@@ -31,7 +31,6 @@ from lzfs.errors import CorruptDataError, ImageFormatError
 
 BLOCK = 512
 _IMAGE = re.compile(r"^(inventory\.img|pagemap-\d+\.img|pages-\d+\.img)$")
-IMAGE_LIMIT = 64 << 20  # protobuf images are kilobytes; a larger one is not what it says
 
 
 def is_tar_header(head: bytes) -> bool:
@@ -65,7 +64,7 @@ class Archive:
 
     def _read(self, read: Callable[[int, int], bytes], name: str) -> bytes:
         m = self.images[name]
-        if m.size > IMAGE_LIMIT:
+        if m.size > images.IMAGE_LIMIT:
             raise ImageFormatError(f"{name}: {m.size} bytes is too large for this image")
         return read(m.offset, m.size)
 

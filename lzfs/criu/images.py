@@ -29,8 +29,10 @@ PSTREE_MAGIC = 0x50273030
 FILES_MAGIC = 0x56303138
 
 PE_PARENT = 1
-PE_LAZY = 2
 PE_PRESENT = 4
+# the largest protobuf image read whole (pagemaps, mm and files images are kilobytes; a
+# larger one is not what its name says)
+IMAGE_LIMIT = 64 << 20
 PAGE = 4096
 
 # VMA status bits (criu/include/image.h)

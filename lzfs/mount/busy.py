@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lzfs.mount.mounts import _unescape
+from lzfs.mount.mountinfo import mount_points
 
 SHOWN = 4  # holders named before "and N more"
 
@@ -59,13 +59,7 @@ def open_files(mountpoint: str | os.PathLike) -> list[tuple[int, str, str]]:
 def mounts_inside(mountpoint: str | os.PathLike) -> list[str]:
     """Mount points strictly below ``mountpoint``."""
     root = os.fspath(mountpoint)
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = _unescape(line.split()[4])
-            if point != root and _under(point, root):
-                out.append(point)
-    return out
+    return [p for p in mount_points() if p != root and _under(p, root)]
 
 
 def busy_reason(mountpoint: str | os.PathLike) -> str:

@@ -1,48 +1,13 @@
-"""Finding lzfs mounts in /proc/self/mountinfo and taking them down cleanly."""
+"""Taking lzfs mounts down cleanly, and tuning a live one (its readahead)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from lzfs.errors import LzfsError
-
-
-@dataclass(frozen=True)
-class Mount:
-    mountpoint: Path
-    store: Path
-    device: str = ""  # MAJ:MIN: the mount's backing device info (/sys/class/bdi/MAJ:MIN)
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def lzfs_mounts() -> list[Mount]:
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fstype, source = right.split()[:2]
-            if fstype == "fuse.lzfs":
-                fields = left.split()
-                found.append(Mount(Path(_unescape(fields[4])), Path(_unescape(source)),
-                                   fields[2]))
-    return found
-
+from lzfs.mount.mountinfo import Mount, find_mount, lzfs_mounts
 
 # Reads through the page cache (the lazy-pages daemon's, forked workers' COW pages) reach the
 # daemon as READs of at most the mount's readahead: 128 KiB by default, so every MiB of them
@@ -61,14 +26,6 @@ def set_readahead(mountpoint: Path, kb: int = READ_AHEAD_KB) -> str | None:
         Path(f"/sys/class/bdi/{m.device}/read_ahead_kb").write_text(f"{kb}\n")
     except OSError as exc:
         return str(exc)
-    return None
-
-
-def find_mount(path: str | os.PathLike) -> Mount | None:
-    target = Path(path).resolve()
-    for m in lzfs_mounts():
-        if m.mountpoint == target:
-            return m
     return None
 
 

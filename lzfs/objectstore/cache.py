@@ -21,7 +21,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from lzfs.objectstore.backend import Backend, Counters
+from lzfs.objectstore.protocol import Backend, Counters
 
 SEGMENT = 4 << 20
 WORKERS = 8

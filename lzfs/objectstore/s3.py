@@ -17,7 +17,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from lzfs.objectstore.backend import NoSuchObject, ObjectInfo, RemoteError
+from lzfs.objectstore.protocol import NoSuchObject, ObjectInfo, RemoteError
 
 _CONFIG = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3,
                                                                 "mode": "standard"},

@@ -16,7 +16,6 @@ pages-*.img); it is complete when inventory.img is there (CRIU writes it last).
 from __future__ import annotations
 
 import re
-import stat
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
@@ -24,11 +23,8 @@ from lzfs.criu import images
 from lzfs.errors import CorruptDataError, ImageFormatError
 from lzfs.store import Run, Store
 from lzfs.store.codec import PAGE
-from lzfs.store.namespace import ROOT_INODE
+from lzfs.store.snapshot import OUTSIDE, Tree, load_tree
 
-_IMAGE = re.compile(rb"^(inventory\.img|pagemap-\d+\.img|pages-\d+\.img)$")
-OUTSIDE = "(outside snapshots)"
-IMAGE_LIMIT = 64 << 20
 # a page more groups than this share counts as shared, under WIDELY instead of pair by pair:
 # thousands of replicas of one model would otherwise cost thousands squared per page
 WIDE = 32
@@ -70,51 +66,6 @@ class Figures:
         return d
 
 
-@dataclass
-class Tree:
-    """Paths of the namespace, computed once from the dentries table."""
-    path: dict[int, str]          # ino -> path (first name found)
-    is_dir: dict[int, bool]
-    size: dict[int, int]
-    snapshot_of: dict[int, str]   # file ino -> snapshot name (or OUTSIDE)
-    snapshots: dict[str, int]     # snapshot name -> its directory inode
-    children: dict[int, list[tuple[bytes, int]]]
-
-
-def load_tree(store: Store) -> Tree:
-    db = store.db
-    modes = {i: (m, s) for i, m, s in db.execute("SELECT id, mode, size FROM inodes")}
-    children: dict[int, list[tuple[bytes, int]]] = defaultdict(list)
-    for parent, name, ino in db.execute("SELECT parent, name, ino FROM dentries ORDER BY id"):
-        # names are BLOBs; a damaged row may hold text, which must not stop a report or fsck
-        if ino in modes:  # a dangling entry (fsck reports it) names nothing to count
-            children[parent].append((name if isinstance(name, bytes) else str(name).encode(),
-                                     ino))
-    path = {ROOT_INODE: ""}
-    is_dir = {i: stat.S_ISDIR(m) for i, (m, _) in modes.items()}
-    snapshots: dict[str, int] = {}
-    snapshot_of: dict[int, str] = {}
-    stack = [ROOT_INODE]
-    while stack:
-        d = stack.pop()
-        kids = children.get(d, [])
-        base = path[d]
-        if any(_IMAGE.match(name) for name, _ in kids):
-            snapshots[base or "."] = d
-        for name, ino in kids:
-            if ino in path:
-                continue
-            path[ino] = f"{base}/{name.decode(errors='replace')}".lstrip("/")
-            if is_dir.get(ino):
-                stack.append(ino)
-    for ino, p in path.items():
-        if stat.S_ISREG(modes.get(ino, (0, 0))[0]):  # a fresh store has no root row yet
-            parent = p.rpartition("/")[0] or "."
-            snapshot_of[ino] = parent if parent in snapshots else OUTSIDE
-    return Tree(path, is_dir, {i: s for i, (_, s) in modes.items()}, snapshot_of, snapshots,
-                children)
-
-
 def _slot_groups(store: Store, group_of: dict[int, str]
                  ) -> tuple[dict[int, dict[int, set[str]]], dict[str, int]]:
     """frame -> slot -> the groups referencing that 4 KiB slot; and the bytes each group
@@ -135,8 +86,7 @@ def _slot_groups(store: Store, group_of: dict[int, str]
 
 def _shapes(store: Store) -> dict[int, tuple[int, int]]:
     """frame -> (record bytes, raw bytes) of frames that hold data (not lost)."""
-    return {f: (rlen, raw) for f, rlen, raw in store.db.execute(
-        "SELECT id, rlen, raw FROM frames WHERE lost = 0")}
+    return store.frames.shapes()
 
 
 def account(store: Store, group_of: dict[int, str], tree: Tree) -> dict[str, Figures]:
@@ -179,7 +129,7 @@ def account(store: Store, group_of: dict[int, str], tree: Tree) -> dict[str, Fig
 
 
 def snapshot_report(store: Store) -> dict:
-    tree = load_tree(store)
+    tree = load_tree(store.ns)
     from lzfs.report.archives import find_archives  # checkpoint tars are
     archives = find_archives(store, tree)        # snapshots (lzfs/report_archives.py)
     figs = account(store, tree.snapshot_of, tree)
@@ -212,7 +162,7 @@ def snapshot_report(store: Store) -> dict:
 
 
 def file_report(store: Store) -> dict:
-    tree = load_tree(store)
+    tree = load_tree(store.ns)
     group_of = {ino: tree.path[ino] for ino in tree.snapshot_of}
     figs = account(store, group_of, tree)
     return {"schema": "lzfs-report/1", "by": "file", "store": str(store.root),
@@ -221,10 +171,10 @@ def file_report(store: Store) -> dict:
 
 def _image(store: Store, tree: Tree, what: str, ino: int) -> bytes:
     """A protobuf image of a snapshot (``what`` names it in errors), read whole: refused past
-    IMAGE_LIMIT (pagemaps, mm and files images are kilobytes; a larger one is not what its
+    images.IMAGE_LIMIT (pagemaps, mm and files images are kilobytes; a larger one is not what its
     name says)."""
     size = tree.size.get(ino, 0)
-    if size > IMAGE_LIMIT:
+    if size > images.IMAGE_LIMIT:
         raise ImageFormatError(f"{what}: {size} bytes is too large for this image")
     return store.read_file(ino, size)
 
@@ -267,7 +217,7 @@ def snapshot_problems(store: Store, tree: Tree, snap: str) -> list[str]:
 def region_report(store: Store) -> dict:
     """Per snapshot, per memory region (VMA name): logical, zero, unique and shared bytes of
     the pages CRIU stored for it, and which snapshots share them."""
-    tree = load_tree(store)
+    tree = load_tree(store.ns)
     from lzfs.report.archives import archive_regions, find_archives
     archives = find_archives(store, tree)  # checkpoint tars are snapshots of their own
     slots, _ = _slot_groups(store, {i: g for i, g in tree.snapshot_of.items() if g != OUTSIDE})

@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from lzfs.errors import CorruptDataError
-from lzfs.report.dedup import load_tree, snapshot_problems
+from lzfs.report.dedup import snapshot_problems
 from lzfs.store import Coverage, FrameShape, Run, Store, layout
 from lzfs.store.blockmap import LOST_FRAME
 from lzfs.store.codec import decode_frame
-from lzfs.store.index import decode_table, encode_table
-from lzfs.store.namespace import ROOT_INODE, Namespace, path_of
+from lzfs.store.namespace import ROOT_INODE, path_of
 from lzfs.store.packs import PACK_HEADER, pack_name
+from lzfs.store.pagetable import decode_table, encode_table
+from lzfs.store.snapshot import load_tree
 
 LOST_FOUND = b"lost+found"
 
@@ -426,7 +427,7 @@ class Checker:
     # ---- 6. snapshots ------------------------------------------------------------------------
 
     def check_snapshots(self) -> None:
-        tree = load_tree(self.store)
+        tree = load_tree(self.store.ns)
         for snap in sorted(tree.snapshots):
             for why in snapshot_problems(self.store, tree, snap):
                 self.problem("snapshot", f"snapshot {snap} is incomplete: {why}", error=False)
@@ -483,7 +484,7 @@ class Repairer:
     def run(self) -> None:
         q = self.db.execute
         if q("SELECT 1 FROM inodes WHERE id=?", (ROOT_INODE,)).fetchone() is None:
-            Namespace(self.db)  # makes an empty root; what hung below it is relinked
+            self.store.ns.ensure_root()  # an empty root; what hung below it is relinked
             self.did("recreated the root directory")
         self._fix_packs()
         self._recreate_inodes()
@@ -614,7 +615,8 @@ class Repairer:
         """Give unreachable inodes a name under /lost+found, keeping their subtrees: only the
         top of each lost part moves (for a directory cycle, one directory of it), then
         reachability is worked out again."""
-        ns = Namespace(self.db)
+        ns = self.store.ns
+        ns.ensure_root()
         name, n = LOST_FOUND, 0
         while True:  # /lost+found, or /lost+found.N where that name holds something else
             row = self.db.execute("SELECT d.ino, i.mode FROM dentries d JOIN inodes i ON "

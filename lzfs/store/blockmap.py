@@ -1,10 +1,10 @@
 """Block maps: which frame bytes make up each file, and how many runs name each frame.
 
-This module is the only code that reads or writes the ``extents`` table and ``frames.refs``: a
-file map, a purge, a manifest import, a report and fsck all come through here, so a reference
-count cannot drift from the runs that justify it, and every drop of a count tells gc it has
-work (the bug of format 1's `rm`: a purge that lowered counts with its own SQL never woke the
-collector).
+This module is the only code that reads or writes the ``extents`` table, and the only caller
+of the frame table's reference counts (frames.py): a file map, a purge, a manifest import, a
+report and fsck all come through here, so a reference count cannot drift from the runs that
+justify it, and every drop of a count tells gc it has work (the bug of format 1's `rm`: a purge
+that lowered counts with its own SQL never woke the collector).
 
 A run says "file bytes [off, off+len) are raw bytes [foff, foff+len) of frame F". Runs never
 span frames. A run whose frame is gone or marked lost reads as EIO, never as zeros.
@@ -20,6 +20,7 @@ from typing import NamedTuple
 from lzfs.errors import CorruptDataError
 from lzfs.store.codec import PAGE
 from lzfs.store.db import MetaDB
+from lzfs.store.frames import FrameTable
 
 LOST_FRAME = -1  # a run whose frame is known lost (a repaired store, an upgraded placeholder)
 
@@ -93,8 +94,9 @@ class Coverage:
 class BlockMaps:
     """Reads and writes block maps and frame reference counts (DB thread only)."""
 
-    def __init__(self, db: MetaDB, shape: ShapeFn) -> None:
+    def __init__(self, db: MetaDB, frames: FrameTable, shape: ShapeFn) -> None:
         self.db = db
+        self.frames = frames
         self.shape = shape
         self.garbage = False  # set when a reference count drops: gc has work
 
@@ -119,8 +121,7 @@ class BlockMaps:
 
     def set_refs(self, counts: dict[int, int]) -> None:
         """Reference counts recomputed from the runs (fsck --repair)."""
-        self.db.executemany("UPDATE frames SET refs=? WHERE id=?",
-                            [(n, f) for f, n in counts.items()])
+        self.frames.set_refs(counts.items())
 
     def runs_between(self, ino: int, lo: int, hi: int) -> list[Run]:
         """The runs of ``ino`` that touch [lo, hi), by the primary key (ino, off): the last run
@@ -159,16 +160,20 @@ class BlockMaps:
         self._count(counts, -1)
 
     def _count(self, counts: Counter[int], sign: int) -> None:
-        self.db.executemany("UPDATE frames SET refs = refs + ? WHERE id = ?",
-                            [(sign * n, f) for f, n in counts.items()])
+        self.frames.add_refs((f, sign * n) for f, n in counts.items())
         if sign < 0:
             self.garbage = True
 
     def staged_files(self) -> list[int]:
         """Files holding runs in staged frames (settled by the daemon when idle)."""
-        return [r[0] for r in self.db.execute(
-            "SELECT DISTINCT e.ino FROM frames f JOIN extents e ON e.frame = f.id "
-            "WHERE f.staged = 1 AND f.refs > 0")]
+        staged = self.frames.staged_live()
+        inos: dict[int, None] = {}
+        for i in range(0, len(staged), 500):
+            part = staged[i:i + 500]
+            inos.update((r[0], None) for r in self.db.execute(
+                f"SELECT DISTINCT ino FROM extents WHERE frame IN ({','.join('?' * len(part))})",
+                part))
+        return list(inos)
 
     # ---- figures -----------------------------------------------------------------------------
 
@@ -189,8 +194,8 @@ class BlockMaps:
             shape = self.shape(f)
             if f in lost or shape is None:
                 continue
-            refs = self.db.execute("SELECT refs FROM frames WHERE id=?", (f,)).fetchone()
-            if refs is not None and refs[0] <= n:
+            refs = self.frames.refs(f)
+            if refs is not None and refs <= n:
                 unique += shape.rlen
         damaged = sum(r.len for r in runs if r.frame in lost)
         referenced = sum(r.len for r in runs)
@@ -200,14 +205,12 @@ class BlockMaps:
 
     def lost_frames(self, frames: Iterable[int]) -> set[int]:
         """Of these frames, those that are gone or marked lost (their runs read as EIO)."""
-        fs = sorted(set(frames))
-        alive: set[int] = set()
-        for i in range(0, len(fs), 500):
-            part = fs[i:i + 500]
-            alive.update(r[0] for r in self.db.execute(
-                f"SELECT id FROM frames WHERE lost = 0 AND id IN ({','.join('?' * len(part))})",
-                part))
-        return set(fs) - alive
+        fs = set(frames)
+        return fs - self.frames.alive(fs)
+
+    def referenced(self) -> int:
+        """Bytes of frame data all files reference, repeats included."""
+        return self.db.execute("SELECT COALESCE(SUM(len),0) FROM extents").fetchone()[0]
 
     # ---- whole files -------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from lzfs.errors import CorruptDataError
 
 PAGE = 4096
 FRAME_MAX = 256 * 1024
-ZERO_PAGE = bytes(PAGE)
 
 
 class Codec(IntEnum):
@@ -115,15 +114,6 @@ class FrameHeader:
     @property
     def record_len(self) -> int:
         return self.header_len + self.stored_len
-
-
-def encode_frame(blocks: list[tuple[bytes, bytes]]) -> tuple[FrameHeader, bytes]:
-    """Compress ``blocks`` (list of (hash, raw bytes)) into one frame record.
-
-    Returns the header and the whole record (header, block table, payload)."""
-    raw = b"".join(data for _, data in blocks)
-    head, parts = encode_frame_parts(raw, [(len(data), h) for h, data in blocks])
-    return head, b"".join(parts)
 
 
 def encode_frame_parts(raw: bytes | bytearray | memoryview, table: list[tuple[int, bytes]],

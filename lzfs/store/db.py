@@ -152,7 +152,7 @@ def _index_old_blocks(conn: sqlite3.Connection) -> None:
     """Schema 2 -> 3, after the SQL: a block of format 1 that is one page is a page of the
     new index (same hash, same seed), so it goes into its frame's page table; multi-page
     blocks stay readable but are no dedup candidates for new writes."""
-    from lzfs.store.index import encode_table, hook_rows
+    from lzfs.store.pagetable import encode_table, hook_rows
 
     tables: dict[int, list[tuple[int, bytes]]] = {}
     for frame, foff, h in conn.execute(

@@ -25,49 +25,24 @@ measured effect.
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from lzfs.store.db import MetaDB
+from lzfs.store.frames import FrameTable
+from lzfs.store.pagetable import decode_table, hook_key, hook_rows
 
-ENTRY = struct.Struct("<I16s")  # one page table entry: offset in the frame's raw data, hash
-HOOK_MASK = 7                   # a page is a hook when hash[0] & HOOK_MASK == 0: 1 in 8
 RECENT_FRAMES = 4096            # page tables kept in memory (4096 x 64 pages: 1 GiB of data)
 _IN = 500                       # parameters per IN (...) query
-
-
-def hook_key(h: bytes) -> int | None:
-    """The hook key of a page hash (a 63-bit SQLite integer), or None when it is not one."""
-    if h[0] & HOOK_MASK:
-        return None
-    return int.from_bytes(h[:8], "little") >> 1
-
-
-_FOFF = [struct.pack("<I", i * 4096) for i in range(65)]  # page offsets in a frame, packed
-
-
-def encode_table(entries: Iterable[tuple[int, bytes]]) -> bytes:
-    return b"".join([_FOFF[foff >> 12] + h if not foff & 4095 and foff <= 65 * 4096
-                     else ENTRY.pack(foff, h) for foff, h in entries])
-
-
-def decode_table(blob: bytes | None) -> list[tuple[int, bytes]]:
-    if not blob:
-        return []
-    return [ENTRY.unpack_from(blob, i) for i in range(0, len(blob) - ENTRY.size + 1, ENTRY.size)]
-
-
-def hook_rows(frame: int, entries: Iterable[tuple[int, bytes]]) -> list[tuple[int, int]]:
-    return [(int.from_bytes(h[:8], "little") >> 1, frame) for _, h in entries
-            if not h[0] & HOOK_MASK]
 
 
 class PageIndex:
     """Finds pages the store already holds (DB thread only)."""
 
-    def __init__(self, db: MetaDB, recent_frames: int = RECENT_FRAMES) -> None:
+    def __init__(self, db: MetaDB, frames: FrameTable, recent_frames: int = RECENT_FRAMES
+                 ) -> None:
         self.db = db
+        self.frames = frames
         self.limit = recent_frames
         self._recent: OrderedDict[int, list[bytes]] = OrderedDict()  # frame -> its hashes
         self._where: dict[bytes, tuple[int, int]] = {}               # hash -> (frame, foff)
@@ -76,8 +51,7 @@ class PageIndex:
     def match(self, hashes: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
         """hash -> (frame, offset in its raw data) for each page the store holds."""
         where = self._where
-        keys = {int.from_bytes(h[:8], "little") >> 1 for h in hashes
-                if not h[0] & HOOK_MASK and h not in where}
+        keys = {k for h in hashes if h not in where and (k := hook_key(h)) is not None}
         if keys:
             found: set[int] = set()
             ks = list(keys)
@@ -94,13 +68,8 @@ class PageIndex:
         return out
 
     def _load(self, frames: set[int]) -> None:
-        fs = sorted(frames)
-        for i in range(0, len(fs), _IN):
-            part = fs[i:i + _IN]
-            for fid, blob in self.db.execute(
-                    f"SELECT id, pages FROM frames WHERE id IN ({','.join('?' * len(part))}) "
-                    "AND lost = 0", part).fetchall():
-                self._remember(fid, decode_table(blob))
+        for fid, blob in self.frames.page_tables(frames):
+            self._remember(fid, decode_table(blob))
 
     def _remember(self, frame: int, entries: list[tuple[int, bytes]]) -> None:
         if not entries:

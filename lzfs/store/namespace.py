@@ -1,7 +1,10 @@
 """Inodes, directory entries and symlinks, as rows of the metadata DB.
 
-Only names and attributes live here; a file's bytes are the business of filemap.py. Every method
-is synchronous and runs on the DB thread; callers map LookupError/FileExistsError/... to errnos.
+This module is the only code that reads or writes the ``inodes`` and ``dentries`` tables (fsck
+and the schema upgrades aside): the mount, snapshot walks (snapshot.py), manifests and the
+cluster exchange all come through ``Namespace``. Only names and attributes live here; a file's
+bytes are the block maps' (blockmap.py). Every method is synchronous and runs on the DB thread;
+failures are FsError with the errno the FUSE layer returns.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ import errno
 import os
 import stat
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from lzfs.store.db import MetaDB
 
 ROOT_INODE = 1
+_S_IFMT = 0o170000
 NAME_MAX = 255  # bytes in one name, as on every Linux file system (pjdfstest checks it)
 
 
@@ -87,6 +92,10 @@ def path_of(db: MetaDB, ino: int) -> str:
 class Namespace:
     def __init__(self, db: MetaDB) -> None:
         self.db = db
+
+    def ensure_root(self) -> None:
+        """Make the root directory if the store has none yet (a new store, or one fsck found
+        without it): done by a mount, never by a read-only look."""
         if self.db.execute("SELECT 1 FROM inodes WHERE id=?", (ROOT_INODE,)).fetchone() is None:
             t = now_ns()
             self.db.execute(
@@ -109,6 +118,13 @@ class Namespace:
         if row is None:
             raise FsError(errno.ENOENT)
         return row[0]
+
+    def child(self, parent: int, name: bytes) -> int | None:
+        """The inode ``name`` names in ``parent``, or None (no errno: a question, not a
+        lookup the kernel made)."""
+        row = self.db.execute("SELECT ino FROM dentries WHERE parent=? AND name=?",
+                              (parent, name)).fetchone()
+        return None if row is None else row[0]
 
     def parent_of(self, ino: int) -> int:
         entry = self.dentry_of(ino)
@@ -135,6 +151,47 @@ class Namespace:
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM inodes").fetchone()[0]
+
+    def figures(self) -> tuple[int, int, int]:
+        """(regular files, their bytes, directories) of the whole store."""
+        q = self.db.execute
+        files, logical = q("SELECT COUNT(*), COALESCE(SUM(size),0) FROM inodes "
+                           f"WHERE (mode & {_S_IFMT}) = {stat.S_IFREG}").fetchone()
+        dirs = q(f"SELECT COUNT(*) FROM inodes WHERE (mode & {_S_IFMT}) = {stat.S_IFDIR}"
+                 ).fetchone()[0]
+        return files, logical, dirs
+
+    def children(self, ino: int) -> list[tuple[bytes, int]]:
+        """(name, ino) of every entry of directory ``ino``, in creation order."""
+        return [(bytes(name), child) for name, child in self.db.execute(
+            "SELECT name, ino FROM dentries WHERE parent=? ORDER BY id", (ino,))]
+
+    def walk(self, top: int) -> Iterator[tuple[str, Inode]]:
+        """(path below ``top``, inode) of everything under directory ``top``, depth first, in
+        one read with no checkpoint if the caller needs one consistent moment."""
+        stack = [(top, "")]
+        while stack:
+            parent, base = stack.pop()
+            for name, ino in self.children(parent):
+                node = self.get(ino)
+                path = base + name.decode("utf-8", "surrogateescape")
+                yield path, node
+                if node.is_dir:
+                    stack.append((ino, path + "/"))
+
+    def all_inodes(self) -> Iterator[tuple[int, int, int]]:
+        """(ino, mode, size) of every inode: for whole-store reports."""
+        yield from self.db.execute("SELECT id, mode, size FROM inodes")
+
+    def all_dentries(self) -> Iterator[tuple[int, bytes, int]]:
+        """(parent, name, ino) of every entry, in creation order: for whole-store reports."""
+        yield from self.db.execute("SELECT parent, name, ino FROM dentries ORDER BY id")
+
+    def top_dirs(self) -> dict[bytes, int]:
+        """name -> inode of each directory at the root (a node's snapshots)."""
+        return {bytes(name): ino for name, ino in self.db.execute(
+            "SELECT d.name, d.ino FROM dentries d JOIN inodes i ON i.id = d.ino "
+            f"WHERE d.parent = ? AND (i.mode & {_S_IFMT}) = {stat.S_IFDIR}", (ROOT_INODE,))}
 
     # ---- changing --------------------------------------------------------------------------
 
@@ -275,6 +332,22 @@ class Namespace:
     def delete(self, ino: int) -> None:
         """Drop an inode row whose last name is gone (its extents are the caller's)."""
         self.db.execute("DELETE FROM inodes WHERE id=? AND nlink=0", (ino,))
+
+    def remove_tree(self, top: int, drop_data: Callable[[int], None]) -> None:
+        """Drop a top-level directory and everything under it at once, names and inodes,
+        calling ``drop_data`` for each inode first (its runs go through the block maps). Only
+        where the kernel holds none of these inodes: a node replacing an imported snapshot at
+        mount."""
+        inos, stack = [], [top]
+        while stack:
+            d = stack.pop()
+            inos.append(d)
+            stack.extend(ino for _, ino in self.children(d))
+        for ino in inos:
+            drop_data(ino)
+            self.db.execute("DELETE FROM dentries WHERE ino=? OR parent=?", (ino, ino))
+            self.db.execute("DELETE FROM inodes WHERE id=?", (ino,))
+        self.db.execute("UPDATE inodes SET nlink = nlink - 1 WHERE id=?", (ROOT_INODE,))
 
     def orphans(self) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT id FROM inodes WHERE nlink=0")]

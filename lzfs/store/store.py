@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -33,13 +32,15 @@ from lzfs.store import chunker, layout
 from lzfs.store.blockmap import BlockMaps, FrameShape, Run
 from lzfs.store.codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, encode_frame_parts
 from lzfs.store.db import MetaDB
+from lzfs.store.frames import FrameTable
 from lzfs.store.grid import Segment
-from lzfs.store.index import PageIndex, encode_table
+from lzfs.store.index import PageIndex
+from lzfs.store.namespace import Namespace
 from lzfs.store.pace import Pace
 from lzfs.store.packs import REMOTE_BASE, PackSet
+from lzfs.store.pagetable import encode_table
 
 log = logging.getLogger(__name__)
-_S_IFMT = 0o170000
 
 
 class FrameWrite(NamedTuple):
@@ -121,8 +122,10 @@ class Store:
                 self.packs.start(committed)
             self._frame_locs: OrderedDict[int, FrameLoc] = OrderedDict()
             self._pins: Counter[int] = Counter()  # frames named by writes not yet recorded
-            self.maps = BlockMaps(self.db, self.frame_shape)
-            self.index = PageIndex(self.db)
+            self.frames = FrameTable(self.db)
+            self.maps = BlockMaps(self.db, self.frames, self.frame_shape)
+            self.index = PageIndex(self.db, self.frames)
+            self.ns = Namespace(self.db)
             # held while a commit syncs packs: no frame is registered meanwhile, so a
             # committed row never names pack bytes that are not on disk
             self.gate = trio.Lock()
@@ -193,7 +196,7 @@ class Store:
             return [], consumed
         frames = await trio.to_thread.run_sync(self._pack_staged, buf, spans)
         async with self.gate:  # not while a commit is syncing packs
-            ids = [self._insert_frame(fw, None, staged=True) for fw in frames]
+            ids = [self._add_written(fw, None, staged=True) for fw in frames]
             self._note_pack_sizes()
         # no checkpoint from here until the caller records the runs: gc cannot slip in
         return [Run(base + start, n, f, 0) for (start, n), f in zip(spans, ids, strict=True)], \
@@ -208,14 +211,23 @@ class Store:
         return [FrameWrite(head, pack, off, head.record_len)
                 for (head, _), (pack, off) in zip(encoded, places, strict=True)]
 
-    def _insert_frame(self, fw: FrameWrite, pages: bytes | None, staged: bool = False) -> int:
-        cur = self.db.execute(
-            "INSERT INTO frames(pack, off, rlen, stored, raw, codec, seed, pages, staged) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
-            (fw.pack, fw.off, fw.rlen, fw.header.stored_len, fw.header.raw_len,
-             fw.header.codec, self.seed, pages, int(staged)))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+    def _add_written(self, fw: FrameWrite, entries: list[tuple[int, bytes]] | None,
+                     staged: bool = False) -> int:
+        h = fw.header
+        return self.add_frame(fw.pack, fw.off, fw.rlen, h.stored_len, h.raw_len, h.codec,
+                              entries, seed=self.seed, staged=staged)
+
+    def add_frame(self, pack: int, off: int, rlen: int, stored: int, raw: int, codec: int,
+                  entries: list[tuple[int, bytes]] | None, seed: int = 0,
+                  staged: bool = False) -> int:
+        """Record a frame (refs 0) that is in a pack already, with its page table, and index
+        its pages: the one way a frame enters the store, for what this daemon writes and for
+        frames a manifest names (cluster/manifest.py)."""
+        table = encode_table(entries) if entries else None
+        fid = self.frames.insert(pack, off, rlen, stored, raw, codec, seed, table, staged)
+        if entries:
+            self.index.add(fid, entries)
+        return fid
 
     def _note_pack_sizes(self) -> None:
         self.db.executemany("INSERT OR REPLACE INTO packs(id, size) VALUES (?,?)",
@@ -271,8 +283,7 @@ class Store:
             for n, h in fw.header.blocks:
                 entries.append((foff, h))
                 foff += n
-            frame_id = self._insert_frame(fw, encode_table(entries))
-            self.index.add(frame_id, entries)
+            frame_id = self._add_written(fw, entries)
             for foff, h in entries:
                 out[h] = (frame_id, foff)
         if frames:
@@ -284,8 +295,7 @@ class Store:
     def frame_loc(self, frame_id: int) -> FrameLoc:
         loc = self._frame_locs.get(frame_id)
         if loc is None:
-            row = self.db.execute("SELECT pack, off, rlen, stored, raw, seed, staged, lost "
-                                  "FROM frames WHERE id=?", (frame_id,)).fetchone()
+            row = self.frames.location(frame_id)
             if row is None:
                 raise CorruptDataError(f"frame {frame_id} is not in the frame table")
             if row[7]:
@@ -348,26 +358,19 @@ class Store:
     # ---- accounting ------------------------------------------------------------------------
 
     def stats(self) -> StoreStats:
-        q = self.db.execute
-        files, logical = q("SELECT COUNT(*), COALESCE(SUM(size),0) FROM inodes "
-                           f"WHERE (mode & {_S_IFMT}) = {stat.S_IFREG}").fetchone()
-        dirs = q(f"SELECT COUNT(*) FROM inodes "
-                 f"WHERE (mode & {_S_IFMT}) = {stat.S_IFDIR}").fetchone()[0]
-        referenced = q("SELECT COALESCE(SUM(len),0) FROM extents").fetchone()[0]
-        frames, unique, stored = q("SELECT COUNT(*), COALESCE(SUM(raw),0), COALESCE(SUM(rlen),0) "
-                                   "FROM frames WHERE refs > 0").fetchone()
-        garbage = q("SELECT COUNT(*) FROM frames WHERE refs <= 0").fetchone()[0]
-        staged = q("SELECT COALESCE(SUM(raw),0) FROM frames WHERE staged = 1 AND refs > 0"
-                   ).fetchone()[0]
+        files, logical, dirs = self.ns.figures()
+        referenced = self.maps.referenced()
+        fr = self.frames.figures()
         pack_bytes = 0
         for entry in (self.root / layout.PACKS).iterdir():
             try:
                 pack_bytes += entry.stat().st_blocks * 512
             except OSError:
                 pass
-        pages = (unique + 4095) // 4096
-        return StoreStats(files, dirs, logical, referenced, unique, stored,
-                          logical - referenced, pages, frames, garbage, pack_bytes, staged)
+        pages = (fr.raw + 4095) // 4096
+        return StoreStats(files, dirs, logical, referenced, fr.raw, fr.rlen,
+                          logical - referenced, pages, fr.live, fr.garbage, pack_bytes,
+                          fr.staged)
 
     def collect_garbage(self) -> tuple[int, list[tuple[int, int, int, int]]]:
         """Drop frames no run references (except pinned ones, which a write in flight has
@@ -375,15 +378,13 @@ class Store:
         only after the next commit, when no committed row names them. A frame holding one
         live page stays whole: its dead pages are reclaimed when its last page dies."""
         pinned = {f for f, n in self._pins.items() if n > 0}
-        dead = [r for r in self.db.execute(
-            "SELECT id, pack, off, rlen, pages FROM frames WHERE refs <= 0").fetchall()
-            if r[0] not in pinned]
-        self.index.forget([(r[0], r[4]) for r in dead])
-        self.db.executemany("DELETE FROM frames WHERE id = ?", [(r[0],) for r in dead])
+        dead = [r for r in self.frames.dead() if r.id not in pinned]
+        self.index.forget([(r.id, r.pages) for r in dead])
+        self.frames.delete(r.id for r in dead)
         for r in dead:
-            self._frame_locs.pop(r[0], None)
+            self._frame_locs.pop(r.id, None)
         self.maps.garbage = False
-        return len(dead), [(f, p, o, n) for f, p, o, n, _ in dead]
+        return len(dead), [(r.id, r.pack, r.off, r.rlen) for r in dead]
 
     def punch(self, frames: list[tuple[int, int, int, int]]) -> int:
         """Give back the space of collected frames (any thread). Returns bytes freed."""

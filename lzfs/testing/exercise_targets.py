@@ -31,7 +31,7 @@ import trio
 from lzfs.core.core import Core
 from lzfs.fuse.control import CONTROL_DIR
 from lzfs.fuse.operations import LzfsOperations
-from lzfs.mount.mounts import find_mount
+from lzfs.mount.mountinfo import find_mount
 from lzfs.report.fsck import fsck
 from lzfs.store import Store, mkfs
 from lzfs.store.namespace import ROOT_INODE
@@ -435,7 +435,7 @@ class OpsTarget:
         self._call(self.ops.unlink, self.dir_ino, name.encode(), _Ctx())
 
     async def _listdir(self) -> list[str]:
-        return [name.decode() for name, _ in self.ops.core.children(self.dir_ino)]
+        return [name.decode() for name, _ in self.ops.core.ns.children(self.dir_ino)]
 
     def listdir(self) -> list[str]:
         return self._call(self._listdir)

@@ -18,7 +18,7 @@ import trio
 
 from lzfs.cli.main import main
 from lzfs.criu import images as I
-from lzfs.mount.mounts import find_mount
+from lzfs.mount.mountinfo import find_mount
 from lzfs.store import Store, mkfs
 from tests.conftest import criu_image, fuse_unusable_reason, lzfs_cmd, tree_state
 

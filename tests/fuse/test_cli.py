@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lzfs.mount.mounts import find_mount
+from lzfs.mount.mountinfo import find_mount
 from tests.conftest import fuse_unusable_reason, lzfs_cmd, tree_state
 
 pytestmark = pytest.mark.skipif(fuse_unusable_reason() is not None,

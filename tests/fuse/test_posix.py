@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from lzfs.store.codec import block_hash
-from lzfs.store.index import hook_key
+from lzfs.store.pagetable import hook_key
 
 
 def test_files_dirs_and_symlinks(mounted):

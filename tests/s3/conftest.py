@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lzfs.mount.mounts import find_mount
+from lzfs.mount.mountinfo import find_mount
 from lzfs.testing.seaweed import Seaweed, weed_binary
 from tests.conftest import fuse_unusable_reason, lzfs_cmd
 

@@ -8,8 +8,9 @@ import pytest
 
 from lzfs.cluster import manifest
 from lzfs.errors import CorruptDataError
-from lzfs.objectstore.backend import DirBackend, RemoteError, open_backend
+from lzfs.objectstore.backend import DirBackend, open_backend
 from lzfs.objectstore.cache import SEGMENT, SegmentCache
+from lzfs.objectstore.protocol import RemoteError
 
 
 def test_manifest_round_trips_and_rejects_damage():
@@ -89,7 +90,6 @@ def test_a_format_1_manifest_installs_as_runs_of_its_frames(tmp_path):
 
     from lzfs.store import Store, mkfs
     from lzfs.store.codec import block_hash
-    from lzfs.store.namespace import Namespace
 
     page = os.urandom(4096)
     doc = {"format": manifest.FORMAT_1, "name": "old", "packs": ["packs/ab.pack"],
@@ -100,7 +100,8 @@ def test_a_format_1_manifest_installs_as_runs_of_its_frames(tmp_path):
     mkfs(tmp_path / "s")
     store = Store(tmp_path / "s")
     try:
-        ns = Namespace(store.db)
+        ns = store.ns
+        ns.ensure_root()
         top = manifest.install(store, ns, manifest.decode(manifest.encode(doc), "k"),
                                {"packs/ab.pack": 1 << 40})
         ino = ns.lookup(top, b"pages-1.img")
@@ -143,7 +144,7 @@ def test_the_journal_announces_only_what_is_new(tmp_path):
 
 def test_gc_retires_manifests_behind_a_tombstone_older_than_the_grace_period():
     from lzfs.cluster.gc import live_and_retired
-    from lzfs.objectstore.backend import ObjectInfo
+    from lzfs.objectstore.protocol import ObjectInfo
 
     keys = ["snapshots/s/20260101T000000.000000Z-n-00000001.lzm",
             "snapshots/s/20260102T000000.000000Z-n-00000002.rm",

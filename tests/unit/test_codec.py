@@ -14,13 +14,20 @@ from lzfs.store.codec import (
     Codec,
     block_hash,
     decode_frame,
-    encode_frame,
+    encode_frame_parts,
     parse_frame_header,
 )
 
 
 def _blocks(*datas: bytes, seed: int = 0) -> list[tuple[bytes, bytes]]:
     return [(block_hash(d, seed), d) for d in datas]
+
+
+def encode_frame(blocks: list[tuple[bytes, bytes]]):
+    """One whole frame record of (hash, data) blocks, as the write path's parts joined."""
+    raw = b"".join(data for _, data in blocks)
+    head, parts = encode_frame_parts(raw, [(len(data), h) for h, data in blocks])
+    return head, b"".join(parts)
 
 
 def test_compressible_frame_round_trips_and_is_smaller():

@@ -12,13 +12,15 @@ from lzfs.criu import images as I
 from lzfs.errors import ImageFormatError
 from tests.conftest import criu_image
 
+PE_LAZY = 2  # CRIU's flag for pages a lazy restore fetches on demand (lzfs reads past it)
+
 
 def test_pagemap_offsets_advance_over_present_entries_only():
     data = criu_image(I.PAGEMAP_MAGIC, [
         ("pagemap_head", {"pages_id": 3}),
         ("pagemap_entry", {"vaddr": 0x1000, "nr_pages": 2, "flags": I.PE_PRESENT}),
         ("pagemap_entry", {"vaddr": 0x5000, "nr_pages": 4, "flags": I.PE_PARENT}),
-        ("pagemap_entry", {"vaddr": 0x9000, "nr_pages": 1, "flags": I.PE_PRESENT | I.PE_LAZY}),
+        ("pagemap_entry", {"vaddr": 0x9000, "nr_pages": 1, "flags": I.PE_PRESENT | PE_LAZY}),
         ("pagemap_entry", {"vaddr": 0xA000, "compat_nr_pages": 3, "in_parent": False}),
     ])
     pm = I.parse_pagemap(data)

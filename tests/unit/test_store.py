@@ -269,7 +269,7 @@ def test_a_format_1_store_is_upgraded_at_a_writable_open_only(tmp_path):
     blocks join the page index (a new write of that page dedups against them), unreferenced
     blocks become garbage frames, a block a repair marked lost reads as EIO."""
     from lzfs.store.codec import block_hash
-    from lzfs.store.index import hook_key
+    from lzfs.store.pagetable import hook_key
     from tests.format1 import make_format1_store
 
     one_page = os.urandom(4096)
