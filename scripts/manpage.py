@@ -15,7 +15,8 @@ from pathlib import Path
 
 from argparse_manpage.manpage import Manpage
 
-from lzfs import __version__, cli
+from lzfs import __version__
+from lzfs.cli import main as cli
 
 
 def _roff_lines(text: str) -> str:
