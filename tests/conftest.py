@@ -16,7 +16,7 @@ import pytest
 from hypothesis import settings
 
 from lzfs.mount.mountinfo import find_mount
-from lzfs.store import mkfs
+from lzfs.store.layout import mkfs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,8 +10,8 @@ import stat
 import time
 from pathlib import Path
 
-from lzfs.store import mkfs
 from lzfs.store.codec import PAGE, block_hash, encode_frame_parts
+from lzfs.store.layout import mkfs
 from lzfs.store.packs import PackSet
 
 SCHEMA_2 = """

@@ -10,16 +10,20 @@ anyway, so import is deduplicated against what the store already holds.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
 import xxhash
 
+from lzfs.cli.common import command
 from lzfs.errors import LzfsError
 from lzfs.mount.mountinfo import lzfs_mounts
 from lzfs.report.render import byte_bars
+from lzfs.units import human
 
 CHUNK = 1 << 20
 
@@ -122,3 +126,41 @@ def copy_tree(src: Path, dst: Path, *, show_progress: bool = True) -> tuple[int,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return files, total
+
+
+def register(sub: Any) -> None:
+    s = command(sub, "import", "bring a plain CRIU images directory into a mount", """\
+Copy a plain CRIU images directory into a new snapshot directory of a mount, then read the
+copy back and compare it with the source.""", """\
+  lzfs import /srv/plain-dump /mnt/ckpt/server-2""")
+    s.add_argument("source", metavar="PLAIN_DIR", help="the images directory to copy")
+    s.add_argument("dest", metavar="MNT/NAME",
+                   help="the new directory inside an lzfs mount (must not exist)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=run_import)
+
+    s = command(sub, "export", "write a plain copy any CRIU can restore from", """\
+Copy a snapshot directory out of a mount into a plain directory that any CRIU restores from
+without lzfs, then read the copy back and compare it.""", """\
+  lzfs export /mnt/ckpt/server-1 /srv/plain-copy
+  criu restore -D /srv/plain-copy --shell-job -d""")
+    s.add_argument("source", metavar="MNT/NAME", help="the snapshot directory in an lzfs mount")
+    s.add_argument("dest", metavar="PLAIN_DIR", help="the directory to write (must not exist)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=run_export)
+
+
+def run_import(args: argparse.Namespace) -> None:
+    dst = Path(args.dest)
+    if not inside_mount(dst.parent):
+        raise LzfsError(f"{dst} is not inside an lzfs mount")
+    files, total = copy_tree(Path(args.source), dst, show_progress=not args.quiet)
+    print(f"imported {files} files, {human(total)}, into {dst} (verified)")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    src = Path(args.source)
+    if not inside_mount(src):
+        raise LzfsError(f"{src} is not inside an lzfs mount")
+    files, total = copy_tree(src, Path(args.dest), show_progress=not args.quiet)
+    print(f"exported {files} files, {human(total)}, to {args.dest} (verified)")

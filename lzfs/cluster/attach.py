@@ -8,26 +8,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from lzfs.cluster.bucket import NODE_FILE, prepare_cache, read_remote_config
 from lzfs.cluster.node import ClusterNode
+from lzfs.cluster.options import RemoteOptions
 from lzfs.errors import LzfsError
 from lzfs.objectstore.backend import open_backend
-from lzfs.store import Store
-
-IMPORT_RECENT = 16
-
-
-@dataclass(frozen=True)
-class RemoteOptions:
-    endpoint: str | None = None
-    profile: str | None = None
-    cache: str | None = None          # the node's cache directory (its working store)
-    cache_size: int = 10 << 30        # bytes of remote segments kept on local disk
-    refresh: float = 10.0             # seconds between looks for newly published snapshots
-    import_recent: int = IMPORT_RECENT  # snapshots imported at mount, newest first
+from lzfs.store.store import Store
 
 
 def open_node(url: str, opts: RemoteOptions, readonly: bool = False

@@ -63,7 +63,7 @@ class RemoteConfig:
     created: float = 0.0
 
 
-def remote_mkfs(backend: Backend, avg_pages: int, max_pages: int,
+def remote_mkfs(backend: Backend, avg_pages: int = 16, max_pages: int = 64,
                 grace: float = DEFAULT_GRACE) -> RemoteConfig:
     backend.check()
     if backend.head(CONFIG_KEY) is not None:

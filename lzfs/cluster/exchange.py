@@ -30,9 +30,10 @@ from lzfs.cluster.bucket import DEFAULT_GRACE, PACKS_PREFIX, fetch_manifests
 from lzfs.cluster.listing import BucketView, journal_key
 from lzfs.cluster.objects import PackObjects
 from lzfs.objectstore.protocol import Backend, NoSuchObject, RemoteError
-from lzfs.store import Store, layout
+from lzfs.store import layout
 from lzfs.store.namespace import ROOT_INODE, Namespace
 from lzfs.store.packs import REMOTE_BASE, pack_name
+from lzfs.store.store import Store
 
 log = logging.getLogger(__name__)
 

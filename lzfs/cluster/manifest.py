@@ -32,9 +32,10 @@ from urllib.parse import quote, unquote
 import xxhash
 
 from lzfs.errors import CorruptDataError
-from lzfs.store import Run, Store
+from lzfs.store.blockmap import Run
 from lzfs.store.namespace import ROOT_INODE, Namespace
 from lzfs.store.pagetable import decode_table, encode_table
+from lzfs.store.store import Store
 
 MAGIC = b"LZFSMAN\x02"
 MAGIC_1 = b"LZFSMAN\x01"

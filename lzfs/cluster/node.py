@@ -14,8 +14,8 @@ from lzfs.cluster.bucket import DEFAULT_GRACE, NODE_TABLES
 from lzfs.cluster.exchange import Exchange
 from lzfs.cluster.objects import PackObjects
 from lzfs.objectstore.protocol import Backend
-from lzfs.store import Store
 from lzfs.store.namespace import Namespace
+from lzfs.store.store import Store
 
 
 class ClusterNode:

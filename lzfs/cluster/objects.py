@@ -14,8 +14,9 @@ from lzfs.cluster.bucket import SEGMENTS
 from lzfs.errors import CorruptDataError
 from lzfs.objectstore.cache import SegmentCache
 from lzfs.objectstore.protocol import Backend, Counters, RemoteError
-from lzfs.store import Store, layout
+from lzfs.store import layout
 from lzfs.store.packs import REMOTE_BASE, pack_name
+from lzfs.store.store import Store
 
 # Segments fetched ahead of each one a read or the readahead asks for (within the object): a
 # restore reads a pack mostly in order, so this keeps several GETs in flight from the start.

@@ -21,8 +21,8 @@ from lzfs.cluster import manifest
 from lzfs.cluster.node import ClusterNode
 from lzfs.errors import LzfsError
 from lzfs.objectstore.protocol import RemoteError
-from lzfs.store import Store
 from lzfs.store.namespace import ROOT_INODE, Namespace
+from lzfs.store.store import Store
 
 log = logging.getLogger(__name__)
 

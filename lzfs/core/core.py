@@ -26,41 +26,51 @@ import trio
 
 from lzfs.core.filemap import FileMap
 from lzfs.core.hooks import Hooks, LocalHooks
+from lzfs.core.options import MountOptions
+from lzfs.core.policy import SETTLE_IDLE, STAGE_BACKLOG
 from lzfs.core.prefetch import FrameCache
 from lzfs.criu.cow import read_page_by_page
 from lzfs.criu.images import IMAGE_LIMIT
-from lzfs.report.render import human
-from lzfs.store import Store
 from lzfs.store.namespace import FsError, Inode
-from lzfs.store.space import DEFAULT_RESERVE, SpaceGuard
+from lzfs.store.space import SpaceGuard
+from lzfs.store.store import Store
+from lzfs.units import human
 
 log = logging.getLogger(__name__)
+DEFAULTS = MountOptions()
 
-COMMIT_INTERVAL = 5.0  # seconds between background commits while anything changed
-SETTLE_IDLE = 1.0      # staged data is settled once no request came for this long
 
 
 class Core:
-    def __init__(self, store: Store, stop: Callable[[], None], *,
-                 cache_bytes: int = 128 << 20, reserve_bytes: int = DEFAULT_RESERVE,
-                 commit_interval: float = COMMIT_INTERVAL,
-                 settle_idle: float = SETTLE_IDLE) -> None:
+    def __init__(self, store: Store, stop: Callable[[], None],
+                 opts: MountOptions = DEFAULTS, *,
+                 staging: bool = True,
+                 invalidate: Callable[[int], None] = lambda ino: None,
+                 hooks: Callable[[Core], Hooks] | None = None,
+                 on_first_open: Callable[[], None] | None = None) -> None:
+        """``stop`` ends the serving loop (pyfuse3.terminate under a mount). ``staging``:
+        whether this store may stage at all (a cluster node's manifests name the frames it
+        wrote, so it never does; ``opts.stage`` is the user's say). ``invalidate`` makes the
+        kernel forget an inode's cached attributes (pyfuse3.invalidate_inode under a mount):
+        a settled file's st_blocks changes, and du must not show the old figure. ``hooks``
+        builds what a cluster node adds to the mount (LocalHooks: nothing). ``on_first_open``
+        runs once, at the first open: by then the kernel has the mount's INIT reply, which
+        would undo settings made earlier (the daemon sets the readahead there)."""
         self.store = store
-        self.stop = stop  # ends the serving loop (pyfuse3.terminate under a mount)
-        # makes the kernel forget an inode's cached attributes (pyfuse3.invalidate_inode under
-        # a mount): a settled file's st_blocks changes, and du must not show the old figure
-        self.invalidate: Callable[[int], None] = lambda ino: None
-        self.hooks: Hooks = LocalHooks()  # a cluster node sets its own before serving
-        # run once, at the first open: by then the kernel has the mount's INIT reply, which
-        # would undo settings made earlier (the daemon sets the readahead here)
-        self.on_first_open: Callable[[], None] | None = None
-        self.commit_interval = commit_interval
-        self.settle_idle = settle_idle
-        self.space = SpaceGuard(store.root, reserve_bytes)
+        self.stop = stop
+        self.opts = opts
+        self.invalidate = invalidate
+        self.on_first_open = on_first_open
+        self.commit_interval = opts.commit_interval
+        self.settle_idle = SETTLE_IDLE if opts.settle_idle is None else opts.settle_idle
+        if staging and opts.stage:
+            store.stage_backlog = (STAGE_BACKLOG if opts.stage_backlog is None
+                                   else opts.stage_backlog)
+        self.space = SpaceGuard(store.root, opts.reserve_mb << 20)
         self.failed: BaseException | None = None  # a commit failed: stop, keep the last one
         self.ns = store.ns
         self.ns.ensure_root()
-        self.cache = FrameCache(store, cache_bytes)
+        self.cache = FrameCache(store, opts.cache_mb << 20)
         self.files: dict[int, FileMap] = {}
         self.nursery: trio.Nursery | None = None
         self.gate = store.gate  # the store's: no frame is registered while a commit syncs
@@ -74,6 +84,7 @@ class Core:
             log.info("removing orphan inode %d (unlinked while open before the last stop)", ino)
             self.purge(ino)
         self.store.commit()
+        self.hooks: Hooks = LocalHooks() if hooks is None else hooks(self)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 

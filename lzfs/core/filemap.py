@@ -22,19 +22,16 @@ from collections.abc import Callable
 
 import trio
 
+from lzfs.core.policy import BATCH, MAX_PENDING, SETTLE_BYTES
 from lzfs.core.prefetch import FrameCache, Readahead
 from lzfs.errors import CorruptDataError
-from lzfs.store import Coverage, Run, Store
+from lzfs.store.blockmap import Coverage, Run
 from lzfs.store.codec import PAGE
 from lzfs.store.grid import BLOCK, Segment, TarGrid, is_tar
+from lzfs.store.store import Store
 
 log = logging.getLogger(__name__)
 
-BATCH = 4 << 20        # encode once this much is pending
-MAX_PENDING = 16 << 20  # writers wait beyond this
-# the writer is this far ahead of the encoder: stage (store raw, settle when idle) instead
-STAGE_BACKLOG = 2 * BATCH
-SETTLE_BYTES = 4 << 20  # staged bytes stored again per step of settle()
 
 PersistFn = Callable[[int, int, int], None]  # (ino, size, stored bytes)
 

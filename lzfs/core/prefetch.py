@@ -20,8 +20,8 @@ from collections.abc import Iterable
 import trio
 
 from lzfs.errors import CorruptDataError
-from lzfs.store import FrameLoc, Store
 from lzfs.store.packs import REMOTE_BASE
+from lzfs.store.store import FrameLoc, Store
 
 log = logging.getLogger(__name__)
 

@@ -11,35 +11,30 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
 
-from lzfs.core.core import COMMIT_INTERVAL, Core
-from lzfs.core.filemap import STAGE_BACKLOG
+from lzfs.core.core import Core
+from lzfs.core.options import MountOptions
 from lzfs.errors import LzfsError
 from lzfs.fuse.operations import LzfsOperations
 from lzfs.mount.mounts import READ_AHEAD_KB, set_readahead
 from lzfs.mount.spawn import check_mountpoint
-from lzfs.store import Store
-from lzfs.store.space import DEFAULT_RESERVE
-from lzfs.store.store import domain_seed
-
-if TYPE_CHECKING:
-    from lzfs.cluster.attach import RemoteOptions
+from lzfs.objectstore.backend import is_remote
+from lzfs.store.store import Store, domain_seed
 
 log = logging.getLogger(__name__)
 
 
-def fuse_options(store: Store, allow_other: bool, extra: list[str]) -> set[str]:
-    opts = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
-    opts.add(f"fsname={store.root}")
-    opts.add("subtype=lzfs")
-    if allow_other:
-        opts.add("allow_other")
-    opts.update(o for o in extra if o)
-    return opts
+def fuse_options(store: Store, opts: MountOptions) -> set[str]:
+    out = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
+    out.add(f"fsname={store.root}")
+    out.add("subtype=lzfs")
+    if opts.allow_other:
+        out.add("allow_other")
+    out.update(opts.fuse)
+    return out
 
 
 def _forget_attrs(ino: int) -> None:
@@ -50,40 +45,39 @@ def _forget_attrs(ino: int) -> None:
         pass
 
 
-def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
-          cache_mb: int = 128, options: list[str] | None = None, ready_fd: int = -1,
-          domain: str = "", reserve_mb: int = DEFAULT_RESERVE >> 20,
-          commit_interval: float = COMMIT_INTERVAL,
-          remote: RemoteOptions | None = None, staging: bool = True,
-          stage_backlog: int | None = None, settle_idle: float | None = None) -> None:
-    """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP). With
-    ``remote``, ``store_path`` is an object store URL and the node's cache is the store."""
+def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = -1) -> None:
+    """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP). For an
+    object store URL, the node's cache (``opts.cache``) is the store."""
     mnt = check_mountpoint(mountpoint)
     where = mnt.resolve()  # as mountinfo names it; resolved now, not once we serve it
     node = None
-    if remote is not None:
+    if is_remote(store_path):
         from lzfs.cluster.attach import open_node
 
-        store, node = open_node(store_path, remote)
-        store.domain, store.seed = domain, domain_seed(domain)
+        store, node = open_node(store_path, opts.remote())
+        store.domain, store.seed = opts.domain, domain_seed(opts.domain)
     else:
-        store = Store(store_path, domain=domain)
+        store = Store(store_path, domain=opts.domain)
+
+    def readahead() -> None:
+        why = set_readahead(where, READ_AHEAD_KB)
+        if why:
+            log.info("readahead of %s left as it was: %s", mnt, why)
+
     try:
-        # a node's manifests name the frames it wrote: it never stages (settling would change
-        # a snapshot after its publication)
-        if staging and node is None:
-            store.stage_backlog = STAGE_BACKLOG if stage_backlog is None else stage_backlog
-        core = Core(store, pyfuse3.terminate, cache_bytes=cache_mb << 20,
-                    reserve_bytes=reserve_mb << 20, commit_interval=commit_interval,
-                    **({} if settle_idle is None else {"settle_idle": settle_idle}))
-        core.invalidate = _forget_attrs
-        if node is not None and remote is not None:
+        hooks = None
+        if node is not None:
             from lzfs.cluster.sync import ClusterSync
 
-            core.hooks = ClusterSync(core, node, remote.refresh)
+            def hooks(core: Core) -> ClusterSync:
+                return ClusterSync(core, node, opts.refresh)
+
+        # a node's manifests name the frames it wrote: it never stages (settling would
+        # change a snapshot after its publication)
+        core = Core(store, pyfuse3.terminate, opts, staging=node is None,
+                    invalidate=_forget_attrs, hooks=hooks, on_first_open=readahead)
         try:
-            pyfuse3.init(LzfsOperations(core), str(mnt),
-                         fuse_options(store, allow_other, options or []))
+            pyfuse3.init(LzfsOperations(core), str(mnt), fuse_options(store, opts))
         except RuntimeError as exc:
             raise LzfsError(f"cannot mount on {mountpoint}: {exc} (is /dev/fuse there, "
                             f"and are you root or in group fuse?)") from None
@@ -91,13 +85,7 @@ def serve(store_path: str, mountpoint: str, *, allow_other: bool = False,
         _close(store, node, commit=True)
         raise
     log.info("mounted %s on %s%s", store.root, mnt,
-             f" (dedup domain {domain!r})" if domain else "")
-    def readahead() -> None:
-        why = set_readahead(where, READ_AHEAD_KB)
-        if why:
-            log.info("readahead of %s left as it was: %s", mnt, why)
-
-    core.on_first_open = readahead
+             f" (dedup domain {opts.domain!r})" if opts.domain else "")
     if ready_fd >= 0:
         os.write(ready_fd, b"ok\n")
         os.close(ready_fd)

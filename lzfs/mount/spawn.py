@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from lzfs.core.options import MountOptions
 from lzfs.errors import LzfsError
 
 DAEMON_LOG = "lzfs.log"  # the daemon's log in the store (or node cache): store.layout.LOG
@@ -35,11 +36,11 @@ def check_mountpoint(mountpoint: str) -> Path:
 
 
 
-def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str | None,
-          timeout: float = 60.0, log_dir: str | None = None) -> None:
-    """Start `lzfs mount -f` detached and wait until it has mounted (or failed). What can be
-    checked here is, before anything (the log) is written into the store. A remote store's
-    URL is passed on as it is; its log goes to ``log_dir`` (the node cache)."""
+def spawn(store_path: str, mountpoint: str, opts: MountOptions, timeout: float = 60.0
+          ) -> None:
+    """Start `lzfs mount -f` detached with ``opts`` and wait until it has mounted (or failed).
+    What can be checked here is, before anything (the log) is written into the store. A
+    remote store's URL is passed on as it is; its log goes to the node cache."""
     from lzfs.objectstore.backend import is_remote
 
     check_mountpoint(mountpoint)
@@ -47,24 +48,25 @@ def spawn(store_path: str, mountpoint: str, argv_tail: list[str], log_file: str 
     if is_remote(store_path):
         store_root = store_path
     else:
-        from lzfs.store import Store
         from lzfs.store.layout import StoreLock, read_config
+        from lzfs.store.store import Store
 
         read_config(store_path)
         store_root = Path(store_path).resolve()
         if StoreLock(store_root).held():
             raise StoreLock(store_root).busy()
         Store(store_root, readonly=True, upgradable=True).close()  # a damaged meta.db fails
+    log_dir = opts.cache if is_remote(store_path) else None
     if log_dir is not None:
         Path(log_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-    log_path = Path(log_file) if log_file else Path(log_dir or store_root) / DAEMON_LOG
+    log_path = Path(opts.log) if opts.log else Path(log_dir or store_root) / DAEMON_LOG
     r, w = os.pipe()
     with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab",
               buffering=0) as logf:
         os.fchmod(logf.fileno(), 0o600)
         cmd = [sys.executable, "-m", "lzfs", "mount", "-f", "--ready-fd", str(w),
-               "--log", str(log_path), str(store_root), str(Path(mountpoint).resolve()),
-               *argv_tail]
+               str(store_root), str(Path(mountpoint).resolve()),
+               *opts.replace(log=str(log_path)).argv()]
         child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                  pass_fds=(w,), start_new_session=True)
     os.close(w)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from lzfs.criu import images
 from lzfs.criu.archive import BLOCK, Archive, RangeFile, find_images, is_tar_header
 from lzfs.errors import CorruptDataError, ImageFormatError
-from lzfs.store import Run, Store
+from lzfs.store.blockmap import Run
 from lzfs.store.snapshot import OUTSIDE
+from lzfs.store.store import Store
 
 _FRAMES_KEPT = 8  # decoded frames kept while walking one archive's headers
 

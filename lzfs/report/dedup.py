@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass, field
 
 from lzfs.criu import images
 from lzfs.errors import CorruptDataError, ImageFormatError
-from lzfs.store import Run, Store
+from lzfs.store.blockmap import Run
 from lzfs.store.codec import PAGE
 from lzfs.store.snapshot import OUTSIDE, Tree, load_tree
+from lzfs.store.store import Store
 
 # a page more groups than this share counts as shared, under WIDELY instead of pair by pair:
 # thousands of replicas of one model would otherwise cost thousands squared per page

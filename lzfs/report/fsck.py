@@ -39,13 +39,14 @@ from typing import Any
 
 from lzfs.errors import CorruptDataError
 from lzfs.report.dedup import snapshot_problems
-from lzfs.store import Coverage, FrameShape, Run, Store, layout
-from lzfs.store.blockmap import LOST_FRAME
+from lzfs.store import layout
+from lzfs.store.blockmap import LOST_FRAME, Coverage, FrameShape, Run
 from lzfs.store.codec import decode_frame
 from lzfs.store.namespace import ROOT_INODE, path_of
 from lzfs.store.packs import PACK_HEADER, pack_name
 from lzfs.store.pagetable import decode_table, encode_table
 from lzfs.store.snapshot import load_tree
+from lzfs.store.store import Store
 
 LOST_FOUND = b"lost+found"
 

@@ -19,13 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+from lzfs.units import human
 
 
 def _shared_with(d: dict[str, float], limit: int = 3) -> str:
@@ -188,12 +182,3 @@ def print_fsck(result, console: Console | None = None) -> None:
     else:
         console.print(f"[red]{errors} errors[/red]; 'lzfs fsck --repair' mends what can be "
                       f"mended without losing intact data")
-
-
-def parse_size(text: str) -> int:
-    """'300M', '10G', '4096' -> bytes (the inverse of human, for options)."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = text.strip().upper().rstrip("B").rstrip("I")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)

@@ -1,9 +1,4 @@
-"""Block store: layout of the store directory, metadata DB, pack files, the page index, block
-maps and reference counts."""
-
-from lzfs.store.blockmap import BlockMaps, Coverage, FrameShape, Run
-from lzfs.store.layout import mkfs, read_config
-from lzfs.store.store import FrameLoc, Store, StoreStats
-
-__all__ = ["BlockMaps", "Coverage", "FrameLoc", "FrameShape", "Run", "Store", "StoreStats",
-           "mkfs", "read_config"]
+"""The block store: the store directory's layout, the metadata DB and the tables' owners
+(namespace, frames, block maps, the page index), pack files, the codec and the cut points.
+Import what you need from its modules: this package imports nothing, so that a command that
+only needs a constant (a default, a file name) does not pay for the store."""

@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 from statistics import median
 
-from lzfs.report.render import human, parse_size
 from lzfs.testing.criu import Workload, criu_command, criu_unusable_reason
+from lzfs.units import human, parse_size
 
 CGROUP = Path("/sys/fs/cgroup/blkio/lzfs-bench")
 

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from statistics import median
 
-from lzfs.report.render import human
 from lzfs.testing import bench_read
 from lzfs.testing.bench import (
     WORK_ROOT,
@@ -41,6 +40,7 @@ from lzfs.testing.bench import (
     throttle_unavailable,
 )
 from lzfs.testing.criu import Workload, free_port, start_lazy_pages, start_page_server
+from lzfs.units import human
 
 LAZY_METHODS = ("plain", "plain-lazy", "lzfs-lazy", "lzfs")
 SERVER_METHODS = ("plain", "lzfs")

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from statistics import median
 
-from lzfs.report.render import human
 from lzfs.testing.bench import LzfsMount, Throttle, drop_caches
 from lzfs.testing.workload import build
+from lzfs.units import human
 
 PAGE = 4096
 LOCAL_WINDOW = 16 << 20

@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lzfs.report.render import human
 from lzfs.testing.criu import Workload, criu_command, criu_unusable_reason, run_criu
+from lzfs.units import human
 
 
 def sh(*cmd: str) -> str:

@@ -29,12 +29,14 @@ import pyfuse3
 import trio
 
 from lzfs.core.core import Core
+from lzfs.core.options import MountOptions
 from lzfs.fuse.control import CONTROL_DIR
 from lzfs.fuse.operations import LzfsOperations
 from lzfs.mount.mountinfo import find_mount
 from lzfs.report.fsck import fsck
-from lzfs.store import Store, mkfs
+from lzfs.store.layout import mkfs
 from lzfs.store.namespace import ROOT_INODE
+from lzfs.store.store import Store
 from lzfs.testing.exerciser import Mismatch
 
 MODES = ("plain", "stage", "node")
@@ -279,7 +281,8 @@ class OpsTarget:
     async def _mount(self) -> None:
         self.node = None
         if self.mode == "node":
-            from lzfs.cluster.attach import RemoteOptions, open_node
+            from lzfs.cluster.attach import open_node
+            from lzfs.cluster.options import RemoteOptions
             from lzfs.cluster.sync import ClusterSync
 
             store, self.node = open_node(f"file://{self.bucket}",
@@ -287,13 +290,17 @@ class OpsTarget:
                                                        refresh=0))
         else:
             store = Store(self.work / "store")
-            if self.mode == "stage":
-                store.stage_backlog = 0
         self.store = store
-        core = Core(store, self._failed, commit_interval=COMMIT_INTERVAL,
-                    settle_idle=SETTLE_IDLE)
-        if self.node is not None:
-            core.hooks = ClusterSync(core, self.node, 0)
+        node = self.node
+
+        def hooks(core: Core) -> ClusterSync:
+            assert node is not None
+            return ClusterSync(core, node, 0)
+
+        core = Core(store, self._failed, MountOptions(commit_interval=COMMIT_INTERVAL,
+                                                       settle_idle=SETTLE_IDLE,
+                                                       stage_backlog=0),
+                    staging=self.mode == "stage", hooks=hooks if node is not None else None)
         self.ops = LzfsOperations(core)
         self._served = trio.Event()
         self._unmount = trio.Event()

@@ -24,10 +24,11 @@ from lzfs.cluster import manifest
 from lzfs.cluster.bucket import PACKS_PREFIX
 from lzfs.cluster.listing import journal_key
 from lzfs.objectstore.protocol import Backend
-from lzfs.store import Store, mkfs
 from lzfs.store.codec import PAGE, block_hash
+from lzfs.store.layout import mkfs
 from lzfs.store.packs import pack_name
 from lzfs.store.pagetable import encode_table
+from lzfs.store.store import Store
 
 PAGES_PER_FRAME = 16
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from lzfs.report.render import parse_size
+from lzfs.units import parse_size
 
 _WORDS = ["the", "model", "attends", "to", "every", "token", "in", "the", "context", "window",
           "and", "the", "cache", "keeps", "keys", "and", "values", "for", "each", "layer", "so",

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from lzfs.report.fsck import fsck
-from lzfs.store import Store, mkfs
+from lzfs.store.layout import mkfs
+from lzfs.store.store import Store
 from lzfs.testing.criu import CriuError, Workload, criu_command, run_criu
 from tests.conftest import Mounted, lzfs_cmd
 

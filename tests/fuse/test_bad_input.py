@@ -19,7 +19,8 @@ import trio
 from lzfs.cli.main import main
 from lzfs.criu import images as I
 from lzfs.mount.mountinfo import find_mount
-from lzfs.store import Store, mkfs
+from lzfs.store.layout import mkfs
+from lzfs.store.store import Store
 from tests.conftest import criu_image, fuse_unusable_reason, lzfs_cmd, tree_state
 
 needs_fuse = pytest.mark.skipif(fuse_unusable_reason() is not None,

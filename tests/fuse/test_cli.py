@@ -46,7 +46,7 @@ def test_umount_waits_until_everything_is_committed(tmp_path):
     (mnt / "big").write_bytes(data)
     lzfs_cmd("umount", str(mnt))
     # the daemon is gone and the store is free: a writer can open it at once
-    from lzfs.store import Store
+    from lzfs.store.store import Store
     s = Store(store)
     try:
         st = s.stats()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from lzfs.report.fsck import fsck
-from lzfs.store import Store
+from lzfs.store.store import Store
 from tests.conftest import lzfs_cmd
 
 

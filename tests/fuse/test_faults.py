@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from lzfs.store import Store
+from lzfs.store.store import Store
 from tests.conftest import lzfs_cmd
 
 

@@ -48,7 +48,7 @@ def _stats(m) -> dict:
 
 def _staging_mount(tmp_path, *extra: str):
     """A mount whose every write stages (as a dump that outruns the encoder does)."""
-    from lzfs.store import mkfs
+    from lzfs.store.layout import mkfs
 
     store, mnt = tmp_path / "store", tmp_path / "mnt"
     mkfs(store)
@@ -97,7 +97,7 @@ def test_unmount_settles_and_a_crash_keeps_staged_data(tmp_path):
         assert (m.mnt / "f").read_bytes() == data
     finally:
         m.umount()
-    from lzfs.store import Store
+    from lzfs.store.store import Store
 
     s = Store(m.store, readonly=True)
     try:

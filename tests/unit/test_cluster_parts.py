@@ -88,8 +88,9 @@ def test_a_format_1_manifest_installs_as_runs_of_its_frames(tmp_path):
     runs of the same frames, with its one-page blocks as dedup candidates."""
     import os
 
-    from lzfs.store import Store, mkfs
     from lzfs.store.codec import block_hash
+    from lzfs.store.layout import mkfs
+    from lzfs.store.store import Store
 
     page = os.urandom(4096)
     doc = {"format": manifest.FORMAT_1, "name": "old", "packs": ["packs/ab.pack"],

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from lzfs.core import filemap
 from lzfs.core.filemap import FileMap
 from lzfs.core.prefetch import FrameCache, Readahead
-from lzfs.store import Store, mkfs
 from lzfs.store.codec import PAGE
+from lzfs.store.layout import mkfs
 from lzfs.store.packs import pack_name
+from lzfs.store.store import Store
 
 SIZES: dict[int, tuple[int, int]] = {}
 

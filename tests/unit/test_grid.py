@@ -11,9 +11,10 @@ import trio
 
 from lzfs.core.filemap import FileMap
 from lzfs.core.prefetch import FrameCache
-from lzfs.store import Store, mkfs
 from lzfs.store.codec import PAGE
 from lzfs.store.grid import TarGrid, header_size, is_tar
+from lzfs.store.layout import mkfs
+from lzfs.store.store import Store
 
 
 def _tar(members: dict[str, bytes], fmt: int = tarfile.PAX_FORMAT) -> bytes:

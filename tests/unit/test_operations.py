@@ -19,16 +19,19 @@ import pyfuse3
 import pytest
 import trio
 
-from lzfs.cluster.attach import RemoteOptions, open_node
+from lzfs.cluster.attach import open_node
 from lzfs.cluster.bucket import remote_mkfs
+from lzfs.cluster.options import RemoteOptions
 from lzfs.cluster.sync import ClusterSync
 from lzfs.core.core import Core
+from lzfs.core.options import MountOptions
 from lzfs.criu import images as I
 from lzfs.fuse.control import CONTROL_DIR
 from lzfs.fuse.operations import LzfsOperations
 from lzfs.objectstore.backend import open_backend
-from lzfs.store import Store, mkfs
+from lzfs.store.layout import mkfs
 from lzfs.store.namespace import ROOT_INODE
+from lzfs.store.store import Store
 from tests.conftest import criu_image
 
 
@@ -60,9 +63,9 @@ def serve(tmp_path: Path, body: Body, bucket: Path | None = None) -> Store:
         store, node = open_node(f"file://{bucket}", RemoteOptions(cache=str(tmp_path / "cache")))
         root = store.root
     stops: list[bool] = []
-    core = Core(store, lambda: stops.append(True), commit_interval=3600)
-    if node is not None:
-        core.hooks = ClusterSync(core, node)
+    core = Core(store, lambda: stops.append(True), MountOptions(commit_interval=3600),
+                staging=False,
+                hooks=None if node is None else (lambda core: ClusterSync(core, node)))
     ops = LzfsOperations(core)
 
     async def main() -> None:

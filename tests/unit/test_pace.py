@@ -10,10 +10,12 @@ import trio
 from lzfs.core.filemap import FileMap
 from lzfs.core.prefetch import FrameCache
 from lzfs.report.render import stats_text
-from lzfs.store import Store, mkfs, pace
+from lzfs.store import pace
 from lzfs.store.codec import PAGE
+from lzfs.store.layout import mkfs
 from lzfs.store.pace import MIN_SAMPLE, Rate, WriteBehind
 from lzfs.store.packs import PackSet
+from lzfs.store.store import Store
 
 
 def test_a_rate_ignores_samples_too_small_to_measure_bandwidth_and_averages_the_rest():

@@ -9,7 +9,8 @@ import trio
 
 from lzfs.core.filemap import FileMap
 from lzfs.core.prefetch import FrameCache, Readahead
-from lzfs.store import Store, mkfs
+from lzfs.store.layout import mkfs
+from lzfs.store.store import Store
 
 KiB, MiB = 1 << 10, 1 << 20
 

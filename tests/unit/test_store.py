@@ -18,9 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lzfs.errors import CorruptDataError, FormatVersionError, NotAStoreError, StoreBusyError
-from lzfs.store import Run, Store, mkfs, read_config
+from lzfs.store.blockmap import Run
 from lzfs.store.chunker import Piece
-from lzfs.store.layout import CONFIG
+from lzfs.store.layout import CONFIG, mkfs, read_config
+from lzfs.store.store import Store
 from tests.conftest import assert_private
 
 _NEXT_INO = [1000]
@@ -119,7 +120,7 @@ def test_a_read_only_open_after_a_crash_sees_what_was_committed(store_path):
     """A daemon that dies leaves committed transactions in meta.db-wal: a reader must not
     skip them (the quiet, immutable open is only for a store with no WAL content)."""
     code = ("import os, sys\n"
-            "from lzfs.store import Store\n"
+            "from lzfs.store.store import Store\n"
             "import trio\n"
             "s = Store(sys.argv[1])\n"
             "runs, _ = trio.run(s.ingest, os.urandom(300_000), 0, True)\n"

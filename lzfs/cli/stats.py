@@ -1,0 +1,44 @@
+"""`lzfs stats`: the store's figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from typing import Any
+
+from lzfs.cli.common import awaiting, command, print_awaiting
+
+
+def register(sub: Any) -> None:
+    s = command(sub, "stats", "store-wide sizes: logical, after dedup, after compression", """\
+Print the store's figures: logical size, zero pages, what dedup and then compression leave,
+and the unreferenced blocks gc would remove. Reads the store beside a running daemon (the
+figures are as of its last commit). For a node's cache of an object store, also the
+snapshots that wait to be published.""", """\
+  lzfs stats /var/lib/lzfs/store
+  lzfs stats --json /var/lib/lzfs/store | jq .stored""")
+    s.add_argument("store", help="the store directory")
+    s.add_argument("--json", action="store_true",
+                   help="print the figures as one JSON object (bytes and counts)")
+    s.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from lzfs.report.render import stats_text
+    from lzfs.store.store import Store
+
+    store = Store(args.store, readonly=True)
+    try:
+        st = store.stats()
+    finally:
+        store.close()
+    if args.json:
+        out = asdict(st)
+        left = awaiting(args.store)
+        if left is not None:
+            out["unpublished"] = left
+        print(json.dumps(out, indent=2))
+        return
+    print(stats_text(asdict(st)), end="")
+    print_awaiting(args.store)
