@@ -32,7 +32,7 @@ settings.load_profile(os.environ.get("LZFS_HYPOTHESIS", "ci"))
 # Tiers that need a real FUSE mount (and root): everything outside tests/unit. Marked here, by
 # place, so that `pytest -m "not fuse"` runs the unit tier alone and a new test file cannot
 # forget its marker.
-_FUSE_TIERS = ("fuse", "criu", "s3")
+_FUSE_TIERS = ("fuse", "criu", "s3", "containers")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -74,16 +74,20 @@ def _hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def copy_tree(src: Path, dst: Path, *, show_progress: bool = True) -> tuple[int, int]:
-    """Copy the directory ``src`` to ``dst`` (which must not exist), verified, atomically.
-    Returns (files, bytes)."""
-    src, dst = src.resolve(), dst.absolute()
+def _check_ends(src: Path, dst: Path) -> None:
     if not src.is_dir():
         raise LzfsError(f"{src} is not a directory")
     if dst.exists() or dst.is_symlink():
         raise LzfsError(f"{dst} already exists; choose a new name")
     if not dst.parent.is_dir():
         raise LzfsError(f"{dst.parent} does not exist")
+
+
+def copy_tree(src: Path, dst: Path, *, show_progress: bool = True) -> tuple[int, int]:
+    """Copy the directory ``src`` to ``dst`` (which must not exist), verified, atomically.
+    Returns (files, bytes)."""
+    src, dst = src.resolve(), dst.absolute()
+    _check_ends(src, dst)
     entries = _entries(src)
     total = sum(p.lstat().st_size for p in entries if p.is_file() and not p.is_symlink())
     tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"

@@ -11,6 +11,7 @@ its manifest is up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, Protocol
@@ -75,10 +76,9 @@ class ClusterSync:
             if ino in self.exchange.stubs or self.exchange.origin(name) != "local" \
                     or not self.core.ns.get(ino).is_dir:
                 continue
-            try:
+            # a failure is logged and kept (exchange.failed): it stays here, unpublished
+            with contextlib.suppress(RemoteError, OSError, LzfsError):
                 await self.publish(ino, name)
-            except (RemoteError, OSError, LzfsError):
-                pass  # logged and kept (exchange.failed); stays on this node, unpublished
 
     async def maybe_refresh_root(self) -> None:
         exchange = self.exchange

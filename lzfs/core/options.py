@@ -178,7 +178,7 @@ def _o_names() -> list[str]:
 def _parse_o(name: str, value: str | None, values: dict[str, Any], fuse: list[str]) -> None:
     if not name or name in FSTAB_ONLY or name.startswith(("x-", "comment")):
         return
-    if name in FUSE_FLAGS and value is None or name in FUSE_VALUES and value is not None:
+    if (name in FUSE_FLAGS and value is None) or (name in FUSE_VALUES and value is not None):
         fuse.append(name if value is None else f"{name}={value}")
         return
     by_name = {f.name: f for f in _fields()}

@@ -8,6 +8,7 @@ trio, and the child's log goes to STORE/lzfs.log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -39,10 +40,8 @@ def fuse_options(store: Store, opts: MountOptions) -> set[str]:
 
 def _forget_attrs(ino: int) -> None:
     """The kernel forgets an inode's cached attributes (no writeback cache: never blocks)."""
-    try:
+    with contextlib.suppress(OSError):  # an inode the kernel does not know: nothing cached
         pyfuse3.invalidate_inode(ino, attr_only=True)
-    except OSError:  # an inode the kernel does not know: nothing cached
-        pass
 
 
 def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = -1) -> None:

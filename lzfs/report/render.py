@@ -32,7 +32,8 @@ def _shared_with(d: dict[str, float], limit: int = 3) -> str:
 MATRIX_MAX = 24  # snapshots beyond which the matrix is too wide to print (JSON has it)
 
 
-def print_report(data: dict, console: Console | None = None) -> None:
+def print_report(data: dict, console: Console | None = None  # noqa: C901 - a table
+                 ) -> None:  # per kind of report, with the same totals
     console = console or Console(width=160)
     if data["by"] == "region":
         for snap in data["snapshots"]:

@@ -7,6 +7,7 @@ last commit, never to a state in between (packs are truncated to match, see pack
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import stat
@@ -314,8 +315,6 @@ class MetaDB:
             self.conn.execute("COMMIT")
         elif self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
-        try:
+        with contextlib.suppress(sqlite3.DatabaseError):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.DatabaseError:
-            pass
         self.conn.close()

@@ -16,6 +16,7 @@ maps and reference counts. Frames found or made are pinned while the data is in 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -363,10 +364,8 @@ class Store:
         fr = self.frames.figures()
         pack_bytes = 0
         for entry in (self.root / layout.PACKS).iterdir():
-            try:
+            with contextlib.suppress(OSError):
                 pack_bytes += entry.stat().st_blocks * 512
-            except OSError:
-                pass
         pages = (fr.raw + 4095) // 4096
         return StoreStats(files, dirs, logical, referenced, fr.raw, fr.rlen,
                           logical - referenced, pages, fr.live, fr.garbage, pack_bytes,

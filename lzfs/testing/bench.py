@@ -257,8 +257,9 @@ def start_processes(work: Path, profile: str, size: int) -> list[Workload]:
     return [Workload.start(work / "ctl0", size=str(size), profile=profile, seed=10)]
 
 
-def run_method(method: str, work: Path, profile: str, size: int, throttle: Throttle,
-               micro: bool) -> dict:
+def run_method(  # noqa: C901 - every method and profile of the bench, in one place
+        method: str, work: Path, profile: str, size: int, throttle: Throttle,
+        micro: bool) -> dict:
     if profile == "container":  # runc checkpoint/restore (run_container, below)
         return run_container(method, work, size, throttle)
     work.mkdir(parents=True)
@@ -533,7 +534,7 @@ def encoders_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
-def main() -> int:
+def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", choices=["llm", "random", "replicas", "forked", "successive",
                                           "container", "encoders", *PATH_PROFILES],

@@ -85,10 +85,9 @@ def encode_batch(view: memoryview, base: int, fd: int, end: int
         run.clear()
 
     for p in pieces:
-        if p[2] is None or (run and (run[-1][0] + run[-1][1] != p[0]
-                                     or p[0] + p[1] - run[0][0] > FRAME_MAX)):
-            if run:
-                flush()
+        if (p[2] is None or (run and (run[-1][0] + run[-1][1] != p[0]
+                                     or p[0] + p[1] - run[0][0] > FRAME_MAX))) and run:
+            flush()
         if p[2] is not None:
             run.append(p)
     if run:

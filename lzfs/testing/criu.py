@@ -7,6 +7,7 @@ PATH.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shlex
@@ -256,10 +257,8 @@ class Workload:
     def wait_gone(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         if self.proc is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
             self.proc = None  # after a dump its pid may come back as a restored process
         while self.any_alive() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -115,10 +116,8 @@ class MountTarget:
                 break
             time.sleep(0.025)
         if self.fd >= 0:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(self.fd)
-            except OSError:
-                pass
             self.fd = -1
         subprocess.run(["fusermount3", "-uz", str(self.mnt)], capture_output=True, check=False)
         self.mount()

@@ -15,6 +15,7 @@ operations (``shrink``). ``Target`` (exercise_targets.py) says how each one reac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -91,9 +92,8 @@ class Model:
             self.names[0] = op[1]
         elif kind == "link":
             self.names.append(op[1])
-        elif kind == "unlink":
-            if op[1] in self.names and len(self.names) > 1:
-                self.names.remove(op[1])
+        elif kind == "unlink" and op[1] in self.names and len(self.names) > 1:
+            self.names.remove(op[1])
 
 
 class Target(Protocol):
@@ -219,7 +219,8 @@ def _span(off: int, n: int, size: int) -> tuple[int, int]:
     return off - off % PAGE, min(-(-(off + n) // PAGE) * PAGE, size)
 
 
-def perform(target: Target, model: Model, op: Op, rnd: random.Random) -> None:
+def perform(target: Target, model: Model, op: Op, rnd: random.Random  # noqa: C901 - one
+            ) -> None:  # branch per operation, read side by side with Model.apply
     """Do ``op`` on the target, check what it returns, and move the model along."""
     kind = op[0]
     data = model.data
@@ -371,10 +372,8 @@ def _short(exc: BaseException) -> str:
 
 
 def _quietly(fn: Callable[[], object]) -> None:
-    try:
+    with contextlib.suppress(OSError):
         fn()
-    except OSError:
-        pass
 
 
 # ---- crashes -----------------------------------------------------------------------------
@@ -441,10 +440,9 @@ def run_crash_seed(target: Crashable, seed: int, kills: int, mix: Mix | None = N
                         after.counter += 1
                     killer = threading.Timer(rnd.uniform(0, 0.004), target.kill)
                     killer.start()
-                    try:
+                    # the daemon goes away under it: either state may be on disk
+                    with contextlib.suppress(OSError, Mismatch):
                         perform(target, model, op, rnd)
-                    except (OSError, Mismatch):
-                        pass  # the daemon went away under it: either state may be on disk
                     killer.join()
                     history.append(after)
                     break

@@ -7,6 +7,7 @@ make the object store die in the middle of a dump and come back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -72,7 +73,7 @@ class Seaweed:
                "-master.volumeSizeLimitMB=64", "-volume.max=100", "-master.telemetry=false",
                "-debug.port=0", "-metricsPort=0", "-iam=false", "-s3.iam=false",
                "-s3.port.iceberg=0", "-s3.port.lance=0"]
-        log = open(self.dir / "weed.log", "ab")
+        log = open(self.dir / "weed.log", "ab")  # noqa: SIM115 - the server's, while it runs
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      start_new_session=True)
         log.close()
@@ -114,10 +115,8 @@ class Seaweed:
         """Stop at once (SIGKILL to the whole group), as a crash would."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=30)
         self.proc = None
 

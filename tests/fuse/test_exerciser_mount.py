@@ -35,7 +35,7 @@ def target_in(tmp_path):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("seed", (1, 2))
 def test_random_operations_through_a_mount_match_the_model(target_in, mode, seed):
-    ops, failure = run_seed(target_in(mode), seed, OPS)
+    _ops, failure = run_seed(target_in(mode), seed, OPS)
     assert failure is None, failure.describe()
 
 

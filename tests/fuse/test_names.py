@@ -103,7 +103,8 @@ def test_a_255_byte_name_works_for_every_kind_of_file_and_survives_remount(mount
     os.rename(os.path.join(m, b"x" + directory[1:]), os.path.join(m, directory))
     mounted.remount()
     assert sorted(os.listdir(m)) == sorted(made)
-    assert open(os.path.join(m, sym), "rb").read() == b"kept"
+    with open(os.path.join(m, sym), "rb") as f:
+        assert f.read() == b"kept"
     assert os.stat(os.path.join(m, file)).st_nlink == 2
     assert stat.S_ISDIR(os.stat(os.path.join(m, directory)).st_mode)
     assert stat.S_ISFIFO(os.stat(os.path.join(m, fifo)).st_mode)

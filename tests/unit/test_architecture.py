@@ -100,7 +100,7 @@ def test_the_floors_import_only_downward_and_nothing_imports_in_a_circle():
         state[m] = 1
         for d in sorted(graph[m]):
             if state.get(d) == 1:
-                cycles.append(" -> ".join(path[path.index(d):] + [d]))
+                cycles.append(" -> ".join([*path[path.index(d):], d]))
             elif d not in state:
                 visit(d, [*path, d])
         state[m] = 2

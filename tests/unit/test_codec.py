@@ -67,7 +67,7 @@ def test_damaged_frame_is_refused(where):
 def test_hash_domains_do_not_match():
     data = b"same page" * 455
     assert block_hash(data, 0) != block_hash(data, 77)
-    head, rec = encode_frame(_blocks(data, seed=77))
+    _head, rec = encode_frame(_blocks(data, seed=77))
     assert decode_frame(rec, seed=77)[1] == data
     with pytest.raises(CorruptDataError):
         decode_frame(rec, seed=0)
@@ -84,7 +84,7 @@ def test_garbage_never_parses_as_a_frame(junk):
 @given(st.lists(st.binary(min_size=1, max_size=5000), min_size=1, max_size=8))
 def test_any_blocks_round_trip(datas):
     blocks = _blocks(*datas)
-    head, rec = encode_frame(blocks)
+    _head, rec = encode_frame(blocks)
     assert parse_frame_header(rec).raw_len == sum(map(len, datas))
     assert decode_frame(rec)[1] == b"".join(datas)
 

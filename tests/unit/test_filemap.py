@@ -149,7 +149,7 @@ def test_reads_at_every_alignment(tmp_path):
         fm = FileMap(1, 0, store, FrameCache(store), [], _persist)
         await fm.write(0, data)
         await fm.flush()
-        for off in list(range(0, 3 * PAGE + 2, 509)) + [len(data) - 1, len(data)]:
+        for off in [*list(range(0, 3 * PAGE + 2, 509)), len(data) - 1, len(data)]:
             for n in (1, 511, PAGE, 3 * PAGE + 5, 70000):
                 assert await fm.read(off, n) == data[off:off + n]
 

@@ -4,6 +4,7 @@ image inside a tar dedup with the same image in a directory."""
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import tarfile
 
@@ -38,7 +39,7 @@ def test_headers_are_read_and_damage_ends_the_grid():
     assert known == len(data) and grid.done
     # the segments tile the archive; a member's data begins a segment with its own phase
     assert segs[0].start == 0 and segs[-1].end == len(data)
-    assert all(a.end == b.start for a, b in zip(segs, segs[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(segs))
     pages_at = data.index(pages[:64])
     assert any(s.start <= pages_at < s.end and (pages_at - s.phase) % PAGE == 0
                for s in segs)
@@ -54,10 +55,10 @@ def test_a_header_split_across_batches_waits_for_its_rest():
     second = 512 + 5120  # where the second header starts
     grid = TarGrid()
     grid.feed(data[:second + 100], 0)
-    segs, known = grid.segments(0, second + 100)
+    _, known = grid.segments(0, second + 100)
     assert known == second  # the header is not whole yet
     grid.feed(data[second:], second)
-    segs, known = grid.segments(second, len(data))
+    _segs, known = grid.segments(second, len(data))
     assert known == len(data)
 
 

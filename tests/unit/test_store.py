@@ -222,7 +222,7 @@ def test_newer_format_is_refused(store_path):
 
 def test_damaged_database_is_reported(store_path):
     (store_path / "meta.db").write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(CorruptDataError, match="damaged|not an lzfs"):
+    with pytest.raises(CorruptDataError, match=r"damaged|not an lzfs"):
         Store(store_path)
 
 
