@@ -1,0 +1,1 @@
+"""The `lzfs` command: one module per command (main.py holds the parser and exit statuses)."""

@@ -114,3 +114,24 @@ def test_the_floors_import_only_downward_and_nothing_imports_in_a_circle():
 def test_lzfs_keeps_at_most_six_modules_beside_its_packages():
     top = sorted(p.name for p in PKG.glob("*.py"))
     assert len(top) <= 6, top
+
+
+def test_docs_architecture_names_every_module_in_its_floor_and_no_other():
+    doc = (PKG.parent / "docs" / "architecture.md").read_text()
+    rooms = doc.split("## Rooms", 1)[1].split("\n## ", 1)[0]
+    named: dict[str, set[str]] = {}
+    floor = None
+    for line in rooms.splitlines():
+        head = re.fullmatch(r"\*\*(\w+/|ground)\*\*", line.strip())
+        if head:
+            floor = "" if head.group(1) == "ground" else head.group(1).rstrip("/")
+            named[floor] = set()
+        elif floor is not None:
+            named[floor].update(re.findall(r"`(\w+\.py)`", line))
+    actual: dict[str, set[str]] = {}
+    for p in PKG.rglob("*.py"):
+        parts = p.relative_to(PKG).parts
+        if parts[0] == "testing" or p.name == "__init__.py":
+            continue
+        actual.setdefault(parts[0] if len(parts) > 1 else "", set()).add(p.name)
+    assert named == actual
