@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
@@ -24,10 +25,11 @@ from typing import Any
 
 import trio
 
+from lzfs.core.backing import Backing, NoPassthrough, Passthrough
 from lzfs.core.filemap import FileMap
 from lzfs.core.hooks import Hooks, LocalHooks
 from lzfs.core.options import MountOptions
-from lzfs.core.policy import SETTLE_IDLE, STAGE_BACKLOG
+from lzfs.core.policy import SETTLE_IDLE, STAGE_BACKLOG, STAGE_HEADROOM
 from lzfs.core.prefetch import FrameCache
 from lzfs.criu.cow import read_page_by_page
 from lzfs.criu.images import IMAGE_LIMIT
@@ -47,7 +49,8 @@ class Core:
                  staging: bool = True,
                  invalidate: Callable[[int], None] = lambda ino: None,
                  hooks: Callable[[Core], Hooks] | None = None,
-                 on_first_open: Callable[[], None] | None = None) -> None:
+                 on_first_open: Callable[[], None] | None = None,
+                 passthrough: Passthrough | None = None) -> None:
         """``stop`` ends the serving loop (pyfuse3.terminate under a mount). ``staging``:
         whether this store may stage at all (a cluster node's manifests name the frames it
         wrote, so it never does; ``opts.stage`` is the user's say). ``invalidate`` makes the
@@ -55,12 +58,15 @@ class Core:
         a settled file's st_blocks changes, and du must not show the old figure. ``hooks``
         builds what a cluster node adds to the mount (LocalHooks: nothing). ``on_first_open``
         runs once, at the first open: by then the kernel has the mount's INIT reply, which
-        would undo settings made earlier (the daemon sets the readahead there)."""
+        would undo settings made earlier (the daemon sets the readahead there).
+        ``passthrough`` registers staging files with the kernel (fuse/passthrough.py)."""
         self.store = store
         self.stop = stop
         self.opts = opts
         self.invalidate = invalidate
         self.on_first_open = on_first_open
+        self.passthrough = passthrough or NoPassthrough()
+        self._passthrough_said = False
         self.commit_interval = opts.commit_interval
         self.settle_idle = SETTLE_IDLE if opts.settle_idle is None else opts.settle_idle
         if staging and opts.stage:
@@ -83,8 +89,18 @@ class Core:
         for ino in self.ns.orphans():
             log.info("removing orphan inode %d (unlinked while open before the last stop)", ino)
             self.purge(ino)
+        self._recover_staging()
         self.store.commit()
         self.hooks: Hooks = LocalHooks() if hooks is None else hooks(self)
+
+    def _recover_staging(self) -> None:
+        """Staging files agree with their committed sizes (store/staging.py)."""
+        staging = self.store.staging
+        sizes = {ino: self.ns.get(ino).size for ino in staging.inodes()}
+        for ino, size in staging.recover(sizes).items():
+            log.warning("recovery: inode %d's staging file holds %d bytes of %d; the rest was "
+                        "not on disk at the crash", ino, size, sizes[ino])
+            self.ns.set_attrs(ino, size=size)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -134,7 +150,7 @@ class Core:
         open (until ``busy()``); returns how many files it settled (some or all of). gc then
         takes the staged frames."""
         done = 0
-        for ino in self.store.maps.staged_files():
+        for ino in dict.fromkeys(self.store.staging.inodes() + self.store.maps.staged_files()):
             if busy() or self.failed is not None:
                 break
             fm = self.filemap(ino)
@@ -176,6 +192,10 @@ class Core:
             await trio.to_thread.run_sync(self.store.packs.flush)
         except OSError as exc:  # the sync under the gate decides
             log.warning("writing packs ahead of a commit: %s", exc)
+        try:
+            await self._sync_staging()
+        except OSError as exc:
+            self._fail(exc)
         async with self.gate:
             try:
                 await trio.to_thread.run_sync(self.store.sync_packs)
@@ -183,6 +203,30 @@ class Core:
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc)
             self._committed_changes = self.store.db.conn.total_changes
+        self.store.staging.committed()
+
+    async def _sync_staging(self) -> None:
+        """Before a commit names them: every staging file's data on disk, its size in its
+        inode row, and new staging files' names in their directory. The time the data took
+        is the disk's rate (what staging through the kernel leaves the daemon to measure)."""
+        backed = [fm for fm in self.files.values() if fm.backing is not None]
+        for fm in backed:
+            fm.flush_size()
+        todo = [fm.backing for fm in backed if fm.backing is not None
+                and (fm.opens or not fm.backing.synced)]
+
+        def sync() -> None:
+            t = time.monotonic()
+            nbytes = 0
+            for b in todo:
+                nbytes += b.size()
+                b.sync()
+            self.store.staging.before_commit()
+            self.store.pace.behind.disk.add(nbytes, time.monotonic() - t)
+
+        await trio.to_thread.run_sync(sync)
+        if todo or self.store.staging.inodes():
+            self._committed_changes = -1  # sizes may have changed without a row changing
 
     def _fail(self, exc: BaseException) -> None:
         """A commit failed (disk error, or full despite the reserve). SQLite may have rolled
@@ -225,9 +269,44 @@ class Core:
             node = self.ns.get(ino)
             fm = FileMap.load(ino, node.size, self.store, self.cache, self._persist_size,
                               node.stored)
+            if self.store.staging.has(ino):
+                fm.backing = Backing(ino, self.store.staging.open(ino))
+                fm.backing.synced = True
             fm.nursery = self.nursery
             self.files[ino] = fm
         return fm
+
+    def backing_for(self, ino: int, writable: bool) -> int | None:
+        """The kernel backing id an open of ``ino`` (counted by ``opened``) is to pass through
+        to, or None: the daemon serves it. A staged file always passes through (the kernel
+        allows one way per file while it is open); an empty file opened for writing is staged
+        when the kernel can pass it through and staging pays (``_stage_through_kernel``)."""
+        fm = self.filemap(ino)
+        if fm.backing is None:
+            if not (writable and fm.opens == 1 and fm.live_size() == 0 and not fm.exts
+                    and not fm.dirty and self._stage_through_kernel()):
+                return None
+            fm.backing = Backing(ino, self.store.staging.create(ino))
+            self.invalidate(ino)
+        if fm.backing.backing_id is None:
+            fm.backing.backing_id = self.passthrough.open(fm.backing.fd)
+        return fm.backing.backing_id
+
+    def _stage_through_kernel(self) -> bool:
+        """Whether a new file is written through the kernel to a staging file: the kernel and
+        pyfuse3 can (said once in the log), the user let it (--no-passthrough, --no-stage), the
+        store stages (not a cluster node), the disk takes raw bytes clearly faster than the
+        encoder compresses them (store/pace.py), and there is room for the raw bytes."""
+        if not self._passthrough_said:
+            self._passthrough_said = True
+            if self.passthrough.available():
+                log.info("FUSE passthrough: on; dumps go to staging files at the disk's speed")
+            else:
+                log.info("FUSE passthrough: off (%s); dumps go through the daemon",
+                         self.passthrough.why_not())
+        return (self.passthrough.available() and self.opts.passthrough
+                and self.store.stage_backlog is not None and self.store.pace.staging_pays()
+                and self.space.free() > self.space.reserve + STAGE_HEADROOM)
 
     def _persist_size(self, ino: int, size: int, stored: int) -> None:
         self.ns.set_attrs(ino, size=size, stored=stored)
@@ -235,12 +314,16 @@ class Core:
     def drop_idle(self, ino: int) -> None:
         fm = self.files.get(ino)
         if fm is not None and fm.opens == 0 and not fm.dirty:
+            if fm.backing is not None and not fm.backing.synced:
+                return  # kept until a commit has synced its staging file
             del self.files[ino]
+            fm.release_backing()
 
     def sizes(self, node: Inode) -> tuple[int, int]:
-        """(size, stored bytes) of a file: its open FileMap's, which may run ahead of the row."""
+        """(size, stored bytes) of a file: its open FileMap's, which may run ahead of the row
+        (a staged file's is its staging file's, which the kernel writes without telling)."""
         fm = self.files.get(node.id)
-        return (fm.size, int(fm.stored)) if fm is not None else (node.size, node.stored)
+        return (fm.live_size(), int(fm.stored)) if fm is not None else (node.size, node.stored)
 
     def file_figures(self, node: Inode) -> dict[str, float]:
         return self.store.file_figures(node.id, self.sizes(node)[0])
@@ -257,17 +340,25 @@ class Core:
             tune()
         fm = self.filemap(ino)
         fm.opens += 1
+        fm.open_gen += 1
         return fm
 
     async def closed(self, ino: int, writable: bool) -> None:
-        """The end of an open: store a writer's bytes, let an idle map go."""
+        """The end of an open: store a writer's bytes, let the kernel's backing file go with
+        the file's last open, let an idle map go."""
         fm = self.files.get(ino)
         if fm is None:
             return
         fm.opens -= 1
+        if fm.opens == 0 and fm.backing is not None and fm.backing.backing_id is not None:
+            backing_id, fm.backing.backing_id = fm.backing.backing_id, None
+            self.passthrough.close(backing_id)
         if writable:
             await fm.flush()
         self.drop_idle(ino)
+
+    async def punch(self, ino: int, off: int, length: int) -> None:
+        await self.filemap(ino).punch(off, length)
 
     def unopened(self, ino: int) -> None:
         """An open that failed half way: undo ``opened`` without storing anything."""
@@ -312,10 +403,13 @@ class Core:
         """Drop a nameless inode with no handles: its runs (through the block maps, which
         count references), then the row."""
         self.store.maps.purge(ino)  # wakes gc: the committer gives the space back
+        if self.store.staging.has(ino):
+            self.store.staging.remove(ino)
         self.ns.delete(ino)
         fm = self.files.pop(ino, None)
         if fm is not None:
             fm.gone = True
+            fm.release_backing()
 
     # ---- figures and choices -------------------------------------------------------------
 
@@ -326,6 +420,9 @@ class Core:
         if self.store.stage_backlog is not None:
             st["pace"] = self.store.pace.describe()
         st["open_files"] = len(self.files)
+        st["passthrough"] = ("on" if self.passthrough.available() and self.opts.passthrough
+                             else "off: " + ("--no-passthrough" if self.passthrough.available()
+                                             else self.passthrough.why_not()))
         st["requests"] = {f"{op}<={size}": n
                           for (op, size), n in sorted(self.request_sizes.items())}
         remote = self.hooks.describe()

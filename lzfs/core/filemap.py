@@ -9,9 +9,13 @@ write into a hole) first drains the queue, then stores the pages it touches agai
 
 The runs themselves are read and written only through ``store.maps`` (store/blockmap.py).
 
-Durability contract: the inode's stored size only ever covers bytes that are in runs, so a
-crash between commits leaves a shorter file, never a file whose tail reads as zeros that were
-never written.
+A file a dump wrote through FUSE passthrough has no runs yet: its bytes are in a staging file
+(``backing``, core/backing.py and store/staging.py), which reads, writes and truncates go to
+until ``settle`` stores them as runs and lets the staging file go.
+
+Durability contract: the inode's stored size only ever covers bytes that are in runs (or, for a
+staged file, in its synced staging file), so a crash between commits leaves a shorter file,
+never a file whose tail reads as zeros that were never written.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 
 import trio
 
+from lzfs.core.backing import Backing
 from lzfs.core.policy import BATCH, MAX_PENDING, SETTLE_BYTES
 from lzfs.core.prefetch import FrameCache, Readahead
 from lzfs.errors import CorruptDataError
@@ -34,6 +39,17 @@ log = logging.getLogger(__name__)
 
 
 PersistFn = Callable[[int, int, int], None]  # (ino, size, stored bytes)
+
+
+class _Settling:
+    """How far the settling of a staged file got: resumed after a pause while the file stays
+    unopened, dropped (its frames to gc) once someone opens it."""
+
+    def __init__(self, gen: int) -> None:
+        self.gen = gen
+        self.pos = 0
+        self.runs: list[Run] = []
+        self.pinned: set[int] = set()
 
 
 class FileMap:
@@ -68,6 +84,9 @@ class FileMap:
         self._grid: TarGrid | None = None  # a checkpoint archive: pages cut per member
         self._grid_checked = False
         self.staged = 0    # bytes this map staged (for the daemon's figures)
+        self.backing: Backing | None = None  # the staging file holding its bytes, if any
+        self.open_gen = 0  # counts opens: a settle that saw another number must start over
+        self._settling: _Settling | None = None
 
     @classmethod
     def load(cls, ino: int, size: int, store: Store, cache: FrameCache,
@@ -83,9 +102,19 @@ class FileMap:
 
     # ---- figures ----------------------------------------------------------------------------
 
+    def live_size(self) -> int:
+        """The file's size now: a staged file's is its staging file's, which passthrough
+        writes change without a word to the daemon."""
+        if self.backing is not None:
+            self.size = self.backing.size()
+        return self.size
+
     @property
     def stored(self) -> float:
-        """Compressed bytes of the pages it holds, each page once (st_blocks, du)."""
+        """Compressed bytes of the pages it holds, each page once (st_blocks, du); for a
+        staged file, what its staging file occupies."""
+        if self.backing is not None:
+            return self.backing.disk_bytes()
         if self._cover is None and self._stored_hint is not None:
             return self._stored_hint
         return self.cover.stored
@@ -97,7 +126,8 @@ class FileMap:
 
     @property
     def dirty(self) -> bool:
-        return self._pend_len > 0 or self._encoding
+        """Holds what only memory has: pending bytes, or a settle half done (its pins)."""
+        return self._pend_len > 0 or self._encoding or self._settling is not None
 
     def broken_invariants(self) -> list[str]:
         """What is wrong with this map's runs, if anything: they must be sorted, must not
@@ -132,6 +162,8 @@ class FileMap:
         """Bytes [off, off+size) clipped to the file size, as a bytes-like object: a read that
         falls inside one decoded frame is a zero-copy view of it (pyfuse3 replies from any
         buffer), so the FUSE hot path copies each byte once, into the reply."""
+        if self.backing is not None:
+            return await self.backing.read(off, max(0, min(size, self.live_size() - off)))
         end = min(off + size, self.size)
         if off >= end:
             return b""
@@ -192,6 +224,10 @@ class FileMap:
     async def write(self, off: int, data: bytes) -> None:
         self.check_error()
         if not data:
+            return
+        if self.backing is not None:  # an open the kernel did not pass through
+            await self.backing.write(off, data)
+            self.size = max(self.size, off + len(data))
             return
         async with self._lock:
             pend_end = self._pend_off + self._pend_len
@@ -338,6 +374,8 @@ class FileMap:
         ``busy()`` stays false and nobody opens the file. The new runs replace the staged ones
         in one step with no checkpoint, at a moment the file has no open handle (so no read of
         it is in flight); the staged frames then go to gc. Returns the bytes settled."""
+        if self.backing is not None:
+            return await self._settle_backing(busy)
         done = 0
         pos = 0
         async with self._lock:
@@ -365,6 +403,51 @@ class FileMap:
                 done += hi - lo
                 pos = hi
         return done
+
+    async def _settle_backing(self, busy: Callable[[], bool]) -> int:
+        """Store a staging file's bytes as runs, SETTLE_BYTES at a time while ``busy()`` stays
+        false; a pause keeps what was done (its frames pinned) for the next call, an open of
+        the file drops it. The runs replace the staging file in one step, with no checkpoint,
+        once all of it is stored. Returns the bytes settled (0 until the file is done)."""
+        backing = self.backing
+        assert backing is not None
+        st = self._settling
+        if st is None or st.gen != self.open_gen:
+            self._drop_settling()
+            st = self._settling = _Settling(self.open_gen)
+        size = backing.size()
+        async with self._lock:
+            while st.pos < size:
+                if busy() or self.opens or self.gone:
+                    return 0
+                data = await backing.read(st.pos, min(SETTLE_BYTES, size - st.pos))
+                final = st.pos + len(data) >= size
+                runs, consumed = await self.store.ingest(
+                    data, st.pos, final, await self._segments(data, st.pos, final),
+                    timed=False)
+                fresh = {r.frame for r in runs} - st.pinned
+                self.store.pin(fresh)  # until recorded: gc must not take them meanwhile
+                st.pinned |= fresh
+                st.runs.extend(runs)
+                st.pos += consumed
+            # no checkpoint from here on until the runs are recorded
+            if self.opens or self.gone or st.gen != self.open_gen or backing.size() != size:
+                return 0  # opened meanwhile: the next settle starts over
+            self._settling = None
+            self.backing = None
+            self.store.staging.remove(self.ino)
+            backing.close()
+            self.size = size
+            self._add_exts(_coalesced(st.runs))
+            self.store.unpin(st.pinned)
+            self._persist_now()
+        return size
+
+    def _drop_settling(self) -> None:
+        """Forget a settle in progress: its frames go to gc."""
+        if self._settling is not None:
+            self.store.unpin(self._settling.pinned)
+            self._settling = None
 
     def _add_exts(self, new: list[Run]) -> None:
         """Insert runs (which must not overlap existing ones) through the block maps. A first
@@ -453,8 +536,17 @@ class FileMap:
         j = bisect_right(self.offs, hi - 1) if hi > 0 else 0
         self._remove_exts(i, j)
         self._add_exts(new)
+        # in the same step as the runs (no checkpoint): a commit between the two recorded
+        # runs past the file's size, which fsck rightly calls damage after a crash
+        self.size = max(self.size, end)
+        self._persist_now()
 
     async def truncate(self, size: int) -> None:
+        if self.backing is not None:
+            self.backing.truncate(size)
+            self.size = size
+            self._persist_now()
+            return
         async with self._lock:
             await self._drain()
             if size < self.size:
@@ -465,12 +557,73 @@ class FileMap:
             self._pend_off = max(self._pend_off, size) if self._pend_len else size
             self._persist_now()
 
+    async def punch(self, off: int, length: int) -> None:
+        """fallocate(PUNCH_HOLE | KEEP_SIZE): [off, off+length) reads as zeros from now on and
+        holds no frame (CRIU's --auto-dedup gives back what it restored). Whole pages lose
+        their runs; the pages at the two ends are written again with their bytes zeroed."""
+        if self.backing is not None:
+            self.backing.punch(off, length)
+            self._persist_now()
+            return
+        async with self._lock:
+            await self._drain()
+            end = min(off + length, self.size)
+            if off >= end:
+                return
+            lo = -(-off // PAGE) * PAGE
+            hi = end if end == self.size else end - end % PAGE
+            edges = [(off, end)]
+            if lo < hi:
+                self._split_at(lo)
+                self._split_at(hi)
+                i = bisect_right(self.offs, lo - 1) if lo > 0 else 0
+                j = bisect_right(self.offs, hi - 1)
+                self._remove_exts(i, j)
+                edges = [(off, lo), (hi, end)]
+            for a, b in edges:
+                if a < b:
+                    await self._rewrite(a, bytes(b - a))
+            self._persist_now()
+
     async def flush(self) -> None:
         """Store everything pending and record the final size (uncommitted: see Store.commit)."""
+        if self.backing is not None:
+            self._persist_now()
+            return
         async with self._lock:
             await self._drain()
             self._persist_now()
 
     def _persist_now(self) -> None:
+        if self.backing is not None:
+            self._persist(self.ino, self.live_size(), int(self.stored))
+            return
         covered = self.size if not self._pend_len else min(self.size, self._pend_off)
         self._persist(self.ino, covered, int(self.stored))
+
+    def flush_size(self) -> None:
+        """A staged file's size and disk use into its inode row (before a commit)."""
+        if self.backing is not None:
+            self._persist_now()
+
+    def release_backing(self) -> Backing | None:
+        """The file goes away (purged) or its map is dropped: let go of the staging file."""
+        self._drop_settling()
+        b, self.backing = self.backing, None
+        if b is not None:
+            b.close()
+        return b
+
+
+def _coalesced(runs: list[Run]) -> list[Run]:
+    """Runs with neighbours that continue each other in one frame joined (batches of a
+    settle are cut apart; the bytes they hold are not)."""
+    out: list[Run] = []
+    for r in runs:
+        last = out[-1] if out else None
+        if (last is not None and last.frame == r.frame and last.end == r.off
+                and last.foff + last.len == r.foff):
+            out[-1] = Run(last.off, last.len + r.len, last.frame, last.foff)
+        else:
+            out.append(r)
+    return out

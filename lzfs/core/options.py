@@ -62,6 +62,9 @@ class MountOptions:
     stage: bool = _opt(True, "never stage: compress and deduplicate every write as it comes, "
                              "even when a dump outruns the encoder (slower dumps; "
                              "docs/format.md, staged frames)", flag="--no-stage")
+    passthrough: bool = _opt(True, "never write a dump through FUSE passthrough: every byte "
+                                   "goes through the daemon (docs/format.md, staging files)",
+                             flag="--no-passthrough")
     allow_other: bool = _opt(False, "let users other than the mounter in (kernel permission "
                                     "checks apply)")
     # for tests: stage every write (0), settle only when asked (a long idle time)

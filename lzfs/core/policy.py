@@ -12,3 +12,6 @@ MAX_PENDING = 16 << 20  # writers wait beyond this
 # the writer is this far ahead of the encoder: stage (store raw, settle when idle) instead
 STAGE_BACKLOG = 2 * BATCH
 SETTLE_BYTES = 4 << 20  # staged bytes stored again per step of settle()
+# a new file is staged through the kernel only while the store's disk has this much room
+# beyond the reserve: its raw bytes land there before they are compressed
+STAGE_HEADROOM = 4 << 30

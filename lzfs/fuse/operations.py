@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import pyfuse3
 
+from lzfs.core.backing import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from lzfs.core.core import Core
 from lzfs.core.prefetch import Readahead
 from lzfs.criu.lazy import is_lazy_pages_daemon
@@ -49,6 +50,10 @@ class Handle:
 class LzfsOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
+    # ask the kernel for passthrough (the pyfuse3 of third_party/; others ignore it): a dump's
+    # files then go to staging files without a byte through this process (Core.backing_for)
+    enable_passthrough = True
+    max_backing_stack_depth = 1  # staging files may sit on overlayfs (a container's disk)
 
     def __init__(self, core: Core) -> None:
         super().__init__()
@@ -114,6 +119,16 @@ class LzfsOperations(pyfuse3.Operations):
         for parent, name in entries:
             if parent == ROOT_INODE:
                 self.core.hooks.on_top_level_gone(name)
+
+    def _backing(self, ino: int, writable: bool) -> int | None:
+        """The passthrough backing id for an open of ``ino``, or None. A kernel that refuses
+        one (an error no check foresaw) leaves the open to this process, said in the log."""
+        try:
+            return self.core.backing_for(ino, writable)
+        except OSError as exc:
+            log.warning("%s: served by the daemon, the kernel refused passthrough: %s",
+                        self.ns.path_of(ino), exc)
+            return None
 
     def _new_fh(self, handle: Handle) -> int:
         fh = next(self._fhs)
@@ -330,14 +345,16 @@ class LzfsOperations(pyfuse3.Operations):
                 if flags & os.O_TRUNC and writable:
                     await self.core.truncate(inode, 0)
                     self.ns.set_attrs(inode, mtime_ns=now_ns(), ctime_ns=now_ns())
+                backing = self._backing(inode, writable)
                 # criu lazy-pages reads pages images in small pieces (lzfs/criu/lazy.py)
-                page_cache = not writable and (is_lazy_pages_daemon(ctx.pid)
-                                               or await self.core.read_page_by_page(inode))
+                page_cache = backing is None and not writable and (
+                    is_lazy_pages_daemon(ctx.pid) or await self.core.read_page_by_page(inode))
             except BaseException:
                 self.core.unopened(inode)
                 self._maybe_purge(inode)
                 raise
-            return _file_info(self._new_fh(Handle(inode, writable)), writable, page_cache)
+            return _file_info(self._new_fh(Handle(inode, writable)), writable, page_cache,
+                              backing)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
                      ) -> tuple[pyfuse3.FileInfo, Attrs]:
@@ -346,8 +363,13 @@ class LzfsOperations(pyfuse3.Operations):
             node = self.ns.create(parent_inode, name, stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
                                   ctx.uid, ctx.gid)
             self.core.opened(node.id)
+            try:
+                backing = self._backing(node.id, True)
+            except BaseException:
+                self.core.unopened(node.id)
+                raise
             fh = self._new_fh(Handle(node.id, True))
-            return _file_info(fh, True), self._counted(node)
+            return _file_info(fh, True, backing=backing), self._counted(node)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         with _errno():
@@ -389,6 +411,19 @@ class LzfsOperations(pyfuse3.Operations):
                 await self.core.closed(h.ino, h.writable)
                 self._maybe_purge(h.ino)
 
+    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        """Punching a hole (with KEEP_SIZE, as CRIU's --auto-dedup does) gives the range's
+        pages back; any other mode is not supported (EOPNOTSUPP, never a silent no-op)."""
+        with _errno():
+            h = self.handles[fh]
+            if mode != FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE or h.content is not None:
+                raise FsError(errno.EOPNOTSUPP)
+            if not h.writable:
+                raise FsError(errno.EBADF)
+            if offset < 0 or length <= 0:
+                raise FsError(errno.EINVAL)
+            await self.core.punch(h.ino, offset, length)
+
     # ---- extended attributes: per-file figures, and gc on demand ----------------------------
 
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
@@ -424,10 +459,14 @@ class LzfsOperations(pyfuse3.Operations):
             raise FsError(errno.ENOTSUP)
 
 
-def _file_info(fh: int, writable: bool, page_cache: bool = False) -> pyfuse3.FileInfo:
+def _file_info(fh: int, writable: bool, page_cache: bool = False,
+               backing: int | None = None) -> pyfuse3.FileInfo:
     # Read-only opens bypass the page cache: CRIU reads each image once, with large preadv
     # calls that then arrive whole (up to 1 MiB) instead of as 128 KiB readahead pieces.
-    # The exception is an image CRIU reads page by page (Core.read_page_by_page).
+    # The exception is an image CRIU reads page by page (Core.read_page_by_page). An open
+    # with a backing file is the kernel's to serve, reads and writes alike.
+    if backing is not None:
+        return pyfuse3.FileInfo(fh=fh, backing_id=backing)
     return pyfuse3.FileInfo(fh=fh, direct_io=not writable and not page_cache, keep_cache=False)
 
 

@@ -20,6 +20,7 @@ from lzfs.core.core import Core
 from lzfs.core.options import MountOptions
 from lzfs.errors import LzfsError
 from lzfs.fuse.operations import LzfsOperations
+from lzfs.fuse.passthrough import KernelPassthrough
 from lzfs.mount.mounts import READ_AHEAD_KB, set_readahead
 from lzfs.mount.spawn import check_mountpoint
 from lzfs.objectstore.backend import is_remote
@@ -74,7 +75,8 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = 
         # a node's manifests name the frames it wrote: it never stages (settling would
         # change a snapshot after its publication)
         core = Core(store, pyfuse3.terminate, opts, staging=node is None,
-                    invalidate=_forget_attrs, hooks=hooks, on_first_open=readahead)
+                    invalidate=_forget_attrs, hooks=hooks, on_first_open=readahead,
+                    passthrough=KernelPassthrough())
         try:
             pyfuse3.init(LzfsOperations(core), str(mnt), fuse_options(store, opts))
         except RuntimeError as exc:

@@ -162,6 +162,9 @@ class Checker:
         self.disconnected: list[int] = []        # inodes with names that the root cannot reach
         self.stored: dict[int, int] = {}         # ino -> correct stored figure, where off
         self.unverified = 0                       # frames only an unreachable object store has
+        self.staging_rows: list[int] = []         # listed inodes that are gone or not files
+        self.staging_lost: list[int] = []         # listed inodes whose staging file is gone
+        self.staging_leftover: list[Path] = []    # staging files no row names
         # packs an object store holds (a node cache, docs/cluster.md): no local file needed
         has_objects = self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
                                       "name='pack_objects'").fetchone()
@@ -177,6 +180,7 @@ class Checker:
         if verify_frames:
             self.check_frames()
         self.check_extents()
+        self.check_staging()
         self.check_tree()
         self.check_snapshots()
         self.check_garbage()
@@ -351,8 +355,9 @@ class Checker:
         runs: dict[int, list[Run]] = defaultdict(list)
         for ino, run in self.store.maps.all_runs():
             runs[ino].append(run)
+        staged = set(self.store.staging.inodes())
         for ino, mode, have in self.db.execute("SELECT id, mode, stored FROM inodes"):
-            if not stat.S_ISREG(mode):
+            if not stat.S_ISREG(mode) or ino in staged:
                 continue
             cov = Coverage(shapes.get)
             cov.add(runs.get(ino, []))
@@ -361,6 +366,29 @@ class Checker:
         if self.stored:
             self.problem("figures", f"{len(self.stored)} files show a stale stored size "
                          f"(du, st_blocks)", error=False)
+
+    def check_staging(self) -> None:
+        """Files a dump wrote through passthrough (store/staging.py): every listed inode is a
+        file with a staging file and no runs; every staging file is listed."""
+        modes = dict(self.db.execute("SELECT id, mode FROM inodes"))
+        with_runs = {ino for ino, _ in self.store.maps.all_runs()}
+        listed = self.store.staging.inodes()
+        for ino in listed:
+            if not stat.S_ISREG(modes.get(ino, 0)) or ino in with_runs:
+                why = ("it has runs as well" if ino in with_runs else "it is not a file"
+                       if ino in modes else "the inode is gone")
+                self.problem("staging", f"inode {ino} is listed as staged, but {why}")
+                self.staging_rows.append(ino)
+            elif not self.store.staging.path(ino).is_file():
+                self.problem("staging", f"{path_of(self.db, ino)}: its staging file is missing: "
+                             f"its bytes are lost")
+                self.staging_lost.append(ino)
+        if self.store.staging.dir.is_dir():
+            self.staging_leftover = [e for e in self.store.staging.dir.iterdir()
+                                     if not e.name.isdigit() or int(e.name) not in listed]
+        if self.staging_leftover:
+            self.problem("staging", f"{len(self.staging_leftover)} staging files no inode "
+                         f"names (left by a crash; the next mount removes them)", error=False)
 
     # ---- 5. the tree -------------------------------------------------------------------------
 
@@ -488,6 +516,7 @@ class Repairer:
             self.store.ns.ensure_root()  # an empty root; what hung below it is relinked
             self.did("recreated the root directory")
         self._fix_packs()
+        self._fix_staging()
         self._recreate_inodes()
         now = Checker(self.store, None)  # what the tree and block maps are after that
         now.check_extents()
@@ -531,9 +560,12 @@ class Repairer:
         if orphans:
             for ino in orphans:
                 self.store.maps.purge(ino)
+                if self.store.staging.has(ino):
+                    self.store.staging.remove(ino)
                 q("DELETE FROM inodes WHERE id=?", (ino,))
             self.did(f"removed {len(orphans)} orphan inodes")
         self.store.commit()
+        self.store.staging.committed()
         removed, freed = self.store.gc()
         if removed or freed:
             self.did(f"collected {removed} unreferenced frames, gave back {freed} bytes")
@@ -563,6 +595,24 @@ class Repairer:
         if made:
             self.did(f"recreated {made} inodes that entries or data still named (as root's "
                       f"0600 files or 0700 directories)")
+
+    def _fix_staging(self) -> None:
+        """A row naming no file goes; a file whose staging file is gone keeps its size as a
+        run marked lost (reads fail with EIO, never zeros); unnamed staging files go."""
+        c, staging = self.c, self.store.staging
+        for ino in c.staging_rows:
+            staging.remove(ino)
+        for ino in c.staging_lost:
+            size = self.db.execute("SELECT size FROM inodes WHERE id=?", (ino,)).fetchone()[0]
+            staging.remove(ino)
+            if size:
+                self.store.maps.insert(ino, [Run(0, size, LOST_FRAME, 0)])
+        for path in c.staging_leftover:
+            path.unlink(missing_ok=True)
+        if c.staging_rows or c.staging_lost or c.staging_leftover:
+            self.did(f"staging: dropped {len(c.staging_rows)} rows naming no file, marked "
+                     f"{len(c.staging_lost)} files whose staging file is gone as lost, removed "
+                     f"{len(c.staging_leftover)} unnamed staging files")
 
     def _placeholders(self, extents: list[tuple[int, int]]) -> None:
         """Runs whose frame row is gone keep their place, marked lost (frame -1): reads

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from lzfs.errors import CorruptDataError, NotAStoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def create_tables(db: sqlite3.Connection) -> None:
@@ -104,6 +104,12 @@ _SCHEMA = """
             id    INTEGER PRIMARY KEY,
             size  INTEGER NOT NULL
         );
+        -- Files whose bytes are in a staging file of their own, STORE/staging/<ino>, written by
+        -- a dump through FUSE passthrough and not yet stored as frames (store/staging.py): such
+        -- a file has no extents; its bytes are the staging file's, up to the inode's size.
+        CREATE TABLE staging (
+            ino   INTEGER PRIMARY KEY
+        );
 """
 
 
@@ -167,6 +173,7 @@ def _index_old_blocks(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE blocks")
 
 
+_UPGRADES[3] = "CREATE TABLE staging (ino INTEGER PRIMARY KEY)"
 _PY_UPGRADES = {2: _index_old_blocks}
 
 

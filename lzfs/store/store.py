@@ -40,6 +40,7 @@ from lzfs.store.namespace import Namespace
 from lzfs.store.pace import Pace
 from lzfs.store.packs import REMOTE_BASE, PackSet
 from lzfs.store.pagetable import encode_table
+from lzfs.store.staging import StagingFiles
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class StoreStats:
     pages: int            # pages held by live frames
     frames: int
     garbage_frames: int   # frames no file references (gc removes them)
-    pack_bytes: int       # bytes the pack files occupy on disk
+    pack_bytes: int       # bytes the pack files (and staging files) occupy on disk
     staged: int = 0       # raw bytes a dump staged, not yet compressed and deduplicated
 
 
@@ -127,6 +128,7 @@ class Store:
             self.maps = BlockMaps(self.db, self.frames, self.frame_shape)
             self.index = PageIndex(self.db, self.frames)
             self.ns = Namespace(self.db)
+            self.staging = StagingFiles(self.root, self.db)
             # held while a commit syncs packs: no frame is registered meanwhile, so a
             # committed row never names pack bytes that are not on disk
             self.gate = trio.Lock()
@@ -326,6 +328,9 @@ class Store:
 
     def read_file(self, ino: int, size: int) -> bytes:
         """A whole (small) file, decoded here: for reading CRIU images in reports."""
+        if self.staging.has(ino):  # written through passthrough, not settled yet
+            with open(self.staging.path(ino), "rb") as f:
+                return f.read(size).ljust(size, b"\0")
         return self.maps.read_file(ino, size, lambda f: self.read_frame(self.frame_loc(f)))
 
     # ---- durability ------------------------------------------------------------------------
@@ -362,14 +367,15 @@ class Store:
         files, logical, dirs = self.ns.figures()
         referenced = self.maps.referenced()
         fr = self.frames.figures()
-        pack_bytes = 0
+        staged_size, staged_disk = self.staging.disk_bytes()
+        pack_bytes = staged_disk
         for entry in (self.root / layout.PACKS).iterdir():
             with contextlib.suppress(OSError):
                 pack_bytes += entry.stat().st_blocks * 512
         pages = (fr.raw + 4095) // 4096
-        return StoreStats(files, dirs, logical, referenced, fr.raw, fr.rlen,
-                          logical - referenced, pages, fr.live, fr.garbage, pack_bytes,
-                          fr.staged)
+        return StoreStats(files, dirs, logical, referenced + staged_size, fr.raw, fr.rlen,
+                          logical - referenced - staged_size, pages, fr.live, fr.garbage,
+                          pack_bytes, fr.staged + staged_size)
 
     def collect_garbage(self) -> tuple[int, list[tuple[int, int, int, int]]]:
         """Drop frames no run references (except pinned ones, which a write in flight has

@@ -3,9 +3,13 @@
 (``OpsTarget``). Each runs in one of three modes:
 
 - ``plain``: a local store that compresses and deduplicates every write as it comes;
-- ``stage``: a local store that stages every write raw (as a dump that outruns the encoder
-  does) and settles it in the pauses: SETTLE_IDLE after the last request, not the daemon's
-  usual second, so that settling meets the operations often;
+- ``stage``: a local store that stages every write raw in the daemon (as a dump that outruns
+  the encoder does without passthrough) and settles it in the pauses: SETTLE_IDLE after the
+  last request, not the daemon's usual second, so that settling meets the operations often;
+- ``passthrough``: a local store as mounted by default: a file created or truncated to empty
+  is written through FUSE passthrough to a staging file and settled in the pauses (the
+  Operations layer has no kernel: it writes and reads the staging file itself, as the kernel
+  would, for every open the core gave a backing id);
 - ``node``: an object-store node over a ``file://`` bucket, whose fsync of the snapshot
   directory publishes it.
 """
@@ -40,7 +44,7 @@ from lzfs.store.namespace import ROOT_INODE
 from lzfs.store.store import Store
 from lzfs.testing.exerciser import Mismatch
 
-MODES = ("plain", "stage", "node")
+MODES = ("plain", "stage", "passthrough", "node")
 DIR = "ex"  # the directory (a snapshot, on a node) that holds the file under test
 SETTLE_IDLE = 0.3
 COMMIT_INTERVAL = 1.0
@@ -75,8 +79,11 @@ class MountTarget:
             self.store = work / "store"
             self.source = str(self.store)
             mkfs(self.store)
-            self.options = ["--no-stage"] if mode == "plain" else \
-                ["--stage-backlog=0", f"--settle-idle={SETTLE_IDLE}"]
+            self.options = {
+                "plain": ["--no-stage"],
+                "stage": ["--stage-backlog=0", f"--settle-idle={SETTLE_IDLE}",
+                          "--no-passthrough"],
+                "passthrough": [f"--settle-idle={SETTLE_IDLE}"]}[mode]
         self.options.append(f"--commit-interval={COMMIT_INTERVAL}")
         self.fd = -1
         self.mount()
@@ -85,6 +92,12 @@ class MountTarget:
     @property
     def dir(self) -> Path:
         return self.mnt / DIR
+
+    @property
+    def names_with_content(self) -> bool:
+        """Whether a crash leaves names and bytes from one moment (run_crash_seed): not for
+        files written through passthrough, whose bytes reach their staging files at once."""
+        return self.mode != "passthrough"
 
     # ---- the mount ---------------------------------------------------------------------------
 
@@ -143,8 +156,9 @@ class MountTarget:
 
     # ---- the operations --------------------------------------------------------------------
 
-    def open(self, name: str) -> None:
-        self.fd = os.open(self.dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+    def open(self, name: str, truncate: bool = False) -> None:
+        flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+        self.fd = os.open(self.dir / name, flags, 0o644)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -231,6 +245,29 @@ class _Ctx:
     pid = os.getpid()
 
 
+class _KernelStandIn:
+    """What the kernel's passthrough does for the core, without a kernel: ids handed out and
+    taken back (OpsTarget then does each passed-through read and write on the file itself)."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self.held: set[int] = set()
+
+    def available(self) -> bool:
+        return True
+
+    def why_not(self) -> str:
+        return ""
+
+    def open(self, fd: int) -> int:
+        self._next += 1
+        self.held.add(self._next)
+        return self._next
+
+    def close(self, backing_id: int) -> None:
+        self.held.remove(backing_id)
+
+
 class OpsTarget:
     """The file under test through ``LzfsOperations``, driven from the exerciser's thread
     into a trio loop on a thread of its own, the way the kernel would call it: writes cut at
@@ -260,6 +297,7 @@ class OpsTarget:
         self.ops: LzfsOperations
         self.fh = -1
         self.ino = 0
+        self.kernel_fd = -1  # the staging file, when the open was given a backing id
         self.mount()
         self.dir_ino = self._call(self._mkdir)
 
@@ -296,10 +334,12 @@ class OpsTarget:
             assert node is not None
             return ClusterSync(core, node, 0)
 
-        core = Core(store, self._failed, MountOptions(commit_interval=COMMIT_INTERVAL,
-                                                       settle_idle=SETTLE_IDLE,
-                                                       stage_backlog=0),
-                    staging=self.mode == "stage", hooks=hooks if node is not None else None)
+        core = Core(store, self._failed,
+                    MountOptions(commit_interval=COMMIT_INTERVAL, settle_idle=SETTLE_IDLE,
+                                 stage_backlog=0 if self.mode == "stage" else None),
+                    staging=self.mode in ("stage", "passthrough"),
+                    hooks=hooks if node is not None else None,
+                    passthrough=_KernelStandIn() if self.mode == "passthrough" else None)
         self.ops = LzfsOperations(core)
         self._served = trio.Event()
         self._unmount = trio.Event()
@@ -358,10 +398,11 @@ class OpsTarget:
 
     # ---- the operations --------------------------------------------------------------------
 
-    async def _open(self, name: str) -> None:
+    async def _open(self, name: str, truncate: bool) -> None:
         try:
             ino = await self._lookup(name)
-            info = await self.ops.open(ino, os.O_RDWR, _Ctx())
+            info = await self.ops.open(ino, os.O_RDWR | (os.O_TRUNC if truncate else 0),
+                                       _Ctx())
         except pyfuse3.FUSEError as exc:
             if exc.errno != errno.ENOENT:
                 raise
@@ -369,11 +410,16 @@ class OpsTarget:
                                                 _Ctx())
             ino = attrs.st_ino
         self.ino, self.fh = int(ino), int(info.fh)
+        if getattr(info, "backing_id", 0):  # the kernel would serve it from the staging file
+            self.kernel_fd = os.open(self.store.staging.path(self.ino), os.O_RDWR)
 
-    def open(self, name: str) -> None:
-        self._call(self._open, name)
+    def open(self, name: str, truncate: bool = False) -> None:
+        self._call(self._open, name, truncate)
 
     async def _close(self) -> None:
+        if self.kernel_fd >= 0:
+            os.close(self.kernel_fd)
+            self.kernel_fd = -1
         fh, self.fh = self.fh, -1
         try:
             await self.ops.flush(fh)
@@ -390,6 +436,9 @@ class OpsTarget:
             await self.ops.write(self.fh, off + i, data[i:i + MAX_WRITE])
 
     def write(self, off: int, data: bytes) -> None:
+        if self.kernel_fd >= 0:
+            os.pwrite(self.kernel_fd, data, off)
+            return
         self._call(self._write, off, data)
 
     async def _mwrite(self, new_size: int, lo: int, pages: bytes) -> None:
@@ -398,12 +447,19 @@ class OpsTarget:
         await self._write(lo, pages)
 
     def mwrite(self, off: int, data: bytes, new_size: int, lo: int, pages: bytes) -> None:
+        if self.kernel_fd >= 0:
+            if new_size > os.fstat(self.kernel_fd).st_size:
+                self.truncate(new_size)
+            os.pwrite(self.kernel_fd, data, off)
+            return
         self._call(self._mwrite, new_size, lo, pages)
 
     async def _read(self, off: int, n: int) -> bytes:
         return bytes(await self.ops.read(self.fh, off, n))
 
     def read(self, off: int, n: int) -> bytes:
+        if self.kernel_fd >= 0:
+            return os.pread(self.kernel_fd, n, off)
         return self._call(self._read, off, n)
 
     def mread(self, off: int, n: int, size: int) -> bytes:

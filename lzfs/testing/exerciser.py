@@ -36,8 +36,8 @@ KINDS = ("rand", "zero", "pages", "repeat", "text", "copy")
 # what each operation weighs when drawn; "check" reads the whole file back
 WEIGHTS: dict[str, int] = {
     "write": 30, "mwrite": 10, "read": 14, "mread": 6, "truncate": 8, "fsync": 4,
-    "reopen": 3, "rename": 2, "link": 2, "unlink": 2, "remount": 1, "settle": 2, "pause": 1,
-    "check": 3,
+    "reopen": 3, "retrunc": 1, "rename": 2, "link": 2, "unlink": 2, "remount": 1, "settle": 2,
+    "pause": 1, "check": 3,
 }
 
 
@@ -84,6 +84,8 @@ class Model:
             if off > len(self.data):
                 self.data.extend(bytes(off - len(self.data)))
             self.data[off:off + n] = payload
+        elif kind == "retrunc":
+            del self.data[:]
         elif kind == "truncate":
             size = op[1]
             del self.data[size:]
@@ -104,7 +106,7 @@ class Target(Protocol):
     clean; ``verify`` says what is wrong with the open file's runs, where a target can see
     them (bytes that read right by luck over overlapping runs are still a bug)."""
 
-    def open(self, name: str) -> None: ...
+    def open(self, name: str, truncate: bool = False) -> None: ...
     def close(self) -> None: ...
     def write(self, off: int, data: bytes) -> None: ...
     def mwrite(self, off: int, data: bytes, new_size: int, lo: int, pages: bytes) -> None: ...
@@ -249,6 +251,9 @@ def perform(target: Target, model: Model, op: Op, rnd: random.Random  # noqa: C9
     elif kind == "reopen":
         target.close()
         target.open(model.names[0])
+    elif kind == "retrunc":  # opened again with O_TRUNC, as CRIU opens an image it writes
+        target.close()
+        target.open(model.names[0], truncate=True)
     elif kind == "rename":
         model.counter += 1
         target.rename(model.names[0], op[1])
@@ -275,7 +280,7 @@ def perform(target: Target, model: Model, op: Op, rnd: random.Random  # noqa: C9
     elif kind == "check":
         check_whole(target, model, "whole file")
     model.apply(op)
-    if kind in ("write", "mwrite", "truncate"):
+    if kind in ("write", "mwrite", "truncate", "retrunc"):
         size = target.size()
         if size != len(model.data):
             raise Mismatch(f"size {size} after {kind}, expected {len(model.data)}")
@@ -382,7 +387,7 @@ def _quietly(fn: Callable[[], object]) -> None:
 # keeps writes under 16 pages and mapped writes to one page inside the file), so the store
 # holds the state before it or after it, never a mix
 ONE_REQUEST = {"write", "mwrite", "truncate", "fsync", "rename", "link", "unlink", "settle",
-               "read", "mread"}
+               "read", "mread", "retrunc"}
 CRASH_WEIGHTS = {k: v for k, v in WEIGHTS.items() if k not in ("remount", "check")}
 
 
@@ -392,24 +397,34 @@ class Crashable(Target, Protocol):
     def fsck_clean(self) -> None: ...
 
 
-def _matches(got_names: list[str], got: bytes, history: Sequence[Model]) -> Model | None:
+def _matches(got_names: list[str], got: bytes, history: Sequence[Model],
+             names_with_content: bool = True) -> Model | None:
     """The state, among those the file went through since its last fsync, that the
     recovered file shows: the same names, and the same bytes up to the recovered length,
     where that length is no shorter than the shortest state before it (a commit stores a
     file's size only up to the appends it has encoded: a crash may cut an append that was
-    still pending, never bytes that were stored)."""
+    still pending, never bytes that were stored). With ``names_with_content`` False the
+    names may come from another of those states than the bytes: what a file written through
+    FUSE passthrough shows, whose bytes reach its staging file at once while names wait for
+    the next commit. Returns the state of the bytes."""
     shortest = None
+    found = None
     for state in history:
         n = len(state.data)
         shortest = n if shortest is None else min(shortest, n)
-        if sorted(got_names) == sorted(state.names) and shortest <= len(got) <= n \
-                and got == bytes(state.data[:len(got)]):
-            return state
-    return None
+        if shortest <= len(got) <= n and got == bytes(state.data[:len(got)]) and (
+                not names_with_content or sorted(got_names) == sorted(state.names)):
+            found = state
+            break
+    if found is None or names_with_content:
+        return found
+    named = [s for s in history if sorted(got_names) == sorted(s.names)]
+    return Model(found.data, named[-1].names, found.counter) if named else None
 
 
 def run_crash_seed(target: Crashable, seed: int, kills: int, mix: Mix | None = None,
-                   max_ops: int = 30) -> tuple[int, Failure | None]:
+                   max_ops: int = 30, names_with_content: bool = True
+                   ) -> tuple[int, Failure | None]:
     """``kills`` rounds of: random operations, then SIGKILL of the daemon, either in the
     middle of a one-request operation or at a random moment after one (while it encodes,
     commits, settles or collects in the background), then a remount. Each time the file
@@ -455,7 +470,7 @@ def run_crash_seed(target: Crashable, seed: int, kills: int, mix: Mix | None = N
             target.recover()
             names = target.listdir()
             got = target.read_file(names[0]) if names else b""
-            state = _matches(names, got, history)
+            state = _matches(names, got, history, names_with_content)
             if state is None:
                 raise Mismatch(f"after a crash the file holds {len(got)} bytes named {names}, "
                                f"which is none of the {len(history)} states since its last "
@@ -463,6 +478,7 @@ def run_crash_seed(target: Crashable, seed: int, kills: int, mix: Mix | None = N
             target.fsck_clean()
             model = state.copy()
             del model.data[len(got):]
+            model.counter = max(s.counter for s in history)  # names used stay used
             target.open(model.names[0])
             target.fsync()
     except (Mismatch, OSError) as exc:

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from lzfs.testing.exercise_targets import MODES, make_target
+from lzfs.testing.exercise_targets import MODES, MountTarget, make_target
 from lzfs.testing.exerciser import Failure, Op, run_crash_seed, run_ops, run_seed, shrink
 
 RESULTS = Path("bench-results")
@@ -83,7 +83,9 @@ def soak(minutes: float, layers: list[str], modes: list[str], count: int, crash_
             target = make_target(layer, work, mode)
             try:
                 if crash:
-                    n, failure = run_crash_seed(target, seed, kills=6)  # type: ignore[arg-type]
+                    assert isinstance(target, MountTarget)
+                    n, failure = run_crash_seed(target, seed, kills=6,
+                                                names_with_content=target.names_with_content)
                 else:
                     ops, failure = run_seed(target, seed, count)
                     n = len(ops)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lzfs.mount.mountinfo import find_mount
+from lzfs.store.db import SCHEMA_VERSION
 from tests.conftest import fuse_unusable_reason, lzfs_cmd, tree_state
 
 pytestmark = pytest.mark.skipif(fuse_unusable_reason() is not None,
@@ -123,7 +124,8 @@ def test_a_format_1_store_is_checked_then_mounted_in_the_background_and_upgraded
     finally:
         m.umount()
     db = sqlite3.connect(store / "meta.db")
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == 3
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] \
+        == SCHEMA_VERSION
     assert "AUTOINCREMENT" in db.execute(
         "SELECT sql FROM sqlite_master WHERE name='frames'").fetchone()[0]
     db.close()

@@ -112,6 +112,7 @@ def test_du_getfattr_and_cat_show_what_files_cost(mounted):
         f.write(b"".join(_region(8, 256)))          # 1 MiB incompressible
         f.write(bytes(3 << 20))                    # 3 MiB of zero pages
         f.write(b"model server heap text " * 45590)  # ~1 MiB compressible
+    mounted.settle()
     logical = (d / "pages-1.img").stat().st_size
     du = int(subprocess.run(["du", "-sb", "--apparent-size", str(d)], capture_output=True,
                             text=True, check=True).stdout.split()[0])

@@ -48,6 +48,7 @@ def test_pinned_failures_stay_fixed_through_a_mount(target_in, case):
 @pytest.mark.parametrize("mode", MODES)
 def test_a_daemon_killed_at_random_points_keeps_every_fsynced_state(target_in, mode):
     t = target_in(mode)
-    count, failure = run_crash_seed(t, seed=7, kills=5)
+    count, failure = run_crash_seed(t, seed=7, kills=5,
+                                    names_with_content=t.names_with_content)
     assert failure is None, failure.describe() + "\n" + t.log()[-3000:]
     assert count > 20

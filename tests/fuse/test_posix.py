@@ -96,6 +96,7 @@ def test_sizes_are_exact_and_du_shows_stored_bytes(mounted, hook):
         f.write(page * 256)          # 1 MiB of one repeated page: compresses to almost nothing
         f.write(bytes(4 << 20))      # zero pages: stored as nothing
         f.write(os.urandom(12345))   # an odd tail
+    mounted.settle()  # a new file is staged raw first (passthrough), compressed when idle
     st = p.stat()
     assert st.st_size == (1 << 20) + (4 << 20) + 12345
     assert st.st_blocks * 512 < 200_000
@@ -132,24 +133,35 @@ def test_content_survives_remount(mounted):
         assert (mounted.mnt / name).read_bytes() == data
 
 
-def test_fallocate_is_refused_so_auto_dedup_cannot_silently_do_nothing(mounted):
+def test_punching_a_hole_frees_pages_and_other_fallocate_modes_are_refused(mounted):
+    """CRIU's --auto-dedup punches holes (PUNCH_HOLE | KEEP_SIZE) in what it restored: the
+    range reads as zeros and gives its pages back. Other modes are refused (EOPNOTSUPP),
+    never a silent no-op."""
     p = mounted.mnt / "pages-1.img"
-    p.write_bytes(os.urandom(65536))
+    data = bytearray(os.urandom(65536))
+    p.write_bytes(data)
+    mounted.settle()
     fd = os.open(p, os.O_RDWR)
     try:
-        with pytest.raises(OSError) as e:
-            _punch_hole(fd, 0, 4096)
-        assert e.value.errno in (errno.EOPNOTSUPP, errno.ENOSYS)
+        _fallocate(fd, 0x03, 4096, 4096 * 4)
+        data[4096:5 * 4096] = bytes(4 * 4096)
+        assert os.pread(fd, 65536, 0) == data
+        assert os.fstat(fd).st_size == 65536
+        for mode in (0, 0x01, 0x10):  # allocate, keep size, zero range
+            with pytest.raises(OSError) as e:
+                _fallocate(fd, mode, 0, 4096)
+            assert e.value.errno == errno.EOPNOTSUPP
     finally:
         os.close(fd)
+    assert float(os.getxattr(p, "user.lzfs.logical")) == 65536
 
 
-def _punch_hole(fd: int, off: int, length: int) -> None:
+def _fallocate(fd: int, mode: int, off: int, length: int) -> None:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-    if libc.fallocate(fd, 0x03, off, length) != 0:
+    if libc.fallocate(fd, mode, off, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 

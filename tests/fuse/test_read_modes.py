@@ -34,7 +34,7 @@ def test_a_forked_workers_pages_image_is_read_through_the_page_cache(mounted):
         (snap / name).write_bytes(data)
     for n in (1, 2):
         (snap / f"pages-{n}.img").write_bytes(os.urandom(1 << 20))
-    os.sync()
+    mounted.settle()  # staged files are the kernel's to read (passthrough): settled ones not
     parent = _read_one_page(mounted, snap / "pages-1.img")
     assert parent == {"read<=4096": 1}, parent  # direct_io: the pread arrives as it is
     child = _read_one_page(mounted, snap / "pages-2.img")
@@ -43,6 +43,8 @@ def test_a_forked_workers_pages_image_is_read_through_the_page_cache(mounted):
 
 def test_without_criu_images_around_reads_stay_direct(mounted):
     (mounted.mnt / "pages-2.img").write_bytes(os.urandom(1 << 20))
+    mounted.settle()
     assert _read_one_page(mounted, mounted.mnt / "pages-2.img") == {"read<=4096": 1}
     (mounted.mnt / "pstree.img").write_bytes(b"not an image at all")
+    mounted.settle()
     assert _read_one_page(mounted, mounted.mnt / "pages-2.img") == {"read<=4096": 1}

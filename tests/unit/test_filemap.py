@@ -373,3 +373,22 @@ def test_a_truncate_after_a_page_rewritten_inside_the_last_run_leaves_zeros_past
         assert await fm.read(0, len(data)) == data
 
     _filemap_run(tmp_path, body)
+
+
+def test_a_rewrite_that_extends_the_file_records_its_size_with_its_runs(tmp_path):
+    """Found by the crash exerciser: an overwrite starting inside the stored runs and ending
+    past the file's end recorded runs past the size, and the size only at the next flush; a
+    commit in between left runs past the committed size (fsck: damage)."""
+    data = bytearray(os.urandom(22242))
+
+    async def body(fm: FileMap) -> None:
+        await fm.write(0, bytes(data))
+        await fm.flush()
+        more = os.urandom(60000)
+        await fm.write(8782, more)
+        data[8782:] = more
+        runs_end = max(r.end for r in fm.store.maps.load(fm.ino))
+        assert SIZES[fm.ino][0] >= runs_end == len(data)  # no flush in between
+        assert await fm.read(0, len(data)) == data
+
+    _filemap_run(tmp_path, body)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from lzfs.errors import CorruptDataError, FormatVersionError, NotAStoreError, StoreBusyError
 from lzfs.store.blockmap import Run
 from lzfs.store.chunker import Piece
+from lzfs.store.db import SCHEMA_VERSION
 from lzfs.store.layout import CONFIG, mkfs, read_config
 from lzfs.store.store import Store
 from tests.conftest import assert_private
@@ -292,7 +293,8 @@ def test_a_format_1_store_is_upgraded_at_a_writable_open_only(tmp_path):
         store = Store(path)
         try:
             assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'"
-                                    ).fetchone()[0] == 3
+                                    ).fetchone()[0] == SCHEMA_VERSION
+            assert store.staging.inodes() == []  # schema 4's table is there, empty
             inos = dict(store.db.execute("SELECT name, ino FROM dentries"))
             for name, data in files.items():
                 assert store.read_file(inos[name.encode()], len(data)) == data
