@@ -313,7 +313,7 @@ class Core:
 
     def drop_idle(self, ino: int) -> None:
         fm = self.files.get(ino)
-        if fm is not None and fm.opens == 0 and not fm.dirty:
+        if fm is not None and fm.opens == 0 and not fm.dirty and not fm.settling:
             if fm.backing is not None and not fm.backing.synced:
                 return  # kept until a commit has synced its staging file
             del self.files[ino]

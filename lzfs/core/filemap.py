@@ -126,8 +126,13 @@ class FileMap:
 
     @property
     def dirty(self) -> bool:
-        """Holds what only memory has: pending bytes, or a settle half done (its pins)."""
-        return self._pend_len > 0 or self._encoding or self._settling is not None
+        """Holds bytes only memory has (pending, or being encoded)."""
+        return self._pend_len > 0 or self._encoding
+
+    @property
+    def settling(self) -> bool:
+        """A settle is half done: its frames are pinned until it finishes or is dropped."""
+        return self._settling is not None
 
     def broken_invariants(self) -> list[str]:
         """What is wrong with this map's runs, if anything: they must be sorted, must not

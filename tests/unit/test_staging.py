@@ -142,7 +142,7 @@ def test_an_open_during_a_settle_sends_it_back_to_the_start(tmp_path):
         fm = core.filemap(ino)
         calls = iter([False, False, True])  # one batch, then busy
         assert await fm.settle(lambda: next(calls, True)) == 0
-        assert fm.dirty and store.staging.has(ino)  # kept, with its pins, for later
+        assert fm.settling and store.staging.has(ino)  # kept, with its pins, for later
         core.opened(ino)
         os.pwrite(kernel.held[core.backing_for(ino, True)], b"new", 0)
         await core.closed(ino, True)
@@ -245,3 +245,23 @@ def test_no_passthrough_and_a_file_with_data_are_written_through_the_daemon(tmp_
         assert core.backing_for(ino, True) is None
 
     _run(tmp_path / "s", off, passthrough=False)
+
+
+def test_a_settle_paused_by_requests_is_finished_by_the_next_one_an_unmount_runs(tmp_path):
+    """The unmount's settle must not skip a file whose settle the background settler had
+    paused: it once did, and the file stayed staged across the remount."""
+    mkfs(tmp_path / "s")
+    data = os.urandom(9 << 20)
+    kernel = Kernel()
+
+    async def body(core: Core, store: Store) -> None:
+        ino = _new_file(core)
+        os.pwrite(kernel.held[core.backing_for(ino, True)], data, 0)
+        await core.closed(ino, True)
+        calls = iter([False, True])
+        assert await core.filemap(ino).settle(lambda: next(calls, True)) == 0
+        assert await core.settle() == 1  # what shutdown calls
+        assert not store.staging.has(ino)
+        assert bytes(await core.filemap(ino).read(0, len(data))) == data
+
+    _run(tmp_path / "s", body, kernel)
