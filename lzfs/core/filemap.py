@@ -414,14 +414,15 @@ class FileMap:
         false; a pause keeps what was done (its frames pinned) for the next call, an open of
         the file drops it. The runs replace the staging file in one step, with no checkpoint,
         once all of it is stored. Returns the bytes settled (0 until the file is done)."""
-        backing = self.backing
-        assert backing is not None
-        st = self._settling
-        if st is None or st.gen != self.open_gen:
-            self._drop_settling()
-            st = self._settling = _Settling(self.open_gen)
-        size = backing.size()
         async with self._lock:
+            backing = self.backing
+            if backing is None or self.gone:
+                return 0  # another settle (the daemon's own, or gc's) got here first
+            st = self._settling
+            if st is None or st.gen != self.open_gen:
+                self._drop_settling()
+                st = self._settling = _Settling(self.open_gen)
+            size = backing.size()
             while st.pos < size:
                 if busy() or self.opens or self.gone:
                     return 0

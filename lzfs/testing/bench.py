@@ -126,6 +126,8 @@ def dir_bytes(d: Path) -> int:
 
 
 class LzfsMount:
+    options: tuple[str, ...] = ()  # more `lzfs mount` options
+
     def __init__(self, work: Path, throttle: Throttle) -> None:
         self.work = work
         self.throttle = throttle
@@ -142,7 +144,8 @@ class LzfsMount:
         return self.work / "mnt"
 
     def mount(self) -> None:
-        sh(sys.executable, "-m", "lzfs", "mount", str(self.store), str(self.mnt))
+        sh(sys.executable, "-m", "lzfs", "mount", str(self.store), str(self.mnt),
+           *self.options)
         self.throttle.add(self.pid())
 
     def pid(self) -> int:
@@ -165,7 +168,9 @@ class LzfsMount:
         sh(sys.executable, "-m", "lzfs", "umount", str(self.mnt))
 
     def stored(self) -> int:
-        return dir_bytes(self.store / "packs")
+        """What the store occupies: packs, and staging files while a dump's are not settled."""
+        staging = self.store / "staging"
+        return dir_bytes(self.store / "packs") + (dir_bytes(staging) if staging.is_dir() else 0)
 
     def cpu_s(self) -> float:
         """CPU seconds the daemon used so far (user + system, all its threads)."""
@@ -183,6 +188,13 @@ class LzfsMount:
             if not (st["staged"] or st["garbage_frames"]) or time.monotonic() > deadline:
                 return
             time.sleep(0.2)
+
+
+class InlineMount(LzfsMount):
+    """lzfs with every byte through the daemon (-o nopassthrough): the write path before
+    passthrough, and what a kernel without it gets (method ``lzfs-inline``)."""
+
+    options = ("-o", "nopassthrough")
 
 
 class ClusterMounts(LzfsMount):
@@ -264,8 +276,8 @@ def run_method(  # noqa: C901 - every method and profile of the bench, in one pl
         return run_container(method, work, size, throttle)
     work.mkdir(parents=True)
     procs = start_processes(work, profile, size)
-    fs = {"lzfs": LzfsMount, "s3": ClusterMounts}[method](work, throttle) \
-        if method in ("lzfs", "s3") else None
+    fs = {"lzfs": LzfsMount, "lzfs-inline": InlineMount, "s3": ClusterMounts}[method](
+        work, throttle) if method in ("lzfs", "lzfs-inline", "s3") else None
     base = fs.mnt if fs else work / "images"
     base.mkdir(exist_ok=True)
     dirs = [base / f"snap{i}" for i in range(len(procs))]
@@ -305,6 +317,7 @@ def run_method(  # noqa: C901 - every method and profile of the bench, in one pl
             row["meta_bytes"] = (fs.store / "meta.db").stat().st_size
         fs.mount()
     drop_caches()
+    cpu = fs.cpu_s() if fs else 0.0
     t = time.monotonic()
     restore_dirs = [fs.mnt / d.name for d in dirs] if fs else dirs
     if method == "lz4":
@@ -319,6 +332,8 @@ def run_method(  # noqa: C901 - every method and profile of the bench, in one pl
     for d in restore_dirs:
         criu(throttle, "restore", d, "--shell-job", "-d")
     row["restore_s"] = time.monotonic() - t
+    if fs:
+        row["restore_cpu_s"] = fs.cpu_s() - cpu
     row["intact"] = all(w.ask_checksum(child=c) == w.checksum
                         for w in procs for c in (None, *range(len(w.children))))
     if isinstance(fs, ClusterMounts):
@@ -426,7 +441,12 @@ def summarize(runs: list[dict]) -> list[dict]:
                                     for r in rs]
             row[f"{key}_ratio"] = median(row[f"{key}_ratios"])
         row["stored_ratio"] = rs[-1]["stored"] / base[storage, rs[-1]["round"]]["stored"]
-        for key in ("settle_s", "daemon_cpu_s", "added"):
+        lz4 = {(r["storage"], r["round"]): r for r in runs if r["method"] == "lz4"}
+        if all((storage, r["round"]) in lz4 for r in rs):  # the target is a ratio to it
+            row["dump_vs_lz4_ratios"] = [r["dump_s"] / lz4[storage, r["round"]]["dump_s"]
+                                         for r in rs]
+            row["dump_vs_lz4"] = median(row["dump_vs_lz4_ratios"])
+        for key in ("settle_s", "daemon_cpu_s", "restore_cpu_s", "added", "stored_at_dump"):
             if key in rs[-1]:
                 row[key] = median(r[key] for r in rs)
         if rs[-1].get("mbps"):  # the floor: what it stores, read at the throttled rate
@@ -562,7 +582,7 @@ def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
     if args.throttle_mbps is None:
         args.throttle_mbps = 200
     methods = (args.methods or "plain,lz4,lzfs,s3").split(",")
-    unknown = sorted(set(methods) - {"plain", "lz4", "lzfs", "s3"})
+    unknown = sorted(set(methods) - {"plain", "lz4", "lzfs", "lzfs-inline", "s3"})
     if unknown:
         ap.error(f"unknown method(s) {', '.join(unknown)}: choose from plain, lz4, lzfs, s3")
     if "plain" not in methods:
@@ -608,26 +628,30 @@ def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
         finally:
             throttle.close()
     results = summarize(runs)
-    header = (f"{'method':<6} {'storage':<12} {'dump s':>7} {'x':>5} {'restore s':>9} {'x':>5} "
+    header = (f"{'method':<11} {'storage':<12} {'dump s':>7} {'x':>5} {'restore s':>9} {'x':>5} "
               f"{'stored':>10} {'x':>5} {'RSS':>9} intact")
     print(f"\nprofile {args.profile}, {human(size)}, CRIU {criu_command()}\n{header}")
     for r in results:
         rss = human(r["daemon_peak_rss"]) if "daemon_peak_rss" in r else "-"
-        print(f"{r['method']:<6} {r['storage']:<12} {r['dump_s']:7.2f} {r['dump_ratio']:5.2f} "
+        print(f"{r['method']:<11} {r['storage']:<12} {r['dump_s']:7.2f} {r['dump_ratio']:5.2f} "
               f"{r['restore_s']:9.2f} {r['restore_ratio']:5.2f} {human(r['stored']):>10} "
               f"{r['stored_ratio']:5.2f} {rss:>9} {r['intact']}")
     if args.rounds > 1:
         print("per round, x of plain (dump | restore):")
         for r in results:
             if r["method"] != "plain":
-                print(f"  {r['method']:<6} {r['storage']:<12} "
+                print(f"  {r['method']:<11} {r['storage']:<12} "
                       + " ".join(f"{x:.2f}" for x in r["dump_ratios"]) + " | "
                       + " ".join(f"{x:.2f}" for x in r["restore_ratios"]))
     for r in results:
         extra = []
+        gib = r["logical"] / (1 << 30)
+        if "dump_vs_lz4" in r and r["method"] != "lz4":
+            extra.append(f"dump {r['dump_vs_lz4']:.2f}x dump-then-lz4")
         if "daemon_cpu_s" in r:
-            extra.append(f"daemon CPU during the dump {r['daemon_cpu_s']:.2f} s "
-                         f"({r['daemon_cpu_s'] / r['dump_s']:.2f} cores)")
+            extra.append(f"daemon CPU {r['daemon_cpu_s'] / gib:.2f} s per GiB dumped")
+        if "restore_cpu_s" in r:
+            extra.append(f"{r['restore_cpu_s'] / gib:.2f} s per GiB restored")
         if "settle_s" in r:
             extra.append(f"settled {r['settle_s']:.2f} s after it "
                          f"({human(r.get('stored_at_dump', 0))} before)")
@@ -640,7 +664,7 @@ def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
             extra.append(f"restore {r['restore_floor_ratio']:.2f}x its floor (stored bytes "
                          f"at the throttled rate)")
         if extra:
-            print(f"{r['method']:<6} {r['storage']:<12} " + "; ".join(extra))
+            print(f"{r['method']:<11} {r['storage']:<12} " + "; ".join(extra))
     for r in results:
         if "gets" in r:
             print(f"object store: restore from a cold node cache took {r['restore_s']:.2f} s, "
@@ -648,7 +672,7 @@ def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
     for r in results:
         if "micro" in r:
             m = r["micro"]
-            print(f"micro {r['method']:<6} sequential O_DIRECT 1 MiB {m['seq_MBps']:7.0f} MB/s, "
+            print(f"micro {r['method']:<11} sequential O_DIRECT 1 MiB {m['seq_MBps']:7.0f} MB/s, "
                   f"random 4 KiB {m['rand4k_MBps']:6.1f} MB/s")
     meta = {"profile": args.profile, "size": size, "throttle_mbps": args.throttle_mbps,
             "rounds": args.rounds,

@@ -265,3 +265,29 @@ def test_a_settle_paused_by_requests_is_finished_by_the_next_one_an_unmount_runs
         assert bytes(await core.filemap(ino).read(0, len(data))) == data
 
     _run(tmp_path / "s", body, kernel)
+
+
+def test_two_settles_at_once_settle_a_file_once(tmp_path):
+    """The daemon's settler and a gc asked for on .lzfs can meet on one file: the second
+    must find it settled, not read the staging file the first has closed (EBADF)."""
+    mkfs(tmp_path / "s")
+    data = os.urandom(9 << 20)
+    kernel = Kernel()
+    done: list[int] = []
+
+    async def body(core: Core, store: Store) -> None:
+        ino = _new_file(core)
+        os.pwrite(kernel.held[core.backing_for(ino, True)], data, 0)
+        await core.closed(ino, True)
+        fm = core.filemap(ino)
+
+        async def settle() -> None:
+            done.append(await fm.settle(lambda: False))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(settle)
+            nursery.start_soon(settle)
+        assert sorted(done) == [0, len(data)]
+        assert bytes(await fm.read(0, len(data))) == data
+
+    _run(tmp_path / "s", body, kernel)
