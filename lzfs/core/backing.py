@@ -60,7 +60,9 @@ class NoPassthrough:
 
 
 class Backing:
-    """One staging file, open for as long as its FileMap lives."""
+    """One staging file, open for as long as its FileMap lives. What runs on a worker thread
+    works on a duplicate of the fd taken on the trio thread: a settle may close the file
+    meanwhile (the commit's sync once failed with EBADF that way)."""
 
     def __init__(self, ino: int, fd: int) -> None:
         self.ino = ino
@@ -74,18 +76,34 @@ class Backing:
     def disk_bytes(self) -> int:
         return os.fstat(self.fd).st_blocks * 512
 
+    def dup(self) -> int:
+        """A duplicate of the fd, for a worker thread (which closes it)."""
+        return os.dup(self.fd)
+
     async def read(self, off: int, n: int) -> bytes:
-        return await trio.to_thread.run_sync(os.pread, self.fd, n, off)
+        fd = self.dup()
+
+        def pread() -> bytes:
+            try:
+                return os.pread(fd, n, off)
+            finally:
+                os.close(fd)
+
+        return await trio.to_thread.run_sync(pread)
 
     async def write(self, off: int, data: bytes | bytearray | memoryview) -> None:
         """A write that came through the daemon (an open the kernel could not pass through)."""
         self.synced = False
+        fd = self.dup()
 
         def pwrite_all() -> None:
-            view, pos = memoryview(data), off
-            while view:
-                n = os.pwrite(self.fd, view, pos)
-                view, pos = view[n:], pos + n
+            try:
+                view, pos = memoryview(data), off
+                while view:
+                    n = os.pwrite(fd, view, pos)
+                    view, pos = view[n:], pos + n
+            finally:
+                os.close(fd)
 
         await trio.to_thread.run_sync(pwrite_all)
 
@@ -97,10 +115,6 @@ class Backing:
         self.synced = False
         punch_hole(self.fd, off, length)
 
-    def sync(self) -> None:
-        """fdatasync (any thread): what the next commit names is on disk."""
-        os.fdatasync(self.fd)
-        self.synced = True
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -214,13 +215,20 @@ class Core:
             fm.flush_size()
         todo = [fm.backing for fm in backed if fm.backing is not None
                 and (fm.opens or not fm.backing.synced)]
+        fds = [b.dup() for b in todo]  # a settle may close a staging file meanwhile
+        for b in todo:  # now, not after: a write during the sync makes it false again
+            b.synced = True
 
         def sync() -> None:
             t = time.monotonic()
             nbytes = 0
-            for b in todo:
-                nbytes += b.size()
-                b.sync()
+            try:
+                for fd in fds:
+                    nbytes += os.fstat(fd).st_size
+                    os.fdatasync(fd)
+            finally:
+                for fd in fds:
+                    os.close(fd)
             self.store.staging.before_commit()
             self.store.pace.behind.disk.add(nbytes, time.monotonic() - t)
 
