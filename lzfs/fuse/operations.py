@@ -378,7 +378,8 @@ class LzfsOperations(pyfuse3.Operations):
                 return h.content[off:off + size]
             self.core.request_sizes["read", _bucket(size)] += 1
             try:  # a view, not a copy: pyfuse3 takes any buffer
-                return cast(bytes, await self.core.files[h.ino].read(off, size, h.ra))
+                return cast(bytes, await self.core.files[h.ino].read(off, size, h.ra,
+                                                                     reply=True))
             except CorruptDataError as exc:
                 raise CorruptDataError(f"{self.ns.path_of(h.ino)} at offset {off} "
                                        f"(+{size}): {exc}") from None

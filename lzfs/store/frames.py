@@ -78,6 +78,15 @@ class FrameTable:
         return self.db.execute("SELECT pack, off, rlen, stored, raw, seed, staged, lost "
                                "FROM frames WHERE id=?", (fid,)).fetchone()
 
+    def locations(self, ids: Iterable[int]
+                  ) -> Iterator[tuple[int, int, int, int, int, int, int, int, int]]:
+        """(id, pack, off, rlen, stored, raw, seed, staged, lost) of each frame of ``ids``
+        that exists, 500 to a query."""
+        for part in _chunks(ids):
+            yield from self.db.execute(
+                "SELECT id, pack, off, rlen, stored, raw, seed, staged, lost FROM frames "
+                f"WHERE id IN ({','.join('?' * len(part))})", part).fetchall()
+
     def row(self, fid: int) -> FrameRow | None:
         """A live frame as a manifest names it; None when it is gone or lost."""
         r = self.db.execute("SELECT pack, off, rlen, stored, raw, codec, pages FROM frames "

@@ -171,13 +171,16 @@ class PackSet:
                 os.close(self._staging.fd)
                 self._staging.fd = -1
 
-    def warm(self, locs: list[tuple[int, int, int]]) -> None:
+    def warm(self, locs: list[tuple[int, int, int]], local: bool = True) -> None:
         """Start reading (pack, off, length) ranges ahead of their reads: GETs for remote
-        packs, the kernel's readahead (POSIX_FADV_WILLNEED) for local ones, so the disk has
-        the next frames queued while the decoder works on the current ones. Without it a
-        restore on slow storage left the disk idle while each batch decoded."""
+        packs, the kernel's readahead (POSIX_FADV_WILLNEED) for local ones (unless
+        ``local`` is False), so the disk has the next frames queued while the decoder works
+        on the current ones. Without it a restore on slow storage left the disk idle while
+        each batch decoded."""
         if self.remote is not None:
             self.remote.warm(locs)
+        if not local:
+            return
         spans: dict[int, list[list[int]]] = {}
         for pack, off, length in sorted(locs):
             if pack >= REMOTE_BASE:

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -309,6 +309,17 @@ class Store:
             if len(self._frame_locs) > 200_000:
                 self._frame_locs.popitem(last=False)
         return loc
+
+    def know_frames(self, frame_ids: Iterable[int]) -> None:
+        """Look up the locations of these frames in as few queries as it takes, ahead of
+        ``frame_loc`` asking for each: one query per frame cost a restore's request thread
+        a third of its time (prefetch asks for every frame of the next MiBs)."""
+        todo = [f for f in frame_ids if f not in self._frame_locs]
+        for fid, *row in self.frames.locations(todo):
+            if not row[7]:  # a lost frame keeps failing in frame_loc, with its message
+                self._frame_locs[fid] = FrameLoc(*row[:7])
+        while len(self._frame_locs) > 200_000:
+            self._frame_locs.popitem(last=False)
 
     def frame_shape(self, frame_id: int) -> FrameShape | None:
         """(record bytes, raw bytes) of a frame, None when it is gone or lost."""
