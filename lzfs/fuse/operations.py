@@ -21,7 +21,7 @@ import pyfuse3
 from lzfs.core.backing import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from lzfs.core.core import Core
 from lzfs.core.prefetch import Readahead
-from lzfs.criu.lazy import is_lazy_pages_daemon
+from lzfs.criu.opener import is_criu, is_lazy_pages_daemon
 from lzfs.errors import CorruptDataError, LzfsError
 from lzfs.fuse.control import CONTROL_DIR, CONTROL_NAME, ControlTree, is_control
 from lzfs.report import dedup as report
@@ -325,6 +325,12 @@ class LzfsOperations(pyfuse3.Operations):
             return s
 
     # ---- files -------------------------------------------------------------------------------
+    # How an open is served (lzfs/criu/opener.py): a staged file by the kernel from its staging
+    # file (passthrough); CRIU restoring with direct_io, so that its large preadv arrive whole
+    # (up to 1 MiB) instead of as readahead pieces, except where it reads page by page
+    # (`criu lazy-pages`, a forked worker's copy-on-write pages: Core.read_page_by_page);
+    # everyone else through the page cache, kept across opens while the file did not change
+    # behind the kernel's back (Core.kernel_cache_valid): a second read is the kernel's alone.
 
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         with _errno():
@@ -346,15 +352,20 @@ class LzfsOperations(pyfuse3.Operations):
                     await self.core.truncate(inode, 0)
                     self.ns.set_attrs(inode, mtime_ns=now_ns(), ctime_ns=now_ns())
                 backing = self._backing(inode, writable)
-                # criu lazy-pages reads pages images in small pieces (lzfs/criu/lazy.py)
-                page_cache = backing is None and not writable and (
-                    is_lazy_pages_daemon(ctx.pid) or await self.core.read_page_by_page(inode))
+                criu = not writable and is_criu(ctx.pid)
+                if criu:
+                    self.core.restore_starts(inode)
+                direct = (backing is None and criu and not is_lazy_pages_daemon(ctx.pid)
+                          and not await self.core.read_page_by_page(inode))
             except BaseException:
                 self.core.unopened(inode)
                 self._maybe_purge(inode)
                 raise
-            return _file_info(self._new_fh(Handle(inode, writable)), writable, page_cache,
-                              backing)
+            fh = self._new_fh(Handle(inode, writable))
+            if backing is not None:
+                return pyfuse3.FileInfo(fh=fh, backing_id=backing)
+            return pyfuse3.FileInfo(fh=fh, direct_io=direct,
+                                    keep_cache=not direct and self.core.kernel_cache_valid(inode))
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
                      ) -> tuple[pyfuse3.FileInfo, Attrs]:
@@ -369,7 +380,9 @@ class LzfsOperations(pyfuse3.Operations):
                 self.core.unopened(node.id)
                 raise
             fh = self._new_fh(Handle(node.id, True))
-            return _file_info(fh, True, backing=backing), self._counted(node)
+            info = (pyfuse3.FileInfo(fh=fh, backing_id=backing) if backing is not None else
+                    pyfuse3.FileInfo(fh=fh, keep_cache=False))
+            return info, self._counted(node)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         with _errno():
@@ -458,17 +471,6 @@ class LzfsOperations(pyfuse3.Operations):
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
         with _errno():
             raise FsError(errno.ENOTSUP)
-
-
-def _file_info(fh: int, writable: bool, page_cache: bool = False,
-               backing: int | None = None) -> pyfuse3.FileInfo:
-    # Read-only opens bypass the page cache: CRIU reads each image once, with large preadv
-    # calls that then arrive whole (up to 1 MiB) instead of as 128 KiB readahead pieces.
-    # The exception is an image CRIU reads page by page (Core.read_page_by_page). An open
-    # with a backing file is the kernel's to serve, reads and writes alike.
-    if backing is not None:
-        return pyfuse3.FileInfo(fh=fh, backing_id=backing)
-    return pyfuse3.FileInfo(fh=fh, direct_io=not writable and not page_cache, keep_cache=False)
 
 
 def _bucket(n: int) -> int:

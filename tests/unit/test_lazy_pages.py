@@ -1,11 +1,11 @@
-"""Telling `criu lazy-pages` apart by its command line (lzfs/criu/lazy.py), on real processes."""
+"""Telling `criu lazy-pages` apart by its command line (lzfs/criu/opener.py), on real processes."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from lzfs.criu.lazy import is_lazy_pages_daemon
+from lzfs.criu.opener import is_lazy_pages_daemon
 
 SLEEPER = "import sys, time; sys.stdout.write('up\\n'); sys.stdout.flush(); time.sleep(30)"
 

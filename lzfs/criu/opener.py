@@ -1,4 +1,8 @@
-"""Telling `criu lazy-pages` apart when it opens a pages image, so lzfs serves that image
+"""Who opens an image: CRIU restoring (served with direct_io: its large preadv arrive whole),
+`criu lazy-pages` (through the page cache, below), or anybody else (cat, cp, a reader at
+random: through the page cache, kept across opens, so a second read costs no FUSE round trip).
+
+Telling `criu lazy-pages` apart when it opens a pages image, so lzfs serves that image
 through the page cache instead of with direct_io.
 
 The lazy-pages daemon reads a pages image in small pieces: one 4 KiB pread per page the
@@ -20,13 +24,23 @@ is that daemon (`criu restore --lazy-pages` has `--lazy-pages`, a different argu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def _args(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
 
 
 def is_lazy_pages_daemon(pid: int) -> bool:
     """Whether process ``pid`` is `criu lazy-pages` (False when it cannot be told)."""
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"lazy-pages" in args
+    return b"lazy-pages" in _args(pid)
+
+
+def is_criu(pid: int) -> bool:
+    """Whether process ``pid`` runs CRIU: its program (or, for CRIU run through a loader as
+    scripts/setup installs it, the program the loader runs) is named `criu`."""
+    return any(os.path.basename(a) == b"criu" for a in _args(pid)[:8])
