@@ -15,7 +15,8 @@ import pytest
 
 from tests.unit.test_cow import FORKED, _images
 
-READ_ONE_PAGE = "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); assert len(os.pread(fd, 4096, 0)) == 4096"
+READ_ONE_PAGE = ("import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                 "assert len(os.pread(fd, 4096, 0)) == 4096")
 
 
 @pytest.fixture
