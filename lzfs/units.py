@@ -13,6 +13,16 @@ def human(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 file', '2 files' (``many``: the plural when it is not ``word`` + 's')."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+def rate(bytes_per_s: float) -> str:
+    """A rate in the units sizes are given in (MiB/s, not MB/s beside MiB)."""
+    return human(bytes_per_s) + "/s"
+
+
 def parse_size(text: str) -> int:
     """'300M', '10G', '4096' -> bytes (the inverse of human, for options)."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

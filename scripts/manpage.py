@@ -49,6 +49,9 @@ def manpage() -> str:
             examples.append(f'.SS "lzfs {name}"\n{_roff_lines(body)}')
     page.add_section("EXAMPLES", ">", "\n".join(examples))
     page.add_section("EXIT STATUS", ">", cli.EXIT_STATUS.replace("-", "\\-"))
+    page.add_section("SIGNALS", ">", cli.SIGNALS.replace("-", "\\-"))
+    page.add_section("ENVIRONMENT", ">", _roff_lines(cli.ENVIRONMENT))
+    page.add_section("FILES", ">", _roff_lines(cli.FILES))
     page.add_section("SEE ALSO", ">",
                      "criu(8), mount.fuse3(8), fusermount3(1). README.md and docs/ in the lzfs "
                      "source tree: the store format, the report's JSON, crash safety and "

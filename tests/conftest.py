@@ -134,8 +134,10 @@ class Mounted:
         pages the kernel still holds are written back, not lost, so it cannot prove more)."""
         pid = self.daemon_pid()
         os.kill(pid, signal.SIGKILL)
+        from lzfs.testing.exercise_targets import process_gone
+
         for _ in range(200):
-            if not os.path.exists(f"/proc/{pid}"):
+            if process_gone(pid):
                 break
             time.sleep(0.05)
         subprocess.run(["fusermount3", "-uz", str(self.mnt)], check=False,

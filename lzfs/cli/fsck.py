@@ -14,11 +14,12 @@ FAILED = 8  # fsck(8)'s "operational error": it could not check
 
 
 def register(sub: Any) -> None:
-    s = command(sub, "fsck", "verify every block and the metadata of an unmounted store", """\
-Check an unmounted store: the SQLite file, pack files, every frame and block hash, reference
-and link counts, the directory tree and which snapshots are complete. Names each damaged file
-with its byte ranges. With --repair, mends what can be mended without losing intact data
-(docs/reliability.md).
+    s = command(sub, "fsck", "verify every frame, page and the metadata of an unmounted store",
+                """\
+Check an unmounted store: the SQLite file, pack files, every frame and page hash, reference
+and link counts, staging files, the directory tree and which snapshots are complete. Names
+each damaged file with its byte ranges. With --repair, mends what can be mended without
+losing intact data (docs/reliability.md).
 
 Exit status: 0 clean, 1 errors found and all repaired, 4 errors left (or found, without
 --repair), 8 fsck could not run (not a store, mounted or busy, unreadable).""", """\
@@ -36,9 +37,15 @@ Exit status: 0 clean, 1 errors found and all repaired, 4 errors left (or found, 
 
 def run(args: argparse.Namespace) -> int:
     from lzfs.mount.mountinfo import find_mount
+    from lzfs.objectstore.backend import is_remote
     from lzfs.report import render
     from lzfs.report.fsck import fsck
 
+    if is_remote(args.store):
+        fail(f"{args.store} is an object store: fsck checks a store directory or a node's "
+             f"cache directory (lzfs fsck CACHE, which fetches what only the bucket holds); "
+             f"'lzfs verify {args.store}' checks every published snapshot")
+        return FAILED
     if find_mount(args.store) is not None:
         fail(f"{args.store} is a mount point: fsck wants the unmounted store "
              f"('lzfs umount {args.store}' first)")

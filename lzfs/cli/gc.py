@@ -6,13 +6,13 @@ import argparse
 import os
 from typing import Any
 
-from lzfs.cli.common import command, open_readonly, remote_args, remote_options
-from lzfs.units import human
+from lzfs.cli.common import command, pack_bytes_of, remote_args, remote_options
+from lzfs.units import human, plural
 
 
 def register(sub: Any) -> None:
-    s = command(sub, "gc", "give back the space of blocks no file uses", """\
-Remove blocks no file uses any more and give their space back. The daemon also does this by
+    s = command(sub, "gc", "give back the space of frames no file uses", """\
+Remove frames no file uses any more and give their space back. The daemon also does this by
 itself; this is for now. On a mount point it asks the daemon; on an unmounted store it works
 on the store; on an object store it deletes pack objects no manifest names, once they are
 older than the bucket's grace period (safe while other nodes work).""", """\
@@ -26,14 +26,6 @@ older than the bucket's grace period (safe while other nodes work).""", """\
     s.set_defaults(func=run)
 
 
-def _pack_bytes(path: str) -> int:
-    store = open_readonly(path)
-    try:
-        return store.stats().pack_bytes
-    finally:
-        store.close()
-
-
 def run(args: argparse.Namespace) -> None:
     from lzfs.mount.mountinfo import find_mount
     from lzfs.store.store import Store
@@ -43,9 +35,11 @@ def run(args: argparse.Namespace) -> None:
         from lzfs.objectstore.backend import open_backend
 
         res = gc.collect(open_backend(args.store, args.endpoint, args.profile), args.grace)
-        print(f"{res.manifests} manifests name {res.packs - res.deleted - res.young} of "
-              f"{res.packs} pack objects; deleted {res.deleted} ({human(res.deleted_bytes)}), "
-              f"kept {res.young} unreferenced within the grace period"
+        named = res.packs - res.deleted - res.young
+        print(f"{plural(res.manifests, 'manifest')} name{'s' if res.manifests == 1 else ''} "
+              f"{named} of {plural(res.packs, 'pack object')}; deleted {res.deleted} "
+              f"({human(res.deleted_bytes)}), kept {res.young} unreferenced within the grace "
+              f"period"
               + (f"; removed {res.retired} manifests and tombstones of deleted snapshots"
                  if res.retired else "")
               + ("; stopped after a quarter of the grace period: run it again"
@@ -54,13 +48,13 @@ def run(args: argparse.Namespace) -> None:
 
     m = find_mount(args.store)
     if m is not None:  # the daemon owns the store: ask it (setxattr on .lzfs runs its gc)
-        before = _pack_bytes(args.store)
+        before = pack_bytes_of(args.store)
         os.setxattr(m.mountpoint / ".lzfs", "user.lzfs.gc", b"1")
-        print(f"gave back {human(max(before - _pack_bytes(args.store), 0))}")
+        print(f"gave back {human(max(before - pack_bytes_of(args.store), 0))}")
         return
     store = Store(args.store)
     try:
         removed, freed = store.gc()
     finally:
         store.close()
-    print(f"removed {removed} unreferenced frames, gave back {human(freed)}")
+    print(f"removed {plural(removed, 'unreferenced frame')}, gave back {human(freed)}")

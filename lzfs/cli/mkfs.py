@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from lzfs.cli.common import command, remote_args, remote_options
+from lzfs.errors import LzfsError
 
 
 def register(sub: Any) -> None:
@@ -41,6 +43,13 @@ def run(args: argparse.Namespace) -> None:
               f"deduplicated one by one; gc grace {rcfg.gc_grace_s:.0f} s)")
         return
 
+    from lzfs.mount.mountinfo import lzfs_mounts
+
+    target = Path(args.store).absolute()
+    for m in lzfs_mounts():
+        if target == m.mountpoint or m.mountpoint in target.parents:
+            raise LzfsError(f"{args.store} is inside the lzfs mount {m.mountpoint}: a store "
+                            f"must be a directory of a local file system, not of a mount")
     cfg = mkfs(args.store)
     print(f"created lzfs store {args.store} (format {cfg.version}, metadata schema "
           f"{SCHEMA_VERSION}: 4 KiB pages deduplicated one by one, compressed in frames)")

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lzfs.cluster.bucket import NODE_FILE, prepare_cache, read_remote_config
+from lzfs.cluster.bucket import prepare_cache, read_remote_config
 from lzfs.cluster.node import ClusterNode
-from lzfs.cluster.options import RemoteOptions
+from lzfs.cluster.options import NODE_FILE, RemoteOptions
 from lzfs.errors import LzfsError
 from lzfs.objectstore.backend import open_backend
 from lzfs.store.store import Store

@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lzfs.cluster import manifest
+from lzfs.cluster.options import NODE_FILE
 from lzfs.errors import LzfsError, NotAStoreError
 from lzfs.objectstore.protocol import Backend, NoSuchObject
 from lzfs.store import layout
 
 CONFIG_KEY = "lzfs.json"
 PACKS_PREFIX = "packs/"
-NODE_FILE = "node.json"
 SEGMENTS = "segments"
 DEFAULT_GRACE = 24 * 3600.0
 
@@ -97,6 +97,9 @@ def prepare_cache(cache_dir: Path, backend: Backend, cfg: RemoteConfig) -> str:
     node id. A cache directory belongs to one bucket: pointing it at another is refused."""
     node_file = cache_dir / NODE_FILE
     if not (cache_dir / layout.CONFIG).exists():
+        if cache_dir.is_dir() and any(e.name != layout.LOG for e in cache_dir.iterdir()):
+            raise NotAStoreError(f"--cache {cache_dir} is not empty and not a node cache: give "
+                                 f"--cache an empty or new directory")
         layout.mkfs(cache_dir, avg_pages=cfg.avg_pages, max_pages=cfg.max_pages,
                     allow_log=True)
         node = f"{socket.gethostname()[:24]}.{uuid.uuid4().hex[:6]}".replace("/", "_")
@@ -137,3 +140,8 @@ def fetch_manifests(backend: Backend, keys: Iterable[str], workers: int = 8,
             yield k, fut.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def pack_bytes(backend: Backend) -> int:
+    """What the bucket's pack objects occupy (one listing of packs/)."""
+    return sum(o.size for o in backend.list(PACKS_PREFIX))

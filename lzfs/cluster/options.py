@@ -9,6 +9,7 @@ from dataclasses import dataclass
 CACHE_SIZE = 10 << 30  # bytes of remote segments kept on a node's disk
 REFRESH = 10.0         # seconds between looks for newly published snapshots
 IMPORT_RECENT = 16     # snapshots imported at mount, most recently published first
+NODE_FILE = "node.json"  # in a node's cache directory: which bucket it caches, the node's id
 
 
 @dataclass(frozen=True)

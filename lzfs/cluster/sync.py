@@ -24,6 +24,7 @@ from lzfs.errors import LzfsError
 from lzfs.objectstore.protocol import RemoteError
 from lzfs.store.namespace import ROOT_INODE, Namespace
 from lzfs.store.store import Store
+from lzfs.units import plural
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +165,10 @@ class ClusterSync:
                 # copies could leave an object gc may take as the only copy
                 ex.objects.record_uploads(uploaded, started)
                 ex.record_published(name, key, dig)
-                # the records reach disk with the next commit (a crash before it publishes
-                # the snapshot again, harmlessly); trimming must not run ahead of them
+                # committed now, not with the next commit: `lzfs stats CACHE` (and a crash)
+                # must not see a snapshot as waiting that `lzfs publish` said is published
+                await core.commit()
                 if await trio.to_thread.run_sync(ex.objects.over_limit):
-                    await core.commit()
                     trimmed = await trio.to_thread.run_sync(ex.objects.trim_own_packs)
                     log.info("cache over its limit: local copies of uploaded packs %s removed",
                              trimmed)
@@ -176,6 +177,6 @@ class ClusterSync:
                 log.error("publishing snapshot %s failed: %s", name.decode(errors="replace"),
                           exc)
                 raise
-        log.info("published snapshot %s as %s (%d packs uploaded)",
-                 name.decode(errors="replace"), key, len(uploaded))
+        log.info("published snapshot %s as %s (%s uploaded)",
+                 name.decode(errors="replace"), key, plural(len(uploaded), "pack"))
         return key

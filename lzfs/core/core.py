@@ -30,18 +30,20 @@ import trio
 from lzfs.core.backing import Backing, NoPassthrough, Passthrough
 from lzfs.core.filemap import FileMap
 from lzfs.core.hooks import Hooks, LocalHooks
+from lzfs.core.metrics import REFRESH, Metrics
 from lzfs.core.options import MountOptions
 from lzfs.core.policy import SETTLE_IDLE, STAGE_BACKLOG, STAGE_HEADROOM
 from lzfs.core.prefetch import FrameCache
 from lzfs.criu.cow import read_page_by_page
 from lzfs.criu.images import IMAGE_LIMIT
 from lzfs.errors import CorruptDataError
-from lzfs.store.namespace import FsError, Inode
+from lzfs.store.namespace import ROOT_INODE, FsError, Inode
 from lzfs.store.space import SpaceGuard
 from lzfs.store.store import Store
-from lzfs.units import human
+from lzfs.units import human, plural
 
 log = logging.getLogger(__name__)
+RESTORE_QUIET = 5.0  # seconds without a CRIU open after which a restore counts as done
 DEFAULTS = MountOptions()
 
 
@@ -85,6 +87,12 @@ class Core:
         # (through passthrough, to a staging file): their next cached open drops that cache
         self._kernel_cache_stale: set[int] = set()
         self._warmed: set[int] = set()  # snapshot directories restore_starts warmed
+        self.last_scrub: dict[str, float] | None = None
+        self.metrics = Metrics()
+        self._remote_figures: dict[str, Any] | None = None  # for the scraper's thread
+        self.metrics.watch(lambda: self._remote_figures)
+        self._dumping: dict[int, float] = {}  # snapshot directory -> first image created
+        self._restoring: dict[int, list[float]] = {}  # directory -> [started, last open]
         self.nursery: trio.Nursery | None = None
         self.gate = store.gate  # the store's: no frame is registered while a commit syncs
         self._committed_changes = -1
@@ -136,6 +144,101 @@ class Core:
     def _busy_since(self, requests: int) -> bool:
         return self._requests() != requests
 
+    async def scrubber(self) -> None:
+        """Every ``opts.scrub_hours``: verify every snapshot (report/verify.py) on a worker
+        thread of the lowest priority, through a read-only look of its own, and say what it
+        found in the log and the figures (``scrub``)."""
+        while self.opts.scrub_hours > 0:
+            await trio.sleep(self.opts.scrub_hours * 3600)
+            try:
+                await self.commit()
+                started = time.time()
+                results = await trio.to_thread.run_sync(self._scrub_once)
+            except Exception:
+                log.exception("scrub failed")
+                continue
+            damaged = {p: v for r in results for p, v in r.damaged.items()}
+            self.last_scrub = {"time": started, "seconds": round(time.time() - started, 1),
+                               "snapshots": len(results),
+                               "frames": sum(r.frames for r in results),
+                               "bytes": sum(r.frame_bytes for r in results),
+                               "damaged_files": len(damaged)}
+            for path, ranges in damaged.items():
+                log.error("scrub: %s is damaged at %s (reads there fail with EIO)", path,
+                          ", ".join(f"{o}+{n}" for o, n in ranges))
+            log.info("scrub: %s verified, %s, %s", plural(len(results), "snapshot"),
+                     plural(sum(r.frames for r in results), "frame"),
+                     "sound" if not damaged else plural(len(damaged), "damaged file"))
+
+    def _scrub_once(self) -> list[Any]:
+        from lzfs.cluster.attach import attach_readonly
+        from lzfs.report.verify import lowest_priority, verify
+
+        lowest_priority()  # this thread only: nice is per thread on Linux
+        store = Store(self.store.root, readonly=True)
+        node = attach_readonly(store)
+        try:
+            return [verify(store, ino, name.decode(errors="replace"))
+                    for name, ino in store.ns.children(ROOT_INODE) if store.ns.get(ino).is_dir]
+        finally:
+            store.close()
+            if node is not None:
+                node.close()
+
+    async def metrics_refresher(self, textfile: str | None = None) -> None:
+        """Every metrics.REFRESH seconds, on this thread (they take SQL): the store's figures
+        into the metrics; the restores CRIU has not touched for RESTORE_QUIET counted done;
+        with ``textfile``, the metrics written there for node_exporter."""
+        from prometheus_client import write_to_textfile
+
+        while True:
+            try:
+                self.metrics.set_store(self.figures())
+                self._remote_figures = self.hooks.describe()
+                self._restores_done()
+                if textfile:
+                    await trio.to_thread.run_sync(write_to_textfile, textfile,
+                                                  self.metrics.registry)
+            except Exception:
+                log.exception("refreshing the metrics failed")
+            await trio.sleep(REFRESH)
+
+    # ---- dumps and restores as they happen (the log and the metrics) ----------------------
+
+    def created(self, parent: int) -> None:
+        """A file was created in ``parent``: a dump into it may be starting."""
+        self._dumping.setdefault(parent, time.monotonic())
+
+    def _dump_done(self, ino: int) -> None:
+        """A writer closed ``ino``: when it is an inventory.img (CRIU writes it last), the
+        dump of its directory is complete. One log line says what it cost."""
+        entry = self.ns.dentry_of(ino)
+        if entry is None or entry[1] != b"inventory.img":
+            return
+        parent = entry[0]
+        started = self._dumping.pop(parent, None)
+        seconds = time.monotonic() - started if started is not None else 0.0
+        logical = stored = 0
+        for _, child in self.ns.children(parent):
+            node = self.ns.get(child)
+            if node.is_reg:
+                size, used = self.sizes(node)
+                logical += size
+                stored += used
+        self.metrics.dumps.inc()
+        self.metrics.dump_seconds.observe(seconds)
+        self.metrics.set_store(self.figures())  # what the dump cost, at the next scrape
+        log.info("snapshot %s complete: %s logical, %s stored%s, %.1f s",
+                 self.ns.path_of(parent), human(logical), human(stored),
+                 " (raw until settled)" if self.store.staging.inodes() else "", seconds)
+
+    def _restores_done(self) -> None:
+        now = time.monotonic()
+        for d, (started, last) in list(self._restoring.items()):
+            if now - last > RESTORE_QUIET:
+                del self._restoring[d]
+                self.metrics.restore_seconds.observe(last - started)
+
     async def settler(self) -> None:
         """Settle staged data (FileMap.settle) whenever no READ or WRITE came for SETTLE_IDLE
         seconds: a dump and a restore have the CPU to themselves, compression and dedup of
@@ -168,8 +271,8 @@ class Core:
             finally:
                 self.drop_idle(ino)
         if done:
-            log.info("settled staged data of %d files (stored again, deduplicated and "
-                     "compressed)", done)
+            log.info("settled staged data of %s (stored again, deduplicated and "
+                     "compressed)", plural(done, "file"))
         return done
 
     async def gc(self) -> tuple[int, int]:
@@ -182,8 +285,10 @@ class Core:
             self.cache.drop(f[0] for f in frames)
             await self.commit()  # no committed row names those frames any more: punch them
             freed = await trio.to_thread.run_sync(self.store.punch, frames)
+            self.metrics.gc_runs.inc()
+            self.metrics.gc_freed.inc(freed)
         if removed or freed:
-            log.info("gc: removed %d frames, gave back %d bytes", removed, freed)
+            log.info("gc: removed %s, gave back %s", plural(removed, "frame"), human(freed))
         return removed, freed
 
     async def commit(self) -> None:
@@ -315,6 +420,13 @@ class Core:
         on slow storage that time is otherwise lost to the restore (it stood 0.5-0.8 s
         idle at 200 MB/s). Once per directory per mount."""
         entry = self.ns.dentry_of(ino)
+        if entry is not None:
+            now = time.monotonic()
+            if entry[0] in self._restoring:
+                self._restoring[entry[0]][1] = now
+            else:
+                self._restoring[entry[0]] = [now, now]
+                self.metrics.restores.inc()
         if entry is None or entry[0] in self._warmed or self.nursery is None:
             return
         self._warmed.add(entry[0])
@@ -404,6 +516,7 @@ class Core:
             self.passthrough.close(backing_id)
         if writable:
             await fm.flush()
+            self._dump_done(ino)
         self.drop_idle(ino)
 
     async def punch(self, ino: int, off: int, length: int) -> None:
@@ -469,6 +582,8 @@ class Core:
         if self.store.stage_backlog is not None:
             st["pace"] = self.store.pace.describe()
         st["open_files"] = len(self.files)
+        if self.last_scrub is not None:
+            st["scrub"] = self.last_scrub
         st["passthrough"] = ("on" if self.passthrough.available() and self.opts.passthrough
                              else "off: " + ("--no-passthrough" if self.passthrough.available()
                                              else self.passthrough.why_not()))

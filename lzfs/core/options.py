@@ -67,6 +67,18 @@ class MountOptions:
                              flag="--no-passthrough")
     allow_other: bool = _opt(False, "let users other than the mounter in (kernel permission "
                                     "checks apply)")
+    nonempty: bool = _opt(False, "mount over a directory that holds files (they are hidden "
+                                 "until the store is unmounted; refused otherwise)")
+    scrub_hours: float = _opt(0.0, "verify every frame and page of every snapshot this often, "
+                                   "in the background at the lowest priority (lzfs verify; "
+                                   "damage is logged and counted in the metrics; default 0: "
+                                   "never)", metavar="HOURS")
+    metrics: str | None = _opt(None, "serve Prometheus metrics over HTTP at [ADDR:]PORT "
+                                     "(a bare PORT is 127.0.0.1:PORT; docs/operations.md)",
+                               metavar="[ADDR:]PORT")
+    metrics_file: str | None = _opt(None, "write the Prometheus metrics to FILE every 15 s, "
+                                          "for node_exporter's textfile collector",
+                                    metavar="FILE")
     # for tests: stage every write (0), settle only when asked (a long idle time)
     stage_backlog: int | None = _opt(None, "", hidden=True, kind=int)
     settle_idle: float | None = _opt(None, "", hidden=True, kind=float)

@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
-from lzfs.report.render import print_report, stats_text
+from lzfs.report.render import STATS_SCHEMA, print_report, stats_text
 
 CONTROL_NAME = b".lzfs"
 CONTROL_DIR = 1 << 62
@@ -63,7 +63,8 @@ class ControlTree:
     # ---- contents --------------------------------------------------------------------------
 
     def _stats_json(self) -> bytes:
-        return (json.dumps(self._figures(), indent=2) + "\n").encode()
+        return (json.dumps({"schema": STATS_SCHEMA, **self._figures()}, indent=2)
+                + "\n").encode()
 
     def _stats_text(self) -> bytes:
         return stats_text(self._figures()).encode()

@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ import pyfuse3
 
 from lzfs.core.backing import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from lzfs.core.core import Core
+from lzfs.core.metrics import Metrics
 from lzfs.core.prefetch import Readahead
 from lzfs.criu.opener import is_criu, is_lazy_pages_daemon
 from lzfs.errors import CorruptDataError, LzfsError
@@ -130,6 +132,11 @@ class LzfsOperations(pyfuse3.Operations):
                         self.ns.path_of(ino), exc)
             return None
 
+    def _observe(self, op: str, started: float, nbytes: int) -> None:
+        m = self.core.metrics
+        m.request_seconds.labels(op).observe(time.perf_counter() - started)
+        m.request_bytes.labels(op).inc(nbytes)
+
     def _new_fh(self, handle: Handle) -> int:
         fh = next(self._fhs)
         self.handles[fh] = handle
@@ -138,7 +145,7 @@ class LzfsOperations(pyfuse3.Operations):
     # ---- names -------------------------------------------------------------------------------
 
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> Attrs:
-        with _errno():
+        with _errno(self.core.metrics):
             if is_control(parent_inode):
                 ino = self.control.lookup(name) if parent_inode == CONTROL_DIR else None
                 if ino is None:
@@ -176,11 +183,11 @@ class LzfsOperations(pyfuse3.Operations):
                 log.exception("forget of inode %d", ino)
 
     async def getattr(self, inode: int, ctx: Any = None) -> Attrs:
-        with _errno():
+        with _errno(self.core.metrics):
             return self._any_attrs(inode)
 
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: Any, ctx: Any) -> Attrs:
-        with _errno():
+        with _errno(self.core.metrics):
             if is_control(inode):
                 raise FsError(errno.EROFS)
             node = self.ns.get(inode)
@@ -206,21 +213,21 @@ class LzfsOperations(pyfuse3.Operations):
             return self._attrs(self.ns.get(inode))
 
     async def readlink(self, inode: int, ctx: Any) -> bytes:
-        with _errno():
+        with _errno(self.core.metrics):
             node = self.ns.get(inode)
             if node.target is None:
                 raise FsError(errno.EINVAL)
             return node.target
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Attrs:
-        with _errno():
+        with _errno(self.core.metrics):
             self._guard(parent_inode, name)
             node = self.ns.create(parent_inode, name, stat.S_IFDIR | (mode & ~ctx.umask & 0o7777),
                                   ctx.uid, ctx.gid)
             return self._counted(node)
 
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> Attrs:
-        with _errno():
+        with _errno(self.core.metrics):
             self._guard(parent_inode, name)
             if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
                 raise FsError(errno.EPERM)  # no device nodes in a snapshot store
@@ -228,7 +235,7 @@ class LzfsOperations(pyfuse3.Operations):
             return self._counted(node)
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Attrs:
-        with _errno():
+        with _errno(self.core.metrics):
             self._guard(parent_inode, name)
             if len(target) > 4095:
                 raise FsError(errno.ENAMETOOLONG)
@@ -237,21 +244,21 @@ class LzfsOperations(pyfuse3.Operations):
             return self._counted(node)
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> Attrs:
-        with _errno():
+        with _errno(self.core.metrics):
             self._guard(new_parent_inode, new_name)
             if is_control(inode):
                 raise FsError(errno.EROFS)
             return self._counted(self.ns.link(inode, new_parent_inode, new_name))
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        with _errno():
+        with _errno(self.core.metrics):
             self._guard(parent_inode, name, creating=False)
             node = self.ns.unlink(parent_inode, name, want_dir=False)
             if node.nlink == 0:
                 self._maybe_purge(node.id)
 
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        with _errno():
+        with _errno(self.core.metrics):
             self._guard(parent_inode, name, creating=False)
             node = self.ns.unlink(parent_inode, name, want_dir=True)
             self._top_level_gone((parent_inode, name))
@@ -259,7 +266,7 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Any) -> None:
-        with _errno():
+        with _errno(self.core.metrics):
             self._guard(parent_inode_old, name_old, creating=False)
             self._guard(parent_inode_new, name_new)
             if parent_inode_old == ROOT_INODE:  # a snapshot known by name only moves whole
@@ -273,14 +280,14 @@ class LzfsOperations(pyfuse3.Operations):
     # ---- directories -------------------------------------------------------------------------
 
     async def opendir(self, inode: int, ctx: Any) -> int:
-        with _errno():
+        with _errno(self.core.metrics):
             if inode != CONTROL_DIR and not self.ns.get(inode).is_dir:
                 raise FsError(errno.ENOTDIR)
             return inode
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         """`.` and `..` first, then the entries; the kernel counts no lookup of the dots."""
-        with _errno():
+        with _errno(self.core.metrics):
             if fh == ROOT_INODE and start_id == 0:
                 await self.core.hooks.maybe_refresh_root()
             elif start_id == 0 and fh != CONTROL_DIR:
@@ -309,17 +316,20 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         """Commit; on a cluster node, syncing a snapshot directory also publishes it."""
-        with _errno():
+        with _errno(self.core.metrics):
             await self.core.commit()
             await self.core.hooks.on_fsyncdir(fh)
 
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
-        with _errno():
+        with _errno(self.core.metrics):
             vfs = os.statvfs(self.core.store.root)
             s = pyfuse3.StatvfsData()  # the disk under the store, and its inodes plus ours
             for k in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_ffree",
                       "f_favail"):
                 setattr(s, k, getattr(vfs, k))
+            # the reserve kept for metadata is not there for files: writes fail before it
+            reserve = -(-self.core.space.reserve // max(vfs.f_frsize, 1))
+            s.f_bavail = max(vfs.f_bavail - reserve, 0)
             s.f_files = self.ns.count() + vfs.f_ffree
             s.f_namemax = 255
             return s
@@ -333,7 +343,7 @@ class LzfsOperations(pyfuse3.Operations):
     # behind the kernel's back (Core.kernel_cache_valid): a second read is the kernel's alone.
 
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        with _errno():
+        with _errno(self.core.metrics):
             if is_control(inode):
                 if (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC:
                     raise FsError(errno.EROFS)
@@ -369,10 +379,11 @@ class LzfsOperations(pyfuse3.Operations):
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any
                      ) -> tuple[pyfuse3.FileInfo, Attrs]:
-        with _errno():
+        with _errno(self.core.metrics):
             self._guard(parent_inode, name)
             node = self.ns.create(parent_inode, name, stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
                                   ctx.uid, ctx.gid)
+            self.core.created(parent_inode)
             self.core.opened(node.id)
             try:
                 backing = self._backing(node.id, True)
@@ -385,41 +396,46 @@ class LzfsOperations(pyfuse3.Operations):
             return info, self._counted(node)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        with _errno():
+        with _errno(self.core.metrics):
             h = self.handles[fh]
             if h.content is not None:
                 return h.content[off:off + size]
             self.core.request_sizes["read", _bucket(size)] += 1
+            started = time.perf_counter()
             try:  # a view, not a copy: pyfuse3 takes any buffer
-                return cast(bytes, await self.core.files[h.ino].read(off, size, h.ra,
+                data = cast(bytes, await self.core.files[h.ino].read(off, size, h.ra,
                                                                      reply=True))
             except CorruptDataError as exc:
                 raise CorruptDataError(f"{self.ns.path_of(h.ino)} at offset {off} "
                                        f"(+{size}): {exc}") from None
+            self._observe("read", started, len(data))
+            return data
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        with _errno():
+        with _errno(self.core.metrics):
             h = self.handles[fh]
             self.core.request_sizes["write", _bucket(len(buf))] += 1
+            started = time.perf_counter()
             self.core.admit(len(buf))
             await self.core.files[h.ino].write(off, buf)
+            self._observe("write", started, len(buf))
             return len(buf)
 
     async def flush(self, fh: int) -> None:
-        with _errno():
+        with _errno(self.core.metrics):
             h = self.handles[fh]
             if h.writable:
                 await self.core.files[h.ino].flush()
 
     async def fsync(self, fh: int, datasync: bool) -> None:
-        with _errno():
+        with _errno(self.core.metrics):
             h = self.handles[fh]
             if h.content is None:
                 await self.core.files[h.ino].flush()
             await self.core.commit()
 
     async def release(self, fh: int) -> None:
-        with _errno():
+        with _errno(self.core.metrics):
             h = self.handles.pop(fh)
             if h.content is None:
                 await self.core.closed(h.ino, h.writable)
@@ -428,7 +444,7 @@ class LzfsOperations(pyfuse3.Operations):
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
         """Punching a hole (with KEEP_SIZE, as CRIU's --auto-dedup does) gives the range's
         pages back; any other mode is not supported (EOPNOTSUPP, never a silent no-op)."""
-        with _errno():
+        with _errno(self.core.metrics):
             h = self.handles[fh]
             if mode != FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE or h.content is not None:
                 raise FsError(errno.EOPNOTSUPP)
@@ -441,13 +457,13 @@ class LzfsOperations(pyfuse3.Operations):
     # ---- extended attributes: per-file figures, and gc on demand ----------------------------
 
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        with _errno():
+        with _errno(self.core.metrics):
             if is_control(inode) or not self.ns.get(inode).is_reg:
                 return []
             return [XATTR_PREFIX + k.encode() for k in XATTRS]
 
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        with _errno():
+        with _errno(self.core.metrics):
             if is_control(inode) or not name.startswith(XATTR_PREFIX):
                 raise FsError(pyfuse3.ENOATTR)
             key = name[len(XATTR_PREFIX):].decode(errors="replace")
@@ -461,7 +477,7 @@ class LzfsOperations(pyfuse3.Operations):
             return (f"{figure:.2f}" if key == "ratio" else str(round(figure))).encode()
 
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
-        with _errno():
+        with _errno(self.core.metrics):
             if inode != CONTROL_DIR or name not in (b"user.lzfs.gc", b"user.lzfs.settle"):
                 raise FsError(errno.ENOTSUP)
             await self.core.settle()  # staged data is space to give back too
@@ -469,7 +485,7 @@ class LzfsOperations(pyfuse3.Operations):
                 await self.core.gc()
 
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
-        with _errno():
+        with _errno(self.core.metrics):
             raise FsError(errno.ENOTSUP)
 
 
@@ -479,14 +495,27 @@ def _bucket(n: int) -> int:
 
 class _errno:
     """Context manager mapping failures to FUSEError: FsError carries its errno, OSError
-    (ENOSPC from a pack write, say) keeps its own, corrupt data is EIO and is logged."""
+    (ENOSPC from a pack write, say) keeps its own, corrupt data is EIO and is logged. Every
+    error answered is counted by errno (the metrics)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, etype: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None or isinstance(exc, pyfuse3.FUSEError):
+        try:
+            self._map(exc)
+        except pyfuse3.FUSEError as err:
+            self.metrics.error(err.errno)
+            raise
+
+    def _map(self, exc: BaseException | None) -> None:
+        if exc is None:
             return
+        if isinstance(exc, pyfuse3.FUSEError):
+            raise exc
         if isinstance(exc, FsError):
             raise pyfuse3.FUSEError(exc.errno) from None
         if isinstance(exc, CorruptDataError):

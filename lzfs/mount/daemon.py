@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 
 import pyfuse3
 import trio
@@ -46,9 +47,10 @@ def _forget_attrs(ino: int) -> None:
 
 
 def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = -1) -> None:
-    """Mount and serve in this process until unmounted (or SIGTERM/SIGINT/SIGHUP). For an
+    """Mount and serve in this process until unmounted, or until SIGTERM or SIGINT (which
+    unmount cleanly); SIGHUP reopens the log, SIGUSR1 logs what every task waits on. For an
     object store URL, the node's cache (``opts.cache``) is the store."""
-    mnt = check_mountpoint(mountpoint)
+    mnt = check_mountpoint(mountpoint, opts.nonempty)
     where = mnt.resolve()  # as mountinfo names it; resolved now, not once we serve it
     node = None
     if is_remote(store_path):
@@ -77,6 +79,8 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = 
         core = Core(store, pyfuse3.terminate, opts, staging=node is None,
                     invalidate=_forget_attrs, hooks=hooks, on_first_open=readahead,
                     passthrough=KernelPassthrough())
+        # listen before mounting: a port in use fails the mount, not a live daemon
+        url = serve_metrics(opts.metrics, core.metrics.registry) if opts.metrics else None
         try:
             pyfuse3.init(LzfsOperations(core), str(mnt), fuse_options(store, opts))
         except RuntimeError as exc:
@@ -87,9 +91,12 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = 
         raise
     log.info("mounted %s on %s%s", store.root, mnt,
              f" (dedup domain {opts.domain!r})" if opts.domain else "")
+    if url:
+        log.info("Prometheus metrics at http://%s/metrics", url)
     if ready_fd >= 0:
         os.write(ready_fd, b"ok\n")
         os.close(ready_fd)
+    sd_notify(f"READY=1\nSTATUS=serving {store.root} on {mnt}")
     signalled = False
     try:
         signalled = trio.run(_main, core)
@@ -100,6 +107,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = 
         finally:
             _close(store, node, commit=core.failed is None)
         raise
+    sd_notify("STOPPING=1")
     try:
         pyfuse3.close(unmount=signalled or core.failed is not None)
     finally:
@@ -108,6 +116,44 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = 
         raise LzfsError(f"stopped serving {mnt}: a commit failed ({core.failed}); the store is "
                         f"at its last commit")
     log.info("unmounted %s; store closed", mnt)
+
+
+def serve_metrics(spec: str, registry) -> str:
+    """Start prometheus_client's HTTP server on a thread of its own at ``spec`` ([ADDR:]PORT,
+    loopback unless an address is given); returns where it listens."""
+    from prometheus_client import start_http_server
+
+    addr, _, port = spec.rpartition(":")
+    addr = addr.strip("[]") or "127.0.0.1"
+    try:
+        start_http_server(int(port), addr, registry=registry)
+    except (OSError, ValueError) as exc:
+        raise LzfsError(f"--metrics {spec}: cannot listen there: {exc}") from None
+    return f"{addr}:{port}"
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) how the daemon is doing: READY=1 once it serves the mount,
+    STOPPING=1 as it unmounts. Nothing without $NOTIFY_SOCKET (not started by systemd)."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    addr = "\0" + path[1:] if path.startswith("@") else path  # an abstract socket
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(state.encode(), addr)
+
+
+def reopen_logs() -> None:
+    """Close and reopen every log file the daemon writes: after logrotate moved the old one
+    away, the daemon writes to a new file of that name (the daemon convention for SIGHUP)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                handler.close()
+                handler.stream = handler._open()
+            finally:
+                handler.release()
 
 
 def _close(store: Store, node, commit: bool) -> None:
@@ -126,12 +172,19 @@ async def _main(core: Core) -> bool:
         core.attach(nursery)
         nursery.start_soon(core.committer)
         nursery.start_soon(core.settler)
+        nursery.start_soon(core.scrubber)
+        nursery.start_soon(core.metrics_refresher, core.opts.metrics_file)
 
         async def on_signal() -> None:
             nonlocal signalled
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
                 async for signum in sigs:
-                    log.info("signal %d: unmounting", signum)
+                    if signum == signal.SIGHUP:  # logrotate's postrotate: a new log file
+                        reopen_logs()
+                        log.info("SIGHUP: log reopened")
+                        continue
+                    log.info("signal %d (%s): unmounting", signum,
+                             signal.Signals(signum).name)
                     signalled = True
                     pyfuse3.terminate()
                     return

@@ -47,6 +47,7 @@ class Figures:
     shared_with: dict[str, float] = field(default_factory=dict)      # stored bytes
     shared_with_raw: dict[str, int] = field(default_factory=dict)    # block bytes
     complete: bool | None = None
+    created: float | None = None  # snapshots: when written (seconds since the epoch)
     problems: list[str] = field(default_factory=list)  # why it is not complete
 
     @property
@@ -138,9 +139,11 @@ def snapshot_report(store: Store) -> dict:
         if name in tree.snapshots:
             f.problems = snapshot_problems(store, tree, name)
             f.complete = not f.problems
+            f.created = tree.created(name)
         elif name in archives:
             f.problems = archives[name].problems(name)
             f.complete = not f.problems
+            f.created = tree.mtime_ns.get(archives[name].ino, 0) / 1e9
     st = store.stats()
     names = sorted(n for n in figs if n != OUTSIDE) + ([OUTSIDE] if OUTSIDE in figs else [])
     return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lzfs.units import human
+from lzfs.units import human, rate
 
 
 def _shared_with(d: dict[str, float], limit: int = 3) -> str:
@@ -29,19 +30,37 @@ def _shared_with(d: dict[str, float], limit: int = 3) -> str:
     return text + (f" +{more} more" if more > 0 else "")
 
 
+STATS_SCHEMA = "lzfs-stats/1"  # `lzfs stats --json`, .lzfs/stats.json (docs/report.md)
 MATRIX_MAX = 24  # snapshots beyond which the matrix is too wide to print (JSON has it)
+
+
+def console_for_stdout() -> Console:
+    """The terminal's width on a terminal; 160 columns into a file or a pipe, where nothing
+    reflows a table."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _tail(text: str, width: int) -> str:
+    """The end of a long name (a mapped file's path), said to be cut: '...' first."""
+    return text if len(text) <= width else "\u2026" + text[-(width - 1):]
+
+
+def when(t: float | None) -> str:
+    """A time in the local zone, to the minute: a report's created column."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else ""
 
 
 def print_report(data: dict, console: Console | None = None  # noqa: C901 - a table
                  ) -> None:  # per kind of report, with the same totals
-    console = console or Console(width=160)
+    console = console or console_for_stdout()
     if data["by"] == "region":
         for snap in data["snapshots"]:
-            t = Table(title=f"memory regions of {snap['snapshot']}", title_justify="left")
-            for col in ("region", "pages stored", "zero", "unique", "shared", "shared with"):
+            t = Table(title=f"memory regions of {snap['snapshot']} (bytes of pages, before "
+                            f"compression)", title_justify="left")
+            for col in ("region", "logical", "zero", "unique", "shared", "shared with"):
                 t.add_column(col, justify="left" if col in ("region", "shared with") else "right")
             for r in snap["regions"]:
-                t.add_row(escape(r["region"][-60:]), human(r["logical"]), human(r["zero"]),
+                t.add_row(escape(_tail(r["region"], 60)), human(r["logical"]), human(r["zero"]),
                           human(r["unique_raw"]), human(r["shared_raw"]),
                           _shared_with(r["shared_with"]))
             console.print(t)
@@ -49,14 +68,20 @@ def print_report(data: dict, console: Console | None = None  # noqa: C901 - a ta
             console.print(f"[red]cannot parse:[/red] {err}")
         return
     key = "snapshot" if data["by"] == "snapshot" else "file"
-    t = Table(title=f"lzfs report by {key}: {data['store']}", title_justify="left")
-    for col in (key, "files", "logical", "zero", "stored", "unique", "shared", "shared with",
-                "compr.", "dedup", "complete"):
-        t.add_column(col, justify="left" if col in (key, "shared with") else "right")
+    of = f"{data['store']}" + (f", snapshot {data['snapshot']}" if "snapshot" in data else "")
+    t = Table(title=f"lzfs report by {key}: {of} (stored: compressed bytes; "
+                    f"unique: what deleting it gives back)", title_justify="left")
+    cols = [key, "files", "logical", "zero", "stored", "unique", "shared", "shared with",
+            "compr.", "dedup", "complete"]
+    if key == "snapshot":
+        cols.insert(1, "created")
+    for col in cols:
+        t.add_column(col, justify="left" if col in (key, "shared with", "created") else "right")
     for g in data["groups"]:
         complete = {True: "yes", False: "NO", None: ""}[g.get("complete")]
-        t.add_row(escape(g["name"]), str(g["files"]), human(g["logical"]), human(g["zero"]),
-                  human(g["stored"]), human(g["unique"]), human(g["shared"]),
+        created = [when(g.get("created"))] if key == "snapshot" else []
+        t.add_row(escape(g["name"]), *created, str(g["files"]), human(g["logical"]),
+                  human(g["zero"]), human(g["stored"]), human(g["unique"]), human(g["shared"]),
                   _shared_with(g["shared_with"]), f"{g['compression_ratio']:.2f}x",
                   f"{g['dedup_ratio']:.2f}x", complete)
     console.print(t)
@@ -65,11 +90,19 @@ def print_report(data: dict, console: Console | None = None  # noqa: C901 - a ta
             console.print(f"[red]incomplete:[/red] {escape(g['name'])}: {escape(problem)}")
     tot = data.get("totals")
     if tot:
-        console.print(
-            f"store: {human(tot['logical'])} logical -> {human(tot['referenced'])} after zero "
-            f"pages -> {human(tot['unique_raw'])} after dedup ({tot['dedup_ratio']:.2f}x) -> "
-            f"{human(tot['stored'])} after compression ({tot['compression_ratio']:.2f}x); "
-            f"{tot['overall_ratio']:.2f}x overall; packs occupy {human(tot['pack_bytes'])}")
+        s = Table(title="the store", title_justify="left", show_header=False, box=None)
+        s.add_column(no_wrap=True)
+        s.add_column(justify="right", no_wrap=True)
+        s.add_column(no_wrap=True)
+        for label, value, note in (
+                ("logical", tot["logical"], ""),
+                ("after zero pages", tot["referenced"], ""),
+                ("after dedup", tot["unique_raw"], f"{tot['dedup_ratio']:.2f}x"),
+                ("after compression", tot["stored"], f"{tot['compression_ratio']:.2f}x, "
+                                                     f"{tot['overall_ratio']:.2f}x overall"),
+                ("packs occupy", tot["pack_bytes"], "")):
+            s.add_row(label, human(value), note)
+        console.print(s)
         rows = sum(g["stored"] for g in data["groups"])
         if rows > tot["stored"] * 1.01:  # users compare `du MNT` with the disk (containers)
             console.print(
@@ -102,12 +135,17 @@ def stats_text(st: dict[str, Any]) -> str:
         ("unreferenced frames", f"{st['garbage_frames']} (lzfs gc removes them)"),
         ("pack files on disk", human(st["pack_bytes"])),
     ]
+    if "passthrough" in st:
+        rows.append(("passthrough", st["passthrough"] + (
+            " (dumps go to staging files at the disk's speed)" if st["passthrough"] == "on"
+            else " (dumps go through the daemon)")))
     if st.get("staged"):
         rows.append(("staged", f"{human(st['staged'])} written raw by a dump, compressed and "
                                f"deduplicated when the daemon is idle"))
     if st.get("pace"):
         p = st["pace"]
-        rates = (f" (the disk takes {p['disk_MBps']} MB/s, the encoder {p['encode_MBps']} MB/s)"
+        rates = (f" (the disk takes {rate(p['disk_MBps'] * 1e6)}, the encoder "
+                 f"{rate(p['encode_MBps'] * 1e6)})"
                  if p["disk_MBps"] is not None and p["encode_MBps"] is not None else "")
         rows.append(("staging", ("pays" if p["staging_pays"] else "does not pay") + rates))
     if "cache" in st:
@@ -156,7 +194,7 @@ def byte_progress(what: str, quiet: bool = False) -> Iterator[Callable[[int, int
 
 def print_fsck(result, console: Console | None = None) -> None:
     """The fsck summary: what was checked, each problem, damaged files, repairs, verdict."""
-    console = console or Console(width=160, highlight=False)
+    console = console or console_for_stdout()
     console.print(f"checked {result.frames} frames ({human(result.frame_bytes)}), "
                   f"{result.pages} pages, {result.files} files, "
                   f"{result.directories} directories")

@@ -179,9 +179,9 @@ class Namespace:
                 if node.is_dir:
                     stack.append((ino, path + "/"))
 
-    def all_inodes(self) -> Iterator[tuple[int, int, int]]:
-        """(ino, mode, size) of every inode: for whole-store reports."""
-        yield from self.db.execute("SELECT id, mode, size FROM inodes")
+    def all_inodes(self) -> Iterator[tuple[int, int, int, int]]:
+        """(ino, mode, size, mtime_ns) of every inode: for whole-store reports."""
+        yield from self.db.execute("SELECT id, mode, size, mtime_ns FROM inodes")
 
     def all_dentries(self) -> Iterator[tuple[int, bytes, int]]:
         """(parent, name, ino) of every entry, in creation order: for whole-store reports."""

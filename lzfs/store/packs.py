@@ -101,15 +101,15 @@ class PackSet:
         return actions
 
     def start(self, committed: dict[int, int]) -> None:
-        """Choose the pack to append to: the newest if it has room, else a new one. The
-        staging pack is a new one, made at the first staged append."""
+        """Choose the pack to append to: the newest if it has room, else a new one, made at
+        the first append (as the staging pack is): a pack made at open and never written to
+        had no committed size, and the next open removed it with a warning, after a clean
+        unmount too."""
         self._top = max(committed, default=0)
         if committed:
             last = max(committed)
             if committed[last] < PACK_LIMIT and (self.dir / pack_name(last)).exists():
                 self._open_for_write(self._main, last, committed[last])
-                return
-        self._new_pack(self._main)
 
     def _open_for_write(self, target: _Target, pack_id: int, end: int) -> None:
         if target.fd >= 0:
@@ -165,11 +165,10 @@ class PackSet:
         """Start a new pack, so every earlier one is final and can be uploaded as an immutable
         object. An append racing with this lands wholly before it (same lock)."""
         with self._lock:
-            if self._main.end > PACK_HEADER.size:
-                self._new_pack(self._main)
-            if self._staging.fd >= 0:  # the next staged append starts a pack of its own
-                os.close(self._staging.fd)
-                self._staging.fd = -1
+            for t in (self._main, self._staging):  # the next append starts a pack of its own
+                if t.fd >= 0:
+                    os.close(t.fd)
+                    t.fd = -1
 
     def warm(self, locs: list[tuple[int, int, int]], local: bool = True) -> None:
         """Start reading (pack, off, length) ranges ahead of their reads: GETs for remote
@@ -284,8 +283,8 @@ class PackSet:
 
     @property
     def write_id(self) -> int:
-        """The main pack being appended to."""
-        return self._main.id
+        """The main pack being appended to; 0 when the next append starts a new one."""
+        return self._main.id if self._main.fd >= 0 else 0
 
     def close(self) -> None:
         self.behind.wait()

@@ -26,11 +26,24 @@ class Tree:
     snapshot_of: dict[int, str]   # file ino -> snapshot name (or OUTSIDE)
     snapshots: dict[str, int]     # snapshot name -> its directory inode
     children: dict[int, list[tuple[bytes, int]]]
+    mtime_ns: dict[int, int]
+
+    def created(self, snapshot: str) -> float:
+        """When a snapshot was written, in seconds since the epoch: the newest modification of
+        its directory or a file in it (the end of its dump; what `lzfs import` kept of it)."""
+        top = self.snapshots[snapshot]
+        newest = max((self.mtime_ns.get(ino, 0) for _, ino in self.children.get(top, [])),
+                     default=0)
+        return max(newest, self.mtime_ns.get(top, 0)) / 1e9
 
 
 def load_tree(ns: Namespace) -> Tree:
     """The whole namespace at once, with its snapshots found: for reports and fsck."""
-    modes = {i: (m, s) for i, m, s in ns.all_inodes()}
+    modes: dict[int, tuple[int, int]] = {}
+    mtime_ns: dict[int, int] = {}
+    for i, m, s, t in ns.all_inodes():
+        modes[i] = (m, s)
+        mtime_ns[i] = t
     children: dict[int, list[tuple[bytes, int]]] = defaultdict(list)
     for parent, name, ino in ns.all_dentries():
         # names are BLOBs; a damaged row may hold text, which must not stop a report or fsck
@@ -59,4 +72,4 @@ def load_tree(ns: Namespace) -> Tree:
             home = p.rpartition("/")[0] or "."
             snapshot_of[ino] = home if home in snapshots else OUTSIDE
     return Tree(path, is_dir, {i: s for i, (_, s) in modes.items()}, snapshot_of, snapshots,
-                children)
+                children, mtime_ns)

@@ -51,6 +51,21 @@ COMMIT_INTERVAL = 1.0
 T = TypeVar("T")
 
 
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited: no longer there, or a zombie (reaped here if it is a child
+    of this process, as a daemon is of a test run that made itself the subreaper of what
+    CRIU restores)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return True
+    if fields and fields[0] == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return True
+    return False
+
+
 def lzfs(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     res = subprocess.run([sys.executable, "-m", "lzfs", *args], capture_output=True, text=True)
     if check and res.returncode != 0:
@@ -125,7 +140,7 @@ class MountTarget:
         """After ``kill``: let the daemon's death be seen, detach the dead mount, mount
         again (which recovers the store)."""
         for _ in range(400):
-            if not os.path.exists(f"/proc/{self._pid}"):
+            if process_gone(self._pid):
                 break
             time.sleep(0.025)
         if self.fd >= 0:

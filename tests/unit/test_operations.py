@@ -10,6 +10,8 @@ import errno
 import json
 import os
 import stat
+import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,14 +332,20 @@ def _forked_images() -> dict[bytes, bytes]:
 
 
 def test_only_a_forked_workers_pages_are_opened_through_the_page_cache(tmp_path: Path) -> None:
+    # the opener is CRIU (lzfs/criu/opener.py tells by its command line): a process named so
+    criu = subprocess.Popen(["bash", "-c", "exec -a criu sleep 60"])
+    while not Path(f"/proc/{criu.pid}/cmdline").read_bytes().startswith(b"criu\0"):
+        time.sleep(0.01)  # until bash has exec'd
+    as_criu = Ctx(pid=criu.pid)
+
     async def body(ops: LzfsOperations) -> None:
         d = (await ops.mkdir(ROOT_INODE, b"snap", 0o755, CTX)).st_ino
         inos = {name: await write_file(ops, d, name, data)
                 for name, data in _forked_images().items()}
         held = set(ops.core.files)
 
-        async def direct(name: bytes, flags: int = os.O_RDONLY) -> bool:
-            info = await ops.open(inos[name], flags, CTX)
+        async def direct(name: bytes, flags: int = os.O_RDONLY, ctx: Ctx = as_criu) -> bool:
+            info = await ops.open(inos[name], flags, ctx)
             await ops.release(info.fh)
             return bool(info.direct_io)
 
@@ -345,9 +353,14 @@ def test_only_a_forked_workers_pages_are_opened_through_the_page_cache(tmp_path:
         assert await direct(b"pages-1.img")      # the parent's: large direct reads
         assert await direct(b"pstree.img")
         assert not await direct(b"pages-1.img", os.O_RDWR)  # a writer: never direct
+        assert not await direct(b"pages-1.img", ctx=CTX)  # not CRIU: the page cache, kept
         assert set(ops.core.files) == held  # the images read to decide were let go
 
-    serve(tmp_path, body).close()
+    try:
+        serve(tmp_path, body).close()
+    finally:
+        criu.kill()
+        criu.wait()
 
 
 def test_a_truncate_through_setattr_changes_size_and_content(tmp_path: Path) -> None:
