@@ -27,6 +27,7 @@ import xxhash
 
 from lzfs.cluster import manifest
 from lzfs.cluster.bucket import DEFAULT_GRACE, PACKS_PREFIX, fetch_manifests
+from lzfs.cluster.clock import BucketClock
 from lzfs.cluster.listing import BucketView, journal_key
 from lzfs.cluster.objects import PackObjects
 from lzfs.objectstore.protocol import Backend, NoSuchObject, RemoteError
@@ -42,15 +43,16 @@ UNPUBLISHED = "unpublished.json"  # in the cache: what the last unmount could no
 
 class Exchange:
     def __init__(self, store: Store, backend: Backend, node: str, objects: PackObjects,
-                 grace: float = DEFAULT_GRACE) -> None:
+                 clock: BucketClock, grace: float = DEFAULT_GRACE) -> None:
         self.store = store
         self.backend = backend
+        self.clock = clock  # the object store's time: keys and grace periods (clock.py)
         self.node = node
         self.objects = objects
         self.grace = grace
         self.errors: dict[bytes, str] = {}  # snapshot name -> last publication error
         self.last_refresh = 0.0
-        self.view = BucketView(backend, grace)
+        self.view = BucketView(backend, grace, clock)
         # snapshots known by name only: directory inode -> (name, manifest key)
         self.stubs: dict[int, tuple[bytes, str]] = {}
         top = store.ns.top_dirs()
@@ -265,7 +267,7 @@ class Exchange:
         info = self.backend.head(key)
         if info is None:
             raise gone
-        if info.mtime < time.time() - self.grace / 2:
+        if info.mtime < self.clock.now() - self.grace / 2:
             try:
                 self.backend.touch(key)
             except NoSuchObject:  # taken by a gc since the HEAD
@@ -285,7 +287,7 @@ class Exchange:
             return key, False, False  # written (or renewed) by us lately: gc keeps it
         info = self.backend.head(key) if key is not None else None
         if key is not None and info is not None:
-            if info.mtime >= time.time() - self.grace / 2:
+            if info.mtime >= self.clock.now() - self.grace / 2:
                 return key, False, False
             try:
                 self.backend.touch(key)  # gc must see it young until the manifest is up
@@ -313,11 +315,20 @@ class Exchange:
                               f"(a concurrent gc?); nothing was published, publish again")
         self.announce(key)
 
+    def publish_deletion(self, name: bytes) -> str:
+        """PUT a tombstone for ``name`` and announce it (blocking): the deletion `lzfs rm`
+        publishes, from a node. Returns its key."""
+        key = manifest.new_key(name, self.node, manifest.TOMBSTONE, self.clock.now_ns())
+        self.backend.put(key, b"")
+        self.announce(key)
+        self.view.newest[name] = key
+        return key
+
     def announce(self, key: str) -> None:
         """The journal entry other nodes find new snapshots by (listing.py); without it they
         find this one at their next mount, so a failure is only logged."""
         try:
-            self.backend.put(journal_key(key), b"")
+            self.backend.put(journal_key(key, self.clock.now_ns()), b"")
         except RemoteError as exc:
             log.warning("published %s, but could not add it to the journal (%s): other "
                         "nodes see it at their next mount", key, exc)

@@ -19,8 +19,9 @@ publisher saw young needs no such check: gc deletes it only when its HEAD finds 
 the grace period, more than half the grace period after the publisher saw it young, so more
 than a quarter of it after the manifest PUT (publications take less than a quarter); and gc
 stops deleting once a quarter of the grace period has passed since it began listing
-manifests, so it listed after that PUT and saw the manifest. Node clocks and the object
-store's clock must agree to well within a quarter of the grace period.
+manifests, so it listed after that PUT and saw the manifest. Every one of these times is the
+object store's (LastModified, and each node's reading of the store's clock, clock.py): node
+clocks need not agree with each other or with the store.
 
 Deleting the manifests a tombstone retired is safe for the same reason: which manifests exist
 never enters the argument for a concurrent publication, only which packs its own names.
@@ -28,12 +29,12 @@ never enters the argument for a concurrent publication, only which packs its own
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 from lzfs.cluster import manifest
 from lzfs.cluster.bucket import PACKS_PREFIX, fetch_manifests, read_remote_config
+from lzfs.cluster.clock import synced
 from lzfs.cluster.listing import JOURNAL, write_catalogue
 from lzfs.objectstore.protocol import Backend, ObjectInfo
 
@@ -74,7 +75,8 @@ def collect(backend: Backend, grace: float | None = None) -> GcResult:
     cfg = read_remote_config(backend)
     grace = cfg.gc_grace_s if grace is None else grace
     packs = backend.list(PACKS_PREFIX)  # list packs first: a pack that appears later is young
-    started = time.time()  # before the manifests are listed
+    clock = synced(backend)  # cutoffs on the store's clock: LastModified is the store's
+    started = clock.now()  # before the manifests are listed
     cutoff = started - grace
     listed = backend.list(manifest.PREFIX)
     live_keys, retired = live_and_retired(listed, cutoff)
@@ -88,11 +90,11 @@ def collect(backend: Backend, grace: float | None = None) -> GcResult:
         if o.mtime > cutoff:
             res.young += 1
             continue
-        if time.time() - started > cfg.gc_grace_s / 4:  # the module docstring says why
+        if clock.now() - started > cfg.gc_grace_s / 4:  # the module docstring says why
             res.stopped = True
             break
         now = backend.head(o.key)  # renewed by a publisher since the listing? then keep it
-        if now is None or now.mtime > time.time() - grace:
+        if now is None or now.mtime > clock.now() - grace:
             res.young += now is not None
             continue
         backend.delete(o.key)

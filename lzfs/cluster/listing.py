@@ -5,13 +5,15 @@ refresh), so that looking again costs what is new, not what is known.
 Manifest keys sort by time only within a name (``snapshots/NAME/TIME...``), so "everything newer
 than what I saw" is not one listing of them. Each publication and deletion therefore also puts
 an empty **journal** object, after its manifest or tombstone, whose key starts with the time
-of that PUT and names the key it announces:
+of that PUT (on the object store's clock, as every key's time: clock.py) and names the key it
+announces:
 
     journal/<UTC time>Z,<quoted name>,<manifest or tombstone file name>
 
 A node lists ``journal/`` from the time of its last look minus ``WINDOW`` (a journal entry is
-stamped just before its PUT, so it may appear that much later than its time says; node clocks
-must agree within it), skipping entries it has already read. gc deletes journal entries older
+stamped just before its PUT, so it may appear that much later than its time says; and each
+node reads the store's clock to about a second), skipping entries it has already read. Node
+clocks need not agree: all of these times are the object store's. gc deletes journal entries older
 than the grace period; a node whose last full listing is older than half of it lists
 ``snapshots/`` again instead. A publisher that dies between its manifest PUT and its journal
 PUT leaves a snapshot that other nodes see at their next full listing, not sooner.
@@ -28,10 +30,10 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import zlib
 
 from lzfs.cluster import manifest
+from lzfs.cluster.clock import BucketClock
 from lzfs.objectstore.protocol import Backend, NoSuchObject, RemoteError
 
 log = logging.getLogger(__name__)
@@ -66,10 +68,11 @@ def read_catalogue(backend: Backend) -> tuple[float, dict[bytes, str]] | None:
         return None
 
 
-def journal_key(key: str) -> str:
-    """The journal entry announcing manifest or tombstone ``key``, stamped now."""
+def journal_key(key: str, now_ns: int | None = None) -> str:
+    """The journal entry announcing manifest or tombstone ``key``, stamped now (``now_ns``:
+    on the object store's clock, clock.py)."""
     qname, _, file = key[len(manifest.PREFIX):].partition("/")
-    return f"{JOURNAL}{manifest.stamp()}Z,{qname},{file}"
+    return f"{JOURNAL}{manifest.stamp(now_ns)}Z,{qname},{file}"
 
 
 def announced(jkey: str) -> str | None:
@@ -85,9 +88,10 @@ class BucketView:
     """The newest manifest or tombstone key of each snapshot name, as far as this node knows,
     and where it stands in the journal. Blocking (network): run in a worker thread."""
 
-    def __init__(self, backend: Backend, grace: float) -> None:
+    def __init__(self, backend: Backend, grace: float, clock: BucketClock) -> None:
         self.backend = backend
         self.grace = grace
+        self.clock = clock  # every time here is the object store's
         self.newest: dict[bytes, str] = {}
         self.listed_at = 0.0     # wall time the last full listing began
         self.mark = 0.0          # wall time the last look began
@@ -99,7 +103,7 @@ class BucketView:
         """Every name's newest manifest or tombstone key: from a fresh catalogue and the
         journal since it, else from a listing of every key (which then becomes the
         catalogue)."""
-        t = time.time()
+        t = self.clock.now()
         cat = read_catalogue(self.backend)
         self._read.clear()
         if cat is not None and t - cat[0] < self.grace / 2:
@@ -119,13 +123,13 @@ class BucketView:
     def changes(self) -> dict[bytes, str | None]:
         """Names whose newest key changed since the last look (None: no key left at all,
         seen only by a full listing), listing only the journal since then."""
-        if time.time() - self.listed_at > self.grace / 2:  # gc may have taken entries since
+        if self.clock.now() - self.listed_at > self.grace / 2:  # gc may have taken entries since
             old = self.newest
             new = self.full()
             out: dict[bytes, str | None] = {n: k for n, k in new.items() if old.get(n) != k}
             out.update((n, None) for n in old.keys() - new.keys())
             return out
-        t = time.time()
+        t = self.clock.now()
         start = f"{JOURNAL}{manifest.stamp(int((self.mark - WINDOW) * 1e9))}Z"
         self.listings += 1
         changed: dict[bytes, str | None] = {}

@@ -73,10 +73,12 @@ def stamp(t_ns: int | None = None) -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}"
 
 
-def new_key(name: bytes, node: str, suffix: str = SUFFIX) -> str:
+def new_key(name: bytes, node: str, suffix: str = SUFFIX, now_ns: int | None = None) -> str:
     """A name nobody else can pick: time first (so the newest sorts last), node, random.
-    ``suffix`` TOMBSTONE makes the key of a deletion."""
-    return f"{PREFIX}{quote(name, safe='')}/{stamp()}Z-{node}-{uuid.uuid4().hex[:8]}{suffix}"
+    ``suffix`` TOMBSTONE makes the key of a deletion. ``now_ns``: the object store's time
+    (clock.py; nodes' clocks may disagree), this process's clock when not given."""
+    return (f"{PREFIX}{quote(name, safe='')}/{stamp(now_ns)}Z-{node}-{uuid.uuid4().hex[:8]}"
+            f"{suffix}")
 
 
 def entry_of(key: str) -> tuple[bytes, bool] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lzfs.cluster.bucket import DEFAULT_GRACE, NODE_TABLES
+from lzfs.cluster.clock import BucketClock, synced
 from lzfs.cluster.exchange import Exchange
 from lzfs.cluster.objects import PackObjects
 from lzfs.objectstore.protocol import Backend
@@ -26,11 +27,13 @@ class ClusterNode:
         self.store = store
         self.backend = backend
         self.node = node
+        # a node that writes measures the store's clock; a read-only look writes nothing
+        self.clock = BucketClock(backend) if store.readonly else synced(backend)
         db = store.db
         db.conn.executescript(NODE_TABLES)  # commits the (empty) open transaction first
         db.conn.execute("BEGIN")
         self.objects = PackObjects(store, backend, cache_limit)
-        self.exchange = Exchange(store, backend, node, self.objects, grace)
+        self.exchange = Exchange(store, backend, node, self.objects, self.clock, grace)
         store.packs.remote = self.objects
         if not store.readonly and store.packs.write_id in self.objects.keys:
             store.packs.seal()  # an uploaded pack is immutable: never append to it again

@@ -59,6 +59,13 @@ class PackObjects:
     def has(self, pack_id: int) -> bool:
         return pack_id in self.keys
 
+    def distrust(self, pack_id: int, off: int, length: int) -> None:
+        """A frame read from an object failed its checksum or hashes: its cached segments go,
+        so a GET after the object is repaired (or a transient fault passes) reads anew."""
+        key = self.keys.get(pack_id)
+        if key is not None:
+            self.segments.drop(key, off, length)
+
     def warm(self, locs: list[tuple[int, int, int]]) -> None:
         self.segments.prefetch([(self.keys[p], off, n) for p, off, n in locs
                                 if (p >= REMOTE_BASE or p in self.trimmed) and p in self.keys],

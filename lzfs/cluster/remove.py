@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from lzfs.cluster import manifest
 from lzfs.cluster.bucket import read_remote_config
+from lzfs.cluster.clock import synced
 from lzfs.cluster.listing import journal_key
 from lzfs.errors import LzfsError
 from lzfs.objectstore.protocol import Backend
@@ -31,7 +32,8 @@ def remove(backend: Backend, name: bytes) -> tuple[str, int]:
         raise LzfsError(f"{backend.url} has no published snapshot {shown!r}"
                         + (" (already deleted)" if newest else ""))
     who = f"rm.{socket.gethostname()[:24]}".replace("/", "_")
-    key = manifest.new_key(name, who, manifest.TOMBSTONE)
+    clock = synced(backend)  # the tombstone must sort after the manifests, whatever our clock
+    key = manifest.new_key(name, who, manifest.TOMBSTONE, clock.now_ns())
     backend.put(key, b"")
-    backend.put(journal_key(key), b"")
+    backend.put(journal_key(key, clock.now_ns()), b"")
     return key, sum(1 for k in keys if manifest.name_of(k) is not None)

@@ -12,6 +12,7 @@ its manifest is up.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import time
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from lzfs.cluster import manifest
 from lzfs.cluster.node import ClusterNode
 from lzfs.errors import LzfsError
 from lzfs.objectstore.protocol import RemoteError
-from lzfs.store.namespace import ROOT_INODE, Namespace
+from lzfs.store.namespace import ROOT_INODE, FsError, Namespace
 from lzfs.store.store import Store
 from lzfs.units import plural
 
@@ -63,6 +64,27 @@ class ClusterSync:
         self.exchange.forget_snapshot(name)
         for ino in [i for i, (n, _) in self.exchange.stubs.items() if n == name]:
             del self.exchange.stubs[ino]  # an empty directory now, this node's own
+
+    async def before_snapshot_removed(self, name: bytes) -> None:
+        """`rm -r MNT/NAME` of a published snapshot deletes it from the bucket, as `lzfs rm`
+        does: a tombstone goes up before the directory goes here, so every node stops listing
+        it (its packs go with the first bucket gc after the grace period). When the object
+        store cannot take the tombstone, the directory stays (EIO) and the log says why."""
+        key = self.exchange.manifest_of(name)
+        if key is None or manifest.is_tombstone(key):
+            return  # never published: this node's alone
+        shown = name.decode(errors="replace")
+        try:
+            tomb = await trio.to_thread.run_sync(self.exchange.publish_deletion, name)
+        except RemoteError as exc:
+            backend = self.node.backend
+            log.error("cannot delete published snapshot %s from %s (%s); its directory stays: "
+                      "remove it again once the object store is back, or run: lzfs rm %s %s%s",
+                      shown, backend.url, exc, backend.spec, shown,
+                      f" --endpoint {backend.endpoint}" if backend.endpoint else "")
+            raise FsError(errno.EIO) from None
+        log.info("deleted published snapshot %s from %s (tombstone %s)", shown,
+                 self.node.backend.url, tomb)
 
     async def on_fsyncdir(self, ino: int) -> None:
         name = self.snapshot_name(ino)
@@ -153,10 +175,11 @@ class ClusterSync:
                 self.publishing = True
                 started = time.time()
                 try:
+                    await trio.to_thread.run_sync(ex.clock.maybe_sync)
                     uploaded, renewed = await trio.to_thread.run_sync(ex.upload_packs,
                                                                       snap.packs)
                     doc = snap.doc({**ex.objects.keys, **uploaded}, ex.node, ex.config_doc())
-                    key = manifest.new_key(name, ex.node)
+                    key = manifest.new_key(name, ex.node, now_ns=ex.clock.now_ns())
                     data = manifest.encode(doc)
                     await trio.to_thread.run_sync(ex.put_manifest, key, data, renewed)
                 finally:

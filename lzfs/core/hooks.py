@@ -19,6 +19,10 @@ class Hooks(Protocol):
     def on_top_level_gone(self, name: bytes) -> None:
         """A directory at the mount root was removed or renamed away."""
 
+    async def before_snapshot_removed(self, name: bytes) -> None:
+        """An empty directory at the mount root is about to be removed (the end of `rm -r`):
+        a chance to refuse (raise FsError) or to make it known."""
+
     async def on_fsyncdir(self, ino: int) -> None:
         """fsync on a directory, after the commit it asks for."""
 
@@ -46,6 +50,9 @@ class LocalHooks:
     publishing = False
 
     def on_top_level_gone(self, name: bytes) -> None:
+        return None
+
+    async def before_snapshot_removed(self, name: bytes) -> None:
         return None
 
     async def on_fsyncdir(self, ino: int) -> None:

@@ -260,6 +260,11 @@ class LzfsOperations(pyfuse3.Operations):
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
         with _errno(self.core.metrics):
             self._guard(parent_inode, name, creating=False)
+            if parent_inode == ROOT_INODE:  # a snapshot: a node publishes its deletion first
+                ino = self.ns.lookup(ROOT_INODE, name)
+                await self.core.hooks.enter_dir(ino)  # known by name only: empty in looks
+                if self.ns.get(ino).is_dir and self.ns.is_empty(ino):
+                    await self.core.hooks.before_snapshot_removed(name)
             node = self.ns.unlink(parent_inode, name, want_dir=True)
             self._top_level_gone((parent_inode, name))
             self._maybe_purge(node.id)

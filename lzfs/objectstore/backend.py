@@ -46,6 +46,8 @@ class DirBackend:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = f"file://{root}"
+        self.spec = self.url  # as lzfs commands take it
+        self.endpoint: str | None = None
 
     def _path(self, key: str) -> Path:
         return self.root / key

@@ -31,6 +31,8 @@ class Backend(Protocol):
     """What the cluster code asks of an object store. Keys are relative to the prefix."""
 
     url: str
+    spec: str  # the store as lzfs commands take it (with --endpoint ENDPOINT when that is set)
+    endpoint: str | None
 
     def put(self, key: str, data: bytes) -> None: ...
     def put_file(self, key: str, path: Path) -> None: ...

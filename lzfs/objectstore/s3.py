@@ -33,6 +33,7 @@ class S3Backend:
         self.prefix = f"{prefix}/" if prefix else ""
         self.endpoint = endpoint
         self.url = f"s3://{bucket}/{prefix}" + (f" at {endpoint}" if endpoint else "")
+        self.spec = f"s3://{bucket}/{prefix}"  # as lzfs commands take it (with --endpoint)
         try:
             session = boto3.session.Session(profile_name=profile)
             self.client = session.client("s3", endpoint_url=endpoint, config=_CONFIG)

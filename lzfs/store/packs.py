@@ -39,6 +39,7 @@ class RemotePacks(Protocol):
     def read(self, pack_id: int, off: int, length: int) -> bytes: ...
     def has(self, pack_id: int) -> bool: ...
     def warm(self, locs: list[tuple[int, int, int]]) -> None: ...
+    def distrust(self, pack_id: int, off: int, length: int) -> None: ...
 
 
 def pack_name(pack_id: int) -> str:
@@ -243,6 +244,12 @@ class PackSet:
                 f"pack {pack_name(pack_id)} is truncated: wanted {length} bytes at {off}, "
                 f"got {len(data)}")
         return data
+
+    def distrust(self, pack_id: int, off: int, length: int) -> None:
+        """Bytes read from here failed verification: a remote copy of them is not kept (the
+        next read fetches them again; the object may have been repaired meanwhile)."""
+        if self.remote is not None and self.remote.has(pack_id):
+            self.remote.distrust(pack_id, off, length)
 
     def _reader(self, pack_id: int) -> int | None:
         """The shared read descriptor of a local pack; None if its file is not there."""

@@ -332,7 +332,11 @@ class Store:
     def read_frame(self, loc: FrameLoc) -> bytes:
         """Read, verify and decompress one frame (any thread)."""
         record = self.packs.read(loc.pack, loc.off, loc.rlen)
-        head, raw = decode_frame(record, loc.seed)
+        try:
+            head, raw = decode_frame(record, loc.seed)
+        except CorruptDataError:
+            self.packs.distrust(loc.pack, loc.off, loc.rlen)  # a cached GET: never again
+            raise
         if head.raw_len != loc.raw or head.stored_len != loc.stored:
             raise CorruptDataError("frame header disagrees with the frame table")
         return raw

@@ -47,9 +47,11 @@ class Node:
     """One node: an `lzfs mount s3://...` daemon with its own cache directory."""
 
     def __init__(self, url: str, endpoint: str | None, root: Path,
-                 cache_size: str = "2G", extra: tuple[str, ...] = ()) -> None:
+                 cache_size: str = "2G", extra: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.url, self.endpoint, self.cache_size = url, endpoint, cache_size
         self.extra = extra  # more `lzfs mount` options
+        self.env = env  # the daemon's environment (a node whose clock is off: faketime)
         self.cache = root / "cache"
         self.mnt = root / "mnt"
         self.mnt.mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,8 @@ class Node:
     def mount(self) -> None:
         endpoint = ["--endpoint", self.endpoint] if self.endpoint else []
         lzfs_cmd("mount", self.url, str(self.mnt), *endpoint, "--cache", str(self.cache),
-                 "--refresh", "0", "--cache-size", self.cache_size, *self.extra)
+                 "--refresh", "0", "--cache-size", self.cache_size, *self.extra,
+                 env=None if self.env is None else {**os.environ, **self.env})
         assert find_mount(self.mnt) is not None
 
     def umount(self) -> None:
@@ -75,6 +78,11 @@ class Node:
     def remount(self) -> None:
         self.umount()
         self.mount()
+
+    def node_id(self) -> str:
+        import json
+
+        return json.loads((self.cache / "node.json").read_text())["node"]
 
     def stats(self) -> dict:
         import json
@@ -95,8 +103,9 @@ def nodes(tmp_path, bucket, seaweed):
         pytest.skip(reason)
     made: list[Node] = []
 
-    def make(name: str, cache_size: str = "2G", *extra: str) -> Node:
-        n = Node(bucket, seaweed.endpoint, tmp_path / name, cache_size, extra)
+    def make(name: str, cache_size: str = "2G", *extra: str,
+             env: dict[str, str] | None = None) -> Node:
+        n = Node(bucket, seaweed.endpoint, tmp_path / name, cache_size, extra, env)
         n.mount()
         made.append(n)
         return n

@@ -118,13 +118,14 @@ def test_a_format_1_manifest_installs_as_runs_of_its_frames(tmp_path):
 def test_the_journal_announces_only_what_is_new(tmp_path):
     """A node lists the journal from its last look: a new manifest and a tombstone come
     through once; entries it has read do not come again."""
+    from lzfs.cluster.clock import BucketClock
     from lzfs.cluster.listing import BucketView, announced, journal_key
 
     backend = DirBackend(tmp_path / "bucket")
     (tmp_path / "bucket").mkdir()
     old = manifest.new_key(b"a,b/c", "node-a")
     backend.put(old, b"m")
-    view = BucketView(backend, grace=3600)
+    view = BucketView(backend, grace=3600, clock=BucketClock(backend))
     assert view.full() == {b"a,b/c": old}
     assert view.changes() == {}
     new = manifest.new_key(b"a,b/c", "node-b")
@@ -181,3 +182,38 @@ def test_the_mount_starter_names_the_daemon_log_as_the_store_does():
     from lzfs.store.layout import LOG
 
     assert DAEMON_LOG == LOG
+
+
+class _StoreAnHourAhead(DirBackend):
+    """A shared directory whose server stamps objects an hour later than this machine's clock:
+    the one thing about an object store the clock code reads."""
+
+    def head(self, key: str):
+        from dataclasses import replace
+
+        info = super().head(key)
+        return None if info is None else replace(info, mtime=info.mtime + 3600)
+
+
+def test_the_bucket_clock_reads_the_stores_time_and_cleans_up(tmp_path, caplog):
+    from lzfs.cluster.clock import BucketClock, synced
+
+    same = synced(DirBackend(tmp_path / "a"))
+    assert abs(same.offset) < 0.5 and same.measured
+    (tmp_path / "b").mkdir()
+    ahead = BucketClock(_StoreAnHourAhead(tmp_path / "b"))
+    assert ahead.now() == pytest.approx(__import__("time").time(), abs=1)  # not yet read
+    ahead.sync()
+    assert ahead.offset == pytest.approx(3600, abs=0.5)
+    assert "this node's clock is 3600 s behind the object store's" in caplog.text
+    key = manifest.new_key(b"s", "n", now_ns=ahead.now_ns())
+    assert manifest.time_of(key) > manifest.time_of(manifest.new_key(b"s", "n"))
+    assert not list((tmp_path / "b").rglob("clock/*"))  # the probe is gone
+
+
+def test_a_bucket_clock_that_cannot_reach_the_store_keeps_this_nodes(tmp_path):
+    from lzfs.cluster.clock import BucketClock
+
+    (tmp_path / "file").write_text("not a directory")
+    clock = BucketClock(DirBackend(tmp_path / "file" / "bucket"))  # every request fails
+    assert clock.sync() == 0.0 and not clock.measured

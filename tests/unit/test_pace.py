@@ -110,7 +110,7 @@ def test_the_stats_say_whether_staging_pays_and_why():
           "stored": 5, "zero": 0, "pages": 1, "frames": 1, "garbage_frames": 0,
           "pack_bytes": 100, "staged": 0,
           "pace": {"disk_MBps": 180.2, "encode_MBps": 420.0, "staging_pays": False}}
-    assert ("does not pay (the disk takes 180.2 MB/s, the encoder 420.0 MB/s)"
+    assert ("does not pay (the disk takes 171.9 MiB/s, the encoder 400.5 MiB/s)"
             in stats_text(st))
     st["pace"] = {"disk_MBps": None, "encode_MBps": None, "staging_pays": True}
     line = next(x for x in stats_text(st).splitlines() if x.startswith("staging"))
