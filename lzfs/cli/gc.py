@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> None:
                  if res.retired else "")
               + ("; stopped after a quarter of the grace period: run it again"
                  if res.stopped else ""))
+        if res.index is not None:
+            print(f"page index: {plural(res.index.entries, 'hook')} of the live snapshots in "
+                  f"{human(res.index.bytes)}, {plural(res.index.merged, 'delta')} merged")
         return
 
     m = find_mount(args.store)

@@ -25,7 +25,7 @@ from typing import Any
 
 import xxhash
 
-from lzfs.cluster import manifest
+from lzfs.cluster import hookindex, manifest
 from lzfs.cluster.bucket import DEFAULT_GRACE, PACKS_PREFIX, fetch_manifests
 from lzfs.cluster.clock import BucketClock
 from lzfs.cluster.listing import BucketView, journal_key
@@ -34,6 +34,7 @@ from lzfs.objectstore.protocol import Backend, NoSuchObject, RemoteError
 from lzfs.store import layout
 from lzfs.store.namespace import ROOT_INODE, Namespace
 from lzfs.store.packs import REMOTE_BASE, pack_name
+from lzfs.store.pagetable import decode_table
 from lzfs.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,25 @@ class Exchange:
         log.info("imported snapshot %s from %s", name.decode(errors="replace"), key)
         return True
 
+    def adopt(self, doc: dict[str, Any]) -> int:
+        """Add a manifest's frames to the store without its tree (DB thread), so that a dump
+        deduplicates against a snapshot it never imported (hookindex.py). Frames the store
+        holds already are skipped; the rest wait with no reference, and the store's gc drops
+        those no dump used. Returns how many were added."""
+        added = 0
+        frames, tables = manifest.frames_and_tables(doc)
+        for (p, off, rlen, st, raw, codec), table in zip(frames, tables, strict=True):
+            key = doc["packs"][p]
+            own = self.objects.ids.get(key)
+            if own is not None and own < REMOTE_BASE:
+                continue  # this node's pack: a frame gc took may be a hole in it by now
+            pid = self.objects.remote_id(key)
+            self.objects.saw_frame_end(key, off + rlen)
+            if self.store.frames.at(pid, off) is None and table:
+                self.store.add_frame(pid, off, rlen, st, raw, codec, decode_table(table))
+                added += 1
+        return added
+
     def fill_all(self, ns: Namespace, inos: Iterable[int]) -> int:
         """Import the given stubs now, fetching manifests in parallel and installing them one
         at a time (reports, and the recent snapshots a mount imports for dedup)."""
@@ -303,16 +323,24 @@ class Exchange:
         self.objects.counters.put(path.stat().st_size)
         return fresh, True, False
 
-    def put_manifest(self, key: str, data: bytes, renewed: list[str]) -> None:
+    def put_manifest(self, key: str, doc: dict[str, Any], renewed: list[str],
+                     own: set[str]) -> None:
         """PUT a manifest, then check that every pack renewed for it is still there: a gc that
         HEADed one just before its renewal may have taken it. If so the manifest is withdrawn
-        and the publication fails (publish again). Then announce it in the journal."""
-        self.backend.put(key, data)
+        and the publication fails (publish again). Then publish the hooks of the frames in
+        ``own`` packs (this node's) to the bucket's page index, and announce the manifest in
+        the journal."""
+        self.backend.put(key, manifest.encode(doc))
         gone = [k for k in renewed if self.backend.head(k) is None]
         if gone:
             self.backend.delete(key)
             raise RemoteError(f"pack object {gone[0]} vanished while the snapshot was published "
                               f"(a concurrent gc?); nothing was published, publish again")
+        try:
+            hookindex.put_delta(self.backend, key, doc, own, self.node, self.clock.now_ns())
+        except RemoteError as exc:  # the snapshot is published; only wider dedup misses it
+            log.warning("published %s, but not its page index (%s): other nodes deduplicate "
+                        "against it once a bucket gc has run", key, exc)
         self.announce(key)
 
     def publish_deletion(self, name: bytes) -> str:

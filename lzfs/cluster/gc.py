@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from lzfs.cluster import manifest
+from lzfs.cluster import hookindex, manifest
 from lzfs.cluster.bucket import PACKS_PREFIX, fetch_manifests, read_remote_config
 from lzfs.cluster.clock import synced
 from lzfs.cluster.listing import JOURNAL, write_catalogue
@@ -48,6 +48,7 @@ class GcResult:
     young: int  # unreferenced but within the grace period: kept
     retired: int = 0  # manifests and tombstones of snapshots deleted longer than grace ago
     journal: int = 0  # journal entries older than the grace period, deleted
+    index: hookindex.BaseResult | None = None  # the published page index, rebuilt
     stopped: bool = False  # ran past a quarter of the bucket's grace period: stopped deleting
 
 
@@ -78,11 +79,14 @@ def collect(backend: Backend, grace: float | None = None) -> GcResult:
     clock = synced(backend)  # cutoffs on the store's clock: LastModified is the store's
     started = clock.now()  # before the manifests are listed
     cutoff = started - grace
+    deltas = hookindex.list_deltas(backend)  # before the manifests: each one's is listed
     listed = backend.list(manifest.PREFIX)
     live_keys, retired = live_and_retired(listed, cutoff)
     live: set[str] = set()
-    for _, doc in fetch_manifests(backend, live_keys):  # streaming: one window in memory
+    hooks = []
+    for key, doc in fetch_manifests(backend, live_keys):  # streaming: one window in memory
         live.update(doc["packs"])
+        hooks.append((key, hookindex.doc_frames(doc)))
     res = GcResult(len(live_keys), len(packs), 0, 0, 0)
     for o in packs:
         if o.key in live:
@@ -104,6 +108,8 @@ def collect(backend: Backend, grace: float | None = None) -> GcResult:
         backend.delete(key)
         res.retired += 1
     gone = set(retired)
+    # the index names live manifests only: written after the retired ones went
+    res.index = hookindex.write_base(backend, hooks, deltas, clock.now_ns())
     write_catalogue(backend, manifest.newest_per_name([o.key for o in listed
                                                        if o.key not in gone]), started)
     # nodes that looked longer ago than half the bucket's grace period list anew

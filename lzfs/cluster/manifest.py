@@ -193,7 +193,7 @@ def digest(snap: Snapshot) -> str:
 
 # ---- installing a manifest into the working store -----------------------------------------
 
-def _runs_and_tables(doc: dict) -> tuple[list[list], list[bytes | None]]:
+def frames_and_tables(doc: dict) -> tuple[list[list], list[bytes | None]]:
     """(frames as [pack, off, rlen, stored, raw, codec], page table per frame), and each
     entry's "x" turned into runs [off, len, frame index, foff]: format 2 as it is, format 1
     from its content-defined blocks (a one-page block is a page of the table)."""
@@ -221,7 +221,7 @@ def install(store: Store, ns: Namespace, doc: dict, pack_id: dict[str, int],
     an empty directory to fill (a snapshot known by name until now), else it is created.
     Returns the snapshot directory's inode."""
     name = doc["name"].encode("utf-8", "surrogateescape")
-    frames, tables = _runs_and_tables(doc)
+    frames, tables = frames_and_tables(doc)
     frame_ids: list[int] = []
     for (p, off, rlen, st, raw, codec), table in zip(frames, tables, strict=True):
         pid = pack_id[doc["packs"][p]]

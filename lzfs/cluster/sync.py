@@ -20,10 +20,12 @@ from typing import Any, Protocol
 import trio
 
 from lzfs.cluster import manifest
+from lzfs.cluster.bucketdedup import BucketDedup
 from lzfs.cluster.node import ClusterNode
 from lzfs.errors import LzfsError
 from lzfs.objectstore.protocol import RemoteError
 from lzfs.store.namespace import ROOT_INODE, FsError, Namespace
+from lzfs.store.packs import REMOTE_BASE
 from lzfs.store.store import Store
 from lzfs.units import plural
 
@@ -55,6 +57,9 @@ class ClusterSync:
         # sealed packs between their collection and their upload (Core.gc)
         self.publishing = False
         self._filling: dict[int, trio.Event] = {}  # stubs being imported
+        # a dump deduplicates against every snapshot of the bucket (bucketdedup.py)
+        self.dedup = BucketDedup(self.exchange)
+        core.store.supplier = self.dedup
 
     # ---- hooks -----------------------------------------------------------------------------
 
@@ -149,7 +154,7 @@ class ClusterSync:
         return None
 
     def describe(self) -> dict[str, Any]:
-        return self.node.describe()
+        return {**self.node.describe(), **self.dedup.describe()}
 
     # ---- publication -----------------------------------------------------------------------
 
@@ -178,10 +183,11 @@ class ClusterSync:
                     await trio.to_thread.run_sync(ex.clock.maybe_sync)
                     uploaded, renewed = await trio.to_thread.run_sync(ex.upload_packs,
                                                                       snap.packs)
-                    doc = snap.doc({**ex.objects.keys, **uploaded}, ex.node, ex.config_doc())
+                    keys = {**ex.objects.keys, **uploaded}
+                    doc = snap.doc(keys, ex.node, ex.config_doc())
                     key = manifest.new_key(name, ex.node, now_ns=ex.clock.now_ns())
-                    data = manifest.encode(doc)
-                    await trio.to_thread.run_sync(ex.put_manifest, key, data, renewed)
+                    own = {keys[p] for p in snap.packs if p < REMOTE_BASE}
+                    await trio.to_thread.run_sync(ex.put_manifest, key, doc, renewed, own)
                 finally:
                     self.publishing = False
                 # only now are the uploads named by a manifest: before, trimming their local

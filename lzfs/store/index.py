@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Protocol
 
 from lzfs.store.db import MetaDB
 from lzfs.store.frames import FrameTable
@@ -34,6 +35,15 @@ from lzfs.store.pagetable import decode_table, hook_key, hook_rows
 
 RECENT_FRAMES = 4096            # page tables kept in memory (4096 x 64 pages: 1 GiB of data)
 _IN = 500                       # parameters per IN (...) query
+
+
+class Supplier(Protocol):
+    """Finds frames beyond this store (a cluster node: the bucket's published index,
+    cluster/hookindex.py) and adds them to it, so that ``PageIndex.match`` finds them."""
+
+    async def supply(self, missing: Sequence[bytes]) -> None:
+        """Look for pages the store lacks and add the frames that hold them."""
+        ...
 
 
 class PageIndex:

@@ -245,6 +245,12 @@ class PackSet:
                 f"got {len(data)}")
         return data
 
+    def read_object(self, pack_id: int, off: int, length: int) -> bytes | None:
+        """The bytes of an own pack that was uploaded, from its object (None if it has none)."""
+        if pack_id < REMOTE_BASE and self.remote is not None and self.remote.has(pack_id):
+            return self.remote.read(pack_id, off, length)
+        return None
+
     def distrust(self, pack_id: int, off: int, length: int) -> None:
         """Bytes read from here failed verification: a remote copy of them is not kept (the
         next read fetches them again; the object may have been repaired meanwhile)."""

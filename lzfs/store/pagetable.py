@@ -24,7 +24,7 @@ _FOFF = [struct.pack("<I", i * 4096) for i in range(65)]  # page offsets in a fr
 
 
 def encode_table(entries: Iterable[tuple[int, bytes]]) -> bytes:
-    return b"".join([_FOFF[foff >> 12] + h if not foff & 4095 and foff <= 65 * 4096
+    return b"".join([_FOFF[foff >> 12] + h if not foff & 4095 and foff < 65 * 4096
                      else ENTRY.pack(foff, h) for foff, h in entries])
 
 

@@ -35,7 +35,7 @@ from lzfs.store.codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, e
 from lzfs.store.db import MetaDB
 from lzfs.store.frames import FrameTable
 from lzfs.store.grid import Segment
-from lzfs.store.index import PageIndex
+from lzfs.store.index import PageIndex, Supplier
 from lzfs.store.namespace import Namespace
 from lzfs.store.pace import Pace
 from lzfs.store.packs import REMOTE_BASE, PackSet
@@ -127,6 +127,8 @@ class Store:
             self.frames = FrameTable(self.db)
             self.maps = BlockMaps(self.db, self.frames, self.frame_shape)
             self.index = PageIndex(self.db, self.frames)
+            # frames from beyond the store, matched when the index misses (a cluster node)
+            self.supplier: Supplier | None = None
             self.ns = Namespace(self.db)
             self.staging = StagingFiles(self.root, self.db)
             # held while a commit syncs packs: no frame is registered meanwhile, so a
@@ -163,7 +165,12 @@ class Store:
             _split_segments, buf, base, final, self.seed, segments)
         busy = time.monotonic() - started  # the encoder's own time, not the waits between
         data = [p for p in pieces if p[2] is not None]
-        where = self.index.match([p[2] for p in data])  # type: ignore[misc]
+        hashes: list[bytes] = [p[2] for p in data]  # type: ignore[misc]
+        where = self.index.match(hashes)
+        if self.supplier is not None and len(where) < len(set(hashes)):
+            await self.supplier.supply([h for h in hashes if h not in where])
+            # match again whatever it found: gc may have run while it waited
+            where = self.index.match(hashes)
         pinned = {f for f, _ in where.values()}
         self.pin(pinned)  # gc must not take them before the caller records its runs
         try:
@@ -336,7 +343,12 @@ class Store:
             head, raw = decode_frame(record, loc.seed)
         except CorruptDataError:
             self.packs.distrust(loc.pack, loc.off, loc.rlen)  # a cached GET: never again
-            raise
+            # An own pack that was uploaded: gc may have punched this frame out of the local
+            # copy after another node's snapshot came to name it; its object still holds it.
+            again = self.packs.read_object(loc.pack, loc.off, loc.rlen)
+            if again is None:
+                raise
+            head, raw = decode_frame(again, loc.seed)
         if head.raw_len != loc.raw or head.stored_len != loc.stored:
             raise CorruptDataError("frame header disagrees with the frame table")
         return raw

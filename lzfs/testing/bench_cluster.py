@@ -13,14 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from lzfs.cluster.bucket import remote_mkfs
+from lzfs.cluster.bucket import PACKS_PREFIX, remote_mkfs
 from lzfs.objectstore.backend import open_backend
+from lzfs.objectstore.protocol import Backend
 from lzfs.testing import synthetic
 from lzfs.testing.seaweed import Seaweed
 
@@ -63,29 +65,82 @@ def _remote(mnt: Path) -> dict:
     return json.loads((mnt / ".lzfs" / "stats.json").read_text())["remote"]
 
 
-def run(count: int, import_recent: int, workdir: Path) -> None:
+def model_image(mib: int, seed: int = 7) -> bytes:
+    """A model server's pages, roughly: a third incompressible, the rest compressible."""
+    rng = random.Random(seed)
+    return b"".join(rng.randbytes(4096) if i % 3 == 0
+                    else ((b"weights %d; " % rng.randrange(1 << 30)) * 400)[:4096]
+                    for i in range(mib * 256))
+
+
+def _pack_bytes(backend: Backend) -> int:
+    return sum(o.size for o in backend.list(PACKS_PREFIX))
+
+
+def run(count: int, import_recent: int, workdir: Path, model_mib: int = 64,
+        model_age: int = 900) -> None:
     server = Seaweed(workdir / "seaweed")
     server.start()
     os.environ.update(server.env())
     url = "s3://lzfs-bench/store"
     ep = ["--endpoint", server.endpoint]
+    mounted: list[Path] = []
+
+    def mount(name: str, recent: int = import_recent) -> tuple[Path, float]:
+        mnt = workdir / name
+        mnt.mkdir()
+        t = time.monotonic()
+        _lzfs("mount", url, str(mnt), *ep, "--cache", str(workdir / f"{name}-cache"),
+              "--refresh", "0", "--import-recent", str(recent))
+        mounted.append(mnt)
+        return mnt, time.monotonic() - t
+
+    def umount(mnt: Path) -> None:
+        _lzfs("umount", str(mnt))
+        mounted.remove(mnt)
+
+    def replica(mnt: Path, name: str, model: bytes, what: str) -> None:
+        """Dump the model again on a node that never imported it: what it adds."""
+        before, remote0 = _pack_bytes(backend), _remote(mnt)
+        t = time.monotonic()
+        (mnt / name).mkdir()
+        (mnt / name / "pages-1.img").write_bytes(model)
+        _lzfs("publish", str(mnt / name))
+        secs = time.monotonic() - t
+        added, remote = _pack_bytes(backend) - before, _remote(mnt)
+        rss, peak = _daemon_rss(mnt)
+        print(f"replica of the model ({what}): {secs:.2f} s to write and publish; added "
+              f"{added / 2**20:.2f} MiB of packs = {100 * added / len(model):.2f}% of its "
+              f"{len(model) / 2**20:.0f} MiB; index GETs "
+              f"{remote['index_gets'] - remote0.get('index_gets', 0)} "
+              f"({remote['index_get_bytes'] / 2**20:.2f} MiB), shards "
+              f"{remote['index_shards_loaded']}, deltas {remote['index_deltas']}, manifests "
+              f"adopted {remote['index_manifests_adopted']}; index in memory "
+              f"{remote['index_bytes_in_memory'] / 2**20:.2f} MiB; daemon RSS "
+              f"{rss / 2**20:.0f} MiB (peak {peak / 2**20:.0f} MiB)")
+
     try:
         server.create_bucket("lzfs-bench")
         backend = open_backend(url, server.endpoint)
         remote_mkfs(backend, 16, 64)
         t = time.monotonic()
-        syn = synthetic.publish(backend, count)
-        print(f"bucket filled: {count} synthetic snapshots in {time.monotonic() - t:.1f} s")
-        mounted = []
-
-        def mount(name: str) -> tuple[Path, float]:
-            mnt = workdir / name
-            mnt.mkdir()
-            t = time.monotonic()
-            _lzfs("mount", url, str(mnt), *ep, "--cache", str(workdir / f"{name}-cache"),
-                  "--refresh", "0", "--import-recent", str(import_recent))
-            mounted.append(mnt)
-            return mnt, time.monotonic() - t
+        model = model_image(model_mib) if model_mib else b""
+        newer = min(model_age, count - 1) if model else 0
+        syn = synthetic.publish(backend, count - newer - bool(model), index=True)
+        if model:  # published through a real node, then ``after`` newer snapshots
+            mnt, _ = mount("publisher", 0)
+            (mnt / "model").mkdir()
+            (mnt / "model" / "pages-1.img").write_bytes(model)
+            _lzfs("publish", str(mnt / "model"))
+            umount(mnt)
+            # the node's key time is the store's clock read to a second (clock.py); the
+            # synthetic ones use this host's: wait, so that they sort after the model
+            time.sleep(2.5)
+            synthetic.publish(backend, newer, prefix="snap-z", index=True, seed=3,
+                              journal=True)  # after a catalogue: announced
+        print(f"bucket filled: {count} snapshots in {time.monotonic() - t:.1f} s"
+              + (f" (a {model_mib} MiB model published {newer} snapshots before the newest, "
+                 f"through a node; the others synthetic)" if model else ""))
 
         try:
             first, mount_s = mount("first")
@@ -102,7 +157,7 @@ def run(count: int, import_recent: int, workdir: Path) -> None:
                   f"of the root: {listed} entries in {ls_s:.2f} s; daemon RSS "
                   f"{rss / 2**20:.0f} MiB")
             before = _remote(mnt)
-            i = count // 2
+            i = len(syn.keys) // 2
             name = next(n for n, k in syn.keys.items() if n.endswith(f"{i:05d}"))
             t = time.monotonic()
             ok = (mnt / name / "pages-1.img").read_bytes() == syn.content(i)
@@ -131,15 +186,30 @@ def run(count: int, import_recent: int, workdir: Path) -> None:
                   f"{after['puts'] - before['puts']} pack PUTs")
             rss, peak = _daemon_rss(mnt)
             print(f"daemon RSS at the end: {rss / 2**20:.0f} MiB (peak {peak / 2**20:.0f} MiB)")
+            if model:
+                replica(mnt, "replica", model, "deltas only: no gc has run")
         finally:
-            for m in mounted:
-                _lzfs("umount", str(m))
+            for m in list(mounted):
+                umount(m)
         secs, peak, _ = _timed_peak("report", url, *ep, "--json")
         print(f"lzfs report of the bucket: {secs:.1f} s, peak RSS {peak / 2**20:.0f} MiB")
         _lzfs("rm", url, *ep, next(iter(syn.keys)))
+        if model:  # the first replica goes too, or the next node would import it as recent
+            _lzfs("rm", url, *ep, "replica")
         secs, peak, out = _timed_peak("gc", url, *ep, "--grace", "0")
-        print(f"lzfs gc of the bucket (one snapshot deleted, --grace 0): {secs:.1f} s, peak "
-              f"RSS {peak / 2**20:.0f} MiB: {out.strip()}")
+        print(f"lzfs gc of the bucket ({'two snapshots' if model else 'one snapshot'} deleted, "
+              f"--grace 0): {secs:.1f} s, peak "
+              f"RSS {peak / 2**20:.0f} MiB: {' '.join(out.split())}")
+        if model:
+            try:
+                mnt, mount_s = mount("after-gc")
+                rss, _ = _daemon_rss(mnt)
+                print(f"fresh node after the gc: mount {mount_s:.2f} s, daemon RSS "
+                      f"{rss / 2**20:.0f} MiB")
+                replica(mnt, "replica-2", model, "through the base gc wrote")
+            finally:
+                for m in list(mounted):
+                    umount(m)
     finally:
         server.stop()
 
@@ -148,9 +218,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--snapshots", type=int, default=10000)
     ap.add_argument("--import-recent", type=int, default=16)
+    ap.add_argument("--model-mib", type=int, default=64,
+                    help="a model published through a node, and dumped again on a fresh "
+                         "node (0: none)")
+    ap.add_argument("--model-age", type=int, default=900,
+                    help="snapshots published after the model")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="lzfs-bench-cluster-") as tmp:
-        run(args.snapshots, args.import_recent, Path(tmp))
+        run(args.snapshots, args.import_recent, Path(tmp), args.model_mib, args.model_age)
 
 
 if __name__ == "__main__":

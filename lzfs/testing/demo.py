@@ -59,6 +59,11 @@ def main() -> int:
         sh("ls", "-l", str(snap))
         sh("du", "-sh", "--apparent-size", str(snap))
         sh("du", "-sh", str(snap))
+        print("\n# CRIU wrote the pages raw, through FUSE passthrough, at the disk's speed; the "
+              "daemon\n# compresses and deduplicates them once idle (lzfs report waits for "
+              "that, and says what the snapshot costs)")
+        sh(*lzfs, "report", str(mnt))
+        sh("du", "-sh", str(snap))
         print("\n# remount, so the restore reads what is on disk")
         sh(*lzfs, "umount", str(mnt))
         sh(*lzfs, "mount", str(store), str(mnt))

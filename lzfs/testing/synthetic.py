@@ -20,7 +20,7 @@ from pathlib import Path
 
 import xxhash
 
-from lzfs.cluster import manifest
+from lzfs.cluster import hookindex, manifest
 from lzfs.cluster.bucket import PACKS_PREFIX
 from lzfs.cluster.listing import journal_key
 from lzfs.objectstore.protocol import Backend
@@ -109,10 +109,12 @@ def make_packs(backend: Backend, nframes: int, seed: int = 1) -> Synthetic:
 
 def publish(backend: Backend, count: int, *, nframes: int = 64, per_snapshot: int = 4,
             prefix: str = "snap-", workers: int = 16, journal: bool = False,
-            seed: int = 1) -> Synthetic:
+            seed: int = 1, index: bool = False) -> Synthetic:
     """``count`` snapshots ``prefix00000``... published into ``backend`` (an lzfs bucket),
     manifests PUT ``workers`` at a time; ``journal`` also announces each (as a publication
-    does; without it they are as if published long ago, found by a mount's listing)."""
+    does; without it they are as if published long ago, found by a mount's listing);
+    ``index`` also PUTs each one's delta of the page index (hookindex.py), as a publication
+    does."""
     syn = make_packs(backend, nframes, seed)
     syn.per_snapshot = per_snapshot
     width = max(5, len(str(count - 1)))
@@ -120,7 +122,10 @@ def publish(backend: Backend, count: int, *, nframes: int = 64, per_snapshot: in
     def put(i: int) -> tuple[str, str]:
         name = f"{prefix}{i:0{width}d}"
         key = manifest.new_key(name.encode(), "synthetic")
-        backend.put(key, manifest.encode(syn.doc(i, name)))
+        doc = syn.doc(i, name)
+        backend.put(key, manifest.encode(doc))
+        if index:
+            hookindex.put_delta(backend, key, doc, set(doc["packs"]), "synthetic", None)
         if journal:
             backend.put(journal_key(key), b"")
         return name, key
