@@ -116,7 +116,7 @@ class PackObjects:
                 own.append((p, (packs_dir / pack_name(p)).stat().st_blocks * 512))
             except FileNotFoundError:
                 self.trimmed.add(p)
-        return own, sum(n for _, n in own) + self.segments.describe()["cached_bytes"]
+        return own, sum(n for _, n in own) + self.segments.cached_bytes
 
     def over_limit(self) -> bool:
         """Whether trim_own_packs would remove anything (blocking: stats the packs)."""

@@ -7,12 +7,15 @@ asks for ahead of the reader. Segments are fetched on a thread pool, so the read
 of a restore is in flight as parallel GETs; a segment already being fetched is waited for, not
 fetched twice. Eviction is least-recently-used by whole segment.
 
-Cached bytes are not trusted more than remote ones: every frame read from them is verified by
-its checksum and content hashes (store.read_frame), and a segment that fails is dropped.
+A segment goes to the readers waiting for it as soon as its GET returns; it is written to the
+cache disk after that, off their path. Cached bytes are not trusted more than remote ones:
+every frame read from them is verified by its checksum and content hashes (store.read_frame),
+and a segment that fails is dropped.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -21,7 +24,9 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from lzfs.objectstore.protocol import Backend, Counters
+from lzfs.objectstore.protocol import Backend, Counters, RemoteError
+
+log = logging.getLogger(__name__)
 
 SEGMENT = 4 << 20
 WORKERS = 8
@@ -115,6 +120,7 @@ class SegmentCache:
                 size = self._lru.pop((key, i), None)
                 if size is not None:
                     self._bytes -= size
+                self._inflight.pop((key, i), None)  # a fetch under way keeps no file
             self._path((key, i)).unlink(missing_ok=True)
 
     def _fetching(self, key: str, idx: int) -> Future[bytes]:
@@ -136,30 +142,52 @@ class SegmentCache:
                     self.hits += 1
                     return None
                 self._bytes -= self._lru.pop(seg)
-            fut = self._pool.submit(self._fetch, seg)
+            fut = Future()
             self._inflight[seg] = fut
+            self._pool.submit(self._fetch, seg, fut)
             self.peak_inflight = max(self.peak_inflight, len(self._inflight))
             return fut
 
-    def _fetch(self, seg: tuple[str, int]) -> bytes:
+    def _fetch(self, seg: tuple[str, int], fut: Future[bytes]) -> None:
+        """GET a segment and hand it to its readers, then write it to the cache: readers (a
+        restore) do not wait for the disk. The segment takes its place in the LRU when its
+        GET returns, and stays in ``_inflight`` (so readers take it from the future) until
+        its file is written; a segment evicted or dropped meanwhile leaves no file."""
         try:
-            data = self.backend.get(seg[0], seg[1] * SEGMENT, SEGMENT)
+            try:
+                data = self.backend.get(seg[0], seg[1] * SEGMENT, SEGMENT)
+            except Exception as exc:  # noqa: BLE001 - its readers raise it
+                fut.set_exception(exc)
+                return
             self.counters.got(len(data))
-            path = self._path(seg)
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.rename(tmp, path)
             with self._lock:
-                if seg not in self._lru:
+                if self._inflight.get(seg) is fut:  # not dropped meanwhile
                     self._lru[seg] = len(data)
                     self._bytes += len(data)
-                self._evict()
-            return data
+                    self._evict()
+            fut.set_result(data)
+            path = self._path(seg)
+            written = True
+            try:
+                path.parent.mkdir(mode=0o700, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.rename(tmp, path)
+            except OSError as exc:  # the cache disk: readers have their bytes; next, a GET
+                log.warning("cannot keep segment %s@%d in the cache: %s", seg[0], seg[1], exc)
+                written = False
+            with self._lock:
+                ours = self._inflight.get(seg) is fut
+                keep = written and ours and seg in self._lru
+                if ours and not keep and seg in self._lru:
+                    self._bytes -= self._lru.pop(seg)
+            if not keep:
+                path.unlink(missing_ok=True)
         finally:
             with self._lock:
-                self._inflight.pop(seg, None)
+                if self._inflight.get(seg) is fut:
+                    del self._inflight[seg]
 
     def _evict(self) -> None:
         """Drop least recently used segments past the limit (caller holds the lock)."""
@@ -168,15 +196,24 @@ class SegmentCache:
             self._bytes -= size
             self._path(seg).unlink(missing_ok=True)
 
-    def describe(self) -> dict[str, int]:
+    @property
+    def cached_bytes(self) -> int:
+        return self._bytes
+
+    def describe(self) -> dict[str, float]:
         c = self.counters
-        return {"gets": c.gets, "get_bytes": c.get_bytes, "puts": c.puts,
+        return {"gets": c.gets, "get_bytes": c.get_bytes, "first_get_at": c.first_get_at,
+                "last_get_at": c.last_get_at, "puts": c.puts,
                 "put_bytes": c.put_bytes, "segment_hits": self.hits,
                 "peak_inflight": self.peak_inflight, "cached_bytes": self._bytes,
                 "limit": self.limit}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:  # fetches cancelled before they began: nobody may wait for them
+            for fut in self._inflight.values():
+                if not fut.done():
+                    fut.set_exception(RemoteError("the segment cache was closed"))
 
 
 def _slug(key: str) -> str:

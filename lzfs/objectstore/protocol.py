@@ -5,6 +5,7 @@ and implements one) and s3.py, kept apart so that neither imports the other's mo
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -54,6 +55,10 @@ class Counters:
         self.puts = 0
         self.put_bytes = 0
         self.manifest_gets = 0  # manifests fetched (lazily, one per snapshot looked into)
+        # unix times the first and the last pack GET returned (the bench's time to the first
+        # and the last byte of a restore on a cold node)
+        self.first_get_at = 0.0
+        self.last_get_at = 0.0
 
     def got_manifest(self, n: int) -> None:
         with self._lock:
@@ -61,9 +66,12 @@ class Counters:
             self.get_bytes += n
 
     def got(self, n: int) -> None:
+        now = time.time()
         with self._lock:
             self.gets += 1
             self.get_bytes += n
+            self.first_get_at = self.first_get_at or now
+            self.last_get_at = now
 
     def put(self, n: int) -> None:
         with self._lock:

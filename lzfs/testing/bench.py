@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -251,10 +252,23 @@ class ClusterMounts(LzfsMount):
     def remote_stats(self) -> dict:
         return json.loads((self.mnt / ".lzfs" / "stats.json").read_text())["remote"]
 
+    def server_cpu_s(self) -> float:
+        """CPU seconds the object store (weed, all its threads) used so far."""
+        assert self.server.proc is not None
+        fields = Path(f"/proc/{self.server.proc.pid}/stat").read_text().rpartition(")")[2] \
+            .split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def umount(self) -> None:
         super().umount()
         if self.node == "b":
             self.server.stop()
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of the commands this process ran and waited for (CRIU, lz4, sync)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def start_processes(work: Path, profile: str, size: int) -> list[Workload]:
@@ -286,6 +300,7 @@ def run_method(  # noqa: C901 - every method and profile of the bench, in one pl
         dirs, first_bytes = _first_of_two_dumps(procs[0], base, fs, throttle, method)
     drop_caches()
     cpu = fs.cpu_s() if fs else 0.0
+    child_cpu = _children_cpu_s()
     t = time.monotonic()
     for w, d in zip(procs, dirs, strict=True):
         d.mkdir()
@@ -299,6 +314,7 @@ def run_method(  # noqa: C901 - every method and profile of the bench, in one pl
     else:
         sh(*throttle.prefix(), "sync", "-f", str(base))
     row["dump_s"] = time.monotonic() - t
+    row["dump_tools_cpu_s"] = _children_cpu_s() - child_cpu  # CRIU (and lz4, sync)
     if fs:
         row["daemon_cpu_s"] = fs.cpu_s() - cpu
         row["stored_at_dump"] = fs.stored()
@@ -318,7 +334,10 @@ def run_method(  # noqa: C901 - every method and profile of the bench, in one pl
         fs.mount()
     drop_caches()
     cpu = fs.cpu_s() if fs else 0.0
+    server_cpu = fs.server_cpu_s() if isinstance(fs, ClusterMounts) else 0.0
+    child_cpu = _children_cpu_s()
     t = time.monotonic()
+    t_wall = time.time()
     restore_dirs = [fs.mnt / d.name for d in dirs] if fs else dirs
     if method == "lz4":
         tmp = work / "restore-tmp"
@@ -332,13 +351,19 @@ def run_method(  # noqa: C901 - every method and profile of the bench, in one pl
     for d in restore_dirs:
         criu(throttle, "restore", d, "--shell-job", "-d")
     row["restore_s"] = time.monotonic() - t
+    row["restore_tools_cpu_s"] = _children_cpu_s() - child_cpu  # CRIU (and lz4 -d)
     if fs:
         row["restore_cpu_s"] = fs.cpu_s() - cpu
+    if isinstance(fs, ClusterMounts):
+        row["server_cpu_s"] = fs.server_cpu_s() - server_cpu
     row["intact"] = all(w.ask_checksum(child=c) == w.checksum
                         for w in procs for c in (None, *range(len(w.children))))
     if isinstance(fs, ClusterMounts):
         st = fs.remote_stats()
         row["gets"], row["get_bytes"] = st["gets"], st["get_bytes"]
+        row["first_byte_s"] = st["first_get_at"] - t_wall if st["gets"] else None
+        row["last_byte_s"] = st["last_get_at"] - t_wall if st["gets"] else None
+        row["peak_inflight"] = st["peak_inflight"]
     for w in procs:
         w.stop()
     if fs:
@@ -446,9 +471,12 @@ def summarize(runs: list[dict]) -> list[dict]:
             row["dump_vs_lz4_ratios"] = [r["dump_s"] / lz4[storage, r["round"]]["dump_s"]
                                          for r in rs]
             row["dump_vs_lz4"] = median(row["dump_vs_lz4_ratios"])
-        for key in ("settle_s", "daemon_cpu_s", "restore_cpu_s", "added", "stored_at_dump"):
-            if key in rs[-1]:
-                row[key] = median(r[key] for r in rs)
+        for key in ("settle_s", "daemon_cpu_s", "restore_cpu_s", "added", "stored_at_dump",
+                    "dump_tools_cpu_s", "restore_tools_cpu_s", "server_cpu_s", "first_byte_s",
+                    "last_byte_s", "gets", "get_bytes", "peak_inflight"):
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            if vals:
+                row[key] = median(vals)
         if rs[-1].get("mbps"):  # the floor: what it stores, read at the throttled rate
             row["restore_floor_ratios"] = [
                 r["restore_s"] / ((r["stored"] + r.get("meta_bytes", 0)) / (r["mbps"] * 1e6))
@@ -652,6 +680,11 @@ def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
             extra.append(f"daemon CPU {r['daemon_cpu_s'] / gib:.2f} s per GiB dumped")
         if "restore_cpu_s" in r:
             extra.append(f"{r['restore_cpu_s'] / gib:.2f} s per GiB restored")
+        if "restore_tools_cpu_s" in r:
+            extra.append(f"CRIU CPU {r['dump_tools_cpu_s'] / gib:.2f} s per GiB dumped, "
+                         f"{r['restore_tools_cpu_s'] / gib:.2f} restored")
+        if "server_cpu_s" in r:
+            extra.append(f"object store CPU {r['server_cpu_s'] / gib:.2f} s per GiB restored")
         if "settle_s" in r:
             extra.append(f"settled {r['settle_s']:.2f} s after it "
                          f"({human(r.get('stored_at_dump', 0))} before)")
@@ -667,8 +700,11 @@ def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
             print(f"{r['method']:<11} {r['storage']:<12} " + "; ".join(extra))
     for r in results:
         if "gets" in r:
+            timing = (f"; first segment {r['first_byte_s']:.2f} s, last {r['last_byte_s']:.2f} s "
+                      f"after the restore began; {r['peak_inflight']} GETs in flight at most"
+                      if r.get("first_byte_s") is not None else "")
             print(f"object store: restore from a cold node cache took {r['restore_s']:.2f} s, "
-                  f"{r['gets']} GETs, {human(r['get_bytes'])} fetched")
+                  f"{r['gets']} GETs, {human(r['get_bytes'])} fetched{timing}")
     for r in results:
         if "micro" in r:
             m = r["micro"]
