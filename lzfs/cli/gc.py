@@ -15,7 +15,9 @@ def register(sub: Any) -> None:
 Remove frames no file uses any more and give their space back. The daemon also does this by
 itself; this is for now. On a mount point it asks the daemon; on an unmounted store it works
 on the store; on an object store it deletes pack objects no manifest names, once they are
-older than the bucket's grace period (safe while other nodes work).""", """\
+older than the bucket's grace period (safe while other nodes work), and rebuilds the bucket's
+page index from the live snapshots (what lets a dump on any node deduplicate against every
+snapshot: run it daily, say).""", """\
   lzfs gc /mnt/ckpt
   lzfs gc s3://ckpt/models --endpoint http://s3.internal:8333""")
     s.add_argument("store", metavar="STORE_OR_MOUNT",
