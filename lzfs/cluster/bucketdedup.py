@@ -28,6 +28,11 @@ from lzfs.errors import CorruptDataError, LzfsError
 log = logging.getLogger(__name__)
 
 PER_BATCH = 4  # manifests fetched for one batch at most: a batch is 1 MiB of pages
+# Adopted frames stay pinned this long after their adoption (or the last dump that used the
+# index), then go with the store's next gc unless a file references them by then. Held, the
+# store's gc cannot take them from under a dump; released, they cannot outlive, unnoticed, a
+# snapshot deleted from the bucket (whose packs go one grace period, 24 h, after it).
+HOLD_S = 600.0
 
 
 class BucketDedup:
@@ -39,6 +44,10 @@ class BucketDedup:
         self._failing = False  # the object store failed: say so once, until it answers
         self.adopted_manifests = 0
         self.adopted_frames = 0
+        self._held: list[int] = []  # adopted frames, pinned in the store
+        self._held_since = 0.0  # last adoption or index lookup that found something
+        # frames a previous mount adopted and no file uses: the first gc takes them
+        exchange.store.maps.garbage = True
 
     async def supply(self, missing: Sequence[bytes]) -> None:
         keys = hookindex.hook_keys_of(missing)
@@ -58,6 +67,8 @@ class BucketDedup:
                 self._failing = True
                 return
             now = time.monotonic()
+            if found:
+                self._held_since = now  # a dump is using them: keep holding
             todo = [m for m in found if now - self._tried.get(m, -1e9) > hookindex.RELOAD_S]
             for mkey in todo[:PER_BATCH]:
                 self._tried[mkey] = now
@@ -69,11 +80,27 @@ class BucketDedup:
                     log.log(level, "page index names %s: %s", mkey, exc)
                     continue
                 added = self.exchange.adopt(doc)
+                self.exchange.store.pin(added)  # until release(): gc must not take them
+                self._held += added
                 self.adopted_manifests += 1
-                self.adopted_frames += added
+                self.adopted_frames += len(added)
                 log.info("deduplicating against %s (%d frames) through the bucket's page "
-                         "index", mkey, added)
+                         "index", mkey, len(added))
+
+    def tick(self) -> None:
+        """Release adopted frames once no dump has used the index for HOLD_S: the store's
+        next gc drops those no file references."""
+        if self._held and time.monotonic() - self._held_since > HOLD_S \
+                and not self._lock.locked():
+            self.release()
+
+    def release(self) -> None:
+        store = self.exchange.store
+        store.unpin(self._held)
+        self._held = []
+        store.maps.garbage = True
 
     def describe(self) -> dict[str, Any]:
         return {**self.index.describe(), "index_manifests_adopted": self.adopted_manifests,
-                "index_frames_adopted": self.adopted_frames}
+                "index_frames_adopted": self.adopted_frames,
+                "index_frames_held": len(self._held)}

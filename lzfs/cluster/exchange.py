@@ -197,12 +197,12 @@ class Exchange:
         log.info("imported snapshot %s from %s", name.decode(errors="replace"), key)
         return True
 
-    def adopt(self, doc: dict[str, Any]) -> int:
+    def adopt(self, doc: dict[str, Any]) -> list[int]:
         """Add a manifest's frames to the store without its tree (DB thread), so that a dump
         deduplicates against a snapshot it never imported (hookindex.py). Frames the store
-        holds already are skipped; the rest wait with no reference, and the store's gc drops
-        those no dump used. Returns how many were added."""
-        added = 0
+        holds already are skipped; the rest have no reference, and the caller holds them
+        (pinned) while dumps may use them (bucketdedup.py). Returns the frames added."""
+        added: list[int] = []
         frames, tables = manifest.frames_and_tables(doc)
         for (p, off, rlen, st, raw, codec), table in zip(frames, tables, strict=True):
             key = doc["packs"][p]
@@ -212,8 +212,8 @@ class Exchange:
             pid = self.objects.remote_id(key)
             self.objects.saw_frame_end(key, off + rlen)
             if self.store.frames.at(pid, off) is None and table:
-                self.store.add_frame(pid, off, rlen, st, raw, codec, decode_table(table))
-                added += 1
+                added.append(self.store.add_frame(pid, off, rlen, st, raw, codec,
+                                                  decode_table(table)))
         return added
 
     def fill_all(self, ns: Namespace, inos: Iterable[int]) -> int:

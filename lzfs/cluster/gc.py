@@ -83,10 +83,15 @@ def collect(backend: Backend, grace: float | None = None) -> GcResult:
     listed = backend.list(manifest.PREFIX)
     live_keys, retired = live_and_retired(listed, cutoff)
     live: set[str] = set()
-    hooks = []
+    # the page index names what a new dump may share: each name's newest manifest, not one a
+    # newer manifest replaced or a tombstone deleted (its packs stay for the grace period only)
+    newest = manifest.newest_per_name([o.key for o in listed])
+    indexed = {k for k in newest.values() if not manifest.is_tombstone(k)}
+    hooks = hookindex.BaseBuilder()
     for key, doc in fetch_manifests(backend, live_keys):  # streaming: one window in memory
         live.update(doc["packs"])
-        hooks.append((key, hookindex.doc_frames(doc)))
+        if key in indexed:
+            hooks.add(key, doc)
     res = GcResult(len(live_keys), len(packs), 0, 0, 0)
     for o in packs:
         if o.key in live:
@@ -109,7 +114,7 @@ def collect(backend: Backend, grace: float | None = None) -> GcResult:
         res.retired += 1
     gone = set(retired)
     # the index names live manifests only: written after the retired ones went
-    res.index = hookindex.write_base(backend, hooks, deltas, clock.now_ns())
+    res.index = hookindex.write_base(backend, hooks.entries(), deltas, clock.now_ns())
     write_catalogue(backend, manifest.newest_per_name([o.key for o in listed
                                                        if o.key not in gone]), started)
     # nodes that looked longer ago than half the bucket's grace period list anew

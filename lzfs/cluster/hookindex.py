@@ -219,6 +219,32 @@ class BaseResult:
     dropped: int = 0  # objects of older bases, deleted
 
 
+class BaseBuilder:
+    """The frames of the manifests gc reads, as they stream by: one entry per distinct frame
+    (pack, offset), from the newest manifest that names it, so memory grows with the bucket's
+    distinct frames, not with its snapshots (900 replicas of one model are one model)."""
+
+    def __init__(self) -> None:
+        self._frames: dict[tuple[str, int], tuple[str, int, str]] = {}  # -> (mkey, idx, table)
+
+    def add(self, mkey: str, doc: dict) -> None:
+        packs = doc["packs"]
+        t = manifest.time_of(mkey)
+        for i, f in enumerate(doc["frames"]):
+            if len(f) <= 6 or not f[6]:
+                continue
+            where = (packs[f[0]], f[1])
+            old = self._frames.get(where)
+            if old is None or manifest.time_of(old[0]) < t:
+                self._frames[where] = (mkey, i, f[6])
+
+    def entries(self) -> list[tuple[str, list[tuple[int, np.ndarray]]]]:
+        by_manifest: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for mkey, i, table in self._frames.values():
+            by_manifest.setdefault(mkey, []).append((i, frame_hooks(table)))
+        return sorted(by_manifest.items(), key=lambda e: manifest.time_of(e[0]))
+
+
 def write_base(backend: Backend, live: list[tuple[str, list[tuple[int, np.ndarray]]]],
                merged: list[str], now_ns: int | None) -> BaseResult:
     """gc: a new base from the live manifests (key, doc_frames), then the pointer, then delete
@@ -235,8 +261,8 @@ def write_base(backend: Backend, live: list[tuple[str, list[tuple[int, np.ndarra
     for key in merged:
         backend.delete(key)
         res.merged += 1
-    for o in backend.list(BASES):
-        if not o.key.startswith(prefix):
+    for o in backend.list(BASES):  # older bases only: a gc beside this one may be newer
+        if o.key[:len(prefix)] < prefix:
             backend.delete(o.key)
             res.dropped += 1
     return res

@@ -156,6 +156,9 @@ class ClusterSync:
     def describe(self) -> dict[str, Any]:
         return {**self.node.describe(), **self.dedup.describe()}
 
+    def tick(self) -> None:
+        self.dedup.tick()
+
     # ---- publication -----------------------------------------------------------------------
 
     def snapshot_name(self, ino: int) -> bytes | None:

@@ -194,6 +194,7 @@ class Core:
         while True:
             try:
                 self.metrics.set_store(self.figures())
+                self.hooks.tick()
                 self._remote_figures = self.hooks.describe()
                 self._restores_done()
                 if textfile:

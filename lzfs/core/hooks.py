@@ -43,6 +43,9 @@ class Hooks(Protocol):
     def describe(self) -> dict[str, Any] | None:
         """Figures for .lzfs/stats under "remote", or None."""
 
+    def tick(self) -> None:
+        """Every few seconds on the request thread (metrics.REFRESH): housekeeping."""
+
 
 class LocalHooks:
     """A store on local disk: nothing to publish, nothing to import."""
@@ -71,4 +74,7 @@ class LocalHooks:
         return None
 
     def describe(self) -> dict[str, Any] | None:
+        return None
+
+    def tick(self) -> None:
         return None

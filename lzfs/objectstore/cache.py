@@ -15,6 +15,7 @@ and a segment that fails is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -143,8 +144,11 @@ class SegmentCache:
                     return None
                 self._bytes -= self._lru.pop(seg)
             fut = Future()
+            try:
+                self._pool.submit(self._fetch, seg, fut)
+            except RuntimeError:  # closed: nobody may wait for a fetch that never runs
+                raise RemoteError("the segment cache is closed") from None
             self._inflight[seg] = fut
-            self._pool.submit(self._fetch, seg, fut)
             self.peak_inflight = max(self.peak_inflight, len(self._inflight))
             return fut
 
@@ -152,7 +156,7 @@ class SegmentCache:
         """GET a segment and hand it to its readers, then write it to the cache: readers (a
         restore) do not wait for the disk. The segment takes its place in the LRU when its
         GET returns, and stays in ``_inflight`` (so readers take it from the future) until
-        its file is written; a segment evicted or dropped meanwhile leaves no file."""
+        its file is in place; a segment evicted or dropped meanwhile leaves no file."""
         try:
             try:
                 data = self.backend.get(seg[0], seg[1] * SEGMENT, SEGMENT)
@@ -160,41 +164,53 @@ class SegmentCache:
                 fut.set_exception(exc)
                 return
             self.counters.got(len(data))
-            with self._lock:
-                if self._inflight.get(seg) is fut:  # not dropped meanwhile
-                    self._lru[seg] = len(data)
-                    self._bytes += len(data)
-                    self._evict()
-            fut.set_result(data)
-            path = self._path(seg)
-            written = True
             try:
-                path.parent.mkdir(mode=0o700, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.rename(tmp, path)
-            except OSError as exc:  # the cache disk: readers have their bytes; next, a GET
-                log.warning("cannot keep segment %s@%d in the cache: %s", seg[0], seg[1], exc)
-                written = False
-            with self._lock:
-                ours = self._inflight.get(seg) is fut
-                keep = written and ours and seg in self._lru
-                if ours and not keep and seg in self._lru:
-                    self._bytes -= self._lru.pop(seg)
-            if not keep:
-                path.unlink(missing_ok=True)
+                with self._lock:
+                    if self._inflight.get(seg) is fut:  # not dropped meanwhile
+                        self._lru[seg] = len(data)
+                        self._bytes += len(data)
+                        self._evict()
+            finally:
+                fut.set_result(data)
+            self._keep(seg, fut, data)
         finally:
             with self._lock:
                 if self._inflight.get(seg) is fut:
                     del self._inflight[seg]
+                if not fut.done():  # something above failed: its readers must not hang
+                    fut.set_exception(RemoteError(f"fetching {seg[0]}@{seg[1]} failed"))
+
+    def _keep(self, seg: tuple[str, int], fut: Future[bytes], data: bytes) -> None:
+        """Write a fetched segment's file, under its final name only while it is still this
+        fetch's and in the LRU (decided under the lock, so a later fetch of the same segment
+        is never overwritten); else it leaves no file."""
+        path = self._path(seg)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            with self._lock:
+                if self._inflight.get(seg) is fut and seg in self._lru:
+                    os.rename(tmp, path)
+                    return
+        except OSError as exc:  # the cache disk: readers have their bytes; next time a GET
+            log.warning("cannot keep segment %s@%d in the cache: %s", seg[0], seg[1], exc)
+            with self._lock:
+                if self._inflight.get(seg) is fut and seg in self._lru:
+                    self._bytes -= self._lru.pop(seg)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
     def _evict(self) -> None:
         """Drop least recently used segments past the limit (caller holds the lock)."""
         while self._bytes > self.limit and len(self._lru) > 1:
             seg, size = self._lru.popitem(last=False)
             self._bytes -= size
-            self._path(seg).unlink(missing_ok=True)
+            try:
+                self._path(seg).unlink(missing_ok=True)
+            except OSError as exc:  # the cache disk failing: the segment is forgotten anyway
+                log.warning("cannot remove cached segment %s@%d: %s", seg[0], seg[1], exc)
 
     @property
     def cached_bytes(self) -> int:

@@ -348,7 +348,11 @@ class Store:
             again = self.packs.read_object(loc.pack, loc.off, loc.rlen)
             if again is None:
                 raise
-            head, raw = decode_frame(again, loc.seed)
+            try:
+                head, raw = decode_frame(again, loc.seed)
+            except CorruptDataError:
+                self.packs.distrust(loc.pack, loc.off, loc.rlen)  # its cached GET as well
+                raise
         if head.raw_len != loc.raw or head.stored_len != loc.stored:
             raise CorruptDataError("frame header disagrees with the frame table")
         return raw

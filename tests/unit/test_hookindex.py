@@ -142,8 +142,84 @@ def test_bucket_gc_rebuilds_the_index_from_live_manifests_only(tmp_path):
     found = node.find(hookindex.hook_keys_of(hashes))
     assert set(found) == {first_key}
     assert found[first_key] == set(range(4))
-    # deleted, and retired past the grace period: the next gc's index no longer names it
+    # deleted: the next gc's index no longer names it, while its packs stay for the grace
+    # period, and once the deletion is retired
     backend.put(manifest.new_key(first_name.encode(), "t", manifest.TOMBSTONE), b"")
+    gc.collect(backend)
+    node.load()
+    assert node.find(hookindex.hook_keys_of(hashes)) == {}
+    assert first_key in [o.key for o in backend.list("snapshots/")]
     gc.collect(backend, grace=0)
     node.load()
     assert node.find(hookindex.hook_keys_of(hashes)) == {}
+
+
+def test_gc_indexes_each_frame_once_from_the_newest_manifest_and_skips_deleted_ones(tmp_path):
+    rng = random.Random(6)
+    a, b = _hashes(rng, 64), _hashes(rng, 64)
+    builder = hookindex.BaseBuilder()
+    builder.add("snapshots/m/20261201T000000.000000Z-n-1.lzm", _doc("packs/p.pack", [a, b]))
+    builder.add("snapshots/r/20261202T000000.000000Z-n-2.lzm", _doc("packs/p.pack", [a]))
+    builder.add("snapshots/o/20261130T000000.000000Z-n-3.lzm", _doc("packs/p.pack", [a]))
+    entries = dict(builder.entries())
+    # frame (p, 0) is named by all three: only the newest manifest's entry is kept
+    assert [i for i, _ in entries["snapshots/r/20261202T000000.000000Z-n-2.lzm"]] == [0]
+    assert [i for i, _ in entries["snapshots/m/20261201T000000.000000Z-n-1.lzm"]] == [1]
+    assert "snapshots/o/20261130T000000.000000Z-n-3.lzm" not in entries
+
+
+class _Exchange:
+    """What BucketDedup needs of a node (cluster/exchange.py): its store, the bucket, a
+    manifest fetch, and adopting a manifest's frames (here into a local pack of the store)."""
+
+    def __init__(self, store, backend, docs: dict[str, dict], frames: list) -> None:
+        self.store, self.backend, self.docs, self.frames = store, backend, docs, frames
+
+    def fetch(self, key: str) -> dict:
+        return self.docs[key]
+
+    def adopt(self, doc: dict) -> list[int]:
+        return [self.store.add_frame(fw.pack, fw.off, fw.rlen, fw.header.stored_len,
+                                     fw.header.raw_len, fw.header.codec, entries)
+                for fw, entries in self.frames]
+
+
+def test_adopted_frames_are_held_from_gc_until_released(tmp_path):
+    import trio
+
+    from lzfs.cluster import bucketdedup
+    from lzfs.store.codec import block_hash
+    from lzfs.store.layout import mkfs
+    from lzfs.store.store import Store
+
+    (tmp_path / "bucket").mkdir()
+    backend = DirBackend(tmp_path / "bucket")
+    mkfs(tmp_path / "store")
+    store = Store(tmp_path / "store")
+    try:
+        rng = random.Random(7)
+        pages = [rng.randbytes(4096) for _ in range(32)]
+        hashes = [block_hash(p) for p in pages]
+        (fw,) = store.pack_new(b"".join(pages), [(i * 4096, 4096, h)
+                                                 for i, h in enumerate(hashes)])
+        entries = [(i * 4096, h) for i, h in enumerate(hashes)]
+        doc = _doc("packs/p.pack", [hashes])
+        mkey = "snapshots/m/20261201T000000.000000Z-n-1.lzm"
+        hookindex.put_delta(backend, mkey, doc, {"packs/p.pack"}, "n", None)
+        dedup = bucketdedup.BucketDedup(_Exchange(store, backend, {mkey: doc},
+                                                  [(fw, entries)]))  # type: ignore[arg-type]
+        trio.run(dedup.supply, hashes)
+        assert dedup.describe()["index_frames_held"] == 1
+        assert set(store.index.match(hashes)) == set(hashes)  # found: the dump dedups
+        removed, _ = store.collect_garbage()
+        assert removed == 0  # held: a gc meanwhile does not take it from under the dump
+        dedup.tick()  # used just now: still held
+        assert dedup.describe()["index_frames_held"] == 1
+        dedup._held_since -= bucketdedup.HOLD_S + 1
+        dedup.tick()
+        assert dedup.describe()["index_frames_held"] == 0 and store.garbage
+        removed, _ = store.collect_garbage()
+        assert removed == 1  # no file used it: gone, with its hooks
+        assert store.index.match(hashes) == {}
+    finally:
+        store.close(commit=False)
