@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -453,6 +454,15 @@ class Core:
         stale = ino in self._kernel_cache_stale
         self._kernel_cache_stale.discard(ino)
         return not stale
+
+    def time_the_disk(self) -> None:
+        """Start timing the store's disk (store/pace.py, on a thread) where dumps may stage
+        through the kernel: that is decided at a dump's first create, so the rate must be
+        known by then. The kernel's passthrough is known only after FUSE's INIT: not asked."""
+        if (self.opts.passthrough and self.store.stage_backlog is not None
+                and self.space.free() > self.space.reserve + STAGE_HEADROOM):
+            threading.Thread(target=self.store.pace.probe, args=(self.store.root,),
+                             daemon=True, name="lzfs-disk-probe").start()
 
     def _stage_through_kernel(self) -> bool:
         """Whether a new file is written through the kernel to a staging file: the kernel and

@@ -79,6 +79,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = 
         core = Core(store, pyfuse3.terminate, opts, staging=node is None,
                     invalidate=_forget_attrs, hooks=hooks, on_first_open=readahead,
                     passthrough=KernelPassthrough())
+        core.time_the_disk()
         # listen before mounting: a port in use fails the mount, not a live daemon
         url = serve_metrics(opts.metrics, core.metrics.registry) if opts.metrics else None
         try:

@@ -32,6 +32,7 @@ DB = "meta.db"
 PACKS = "packs"
 LOCK = "lock"
 LOG = "lzfs.log"
+PACE = "pace.json"  # the disk's write rate as last measured (store/pace.py); a hint only
 CONFIG_LIMIT = 64 << 10  # a config larger than this is not ours (and is not read whole)
 MAX_PAGES = FRAME_MAX // PAGE  # a block fits in one frame (docs/format.md)
 

@@ -16,10 +16,16 @@ dump small, so the commit that ends the dump has little left to write.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from lzfs.store.layout import PACE
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,15 @@ MIN_SAMPLE = 4 << 20    # smaller samples say more about latency than about band
 # clearly faster than the encoder, not just faster: a 200 MB/s disk against an encoder
 # measured at 166 MB/s on a busy 2-core machine staged, and the dump was slower for it.
 STAGE_MARGIN = 2.0
+# What the encoder is taken to do until it has been timed in this mount: the middle of what it
+# did on the 2-core test machine (110-400 MB/s, docs/benchmarks.md). A dump through
+# passthrough decides at its first create, before any data was encoded, and settling does not
+# time the encoder; without a prior a slow disk would stage every dump of a mount (a 1 GiB
+# dump through a 200 MB/s throttle: 9.4x plain staged, 3.9x inline).
+ENCODE_PRIOR = 250e6
+PROBE_BYTES = 32 << 20  # the disk's rate at mount: a write this big, then fdatasync
+PROBE_NAME = ".pace-probe"
+PROBE_KEEP_S = 7 * 86400.0  # a disk's speed changes with its hardware, not from day to day
 
 
 class Rate:
@@ -108,10 +123,55 @@ class Pace:
 
     def staging_pays(self) -> bool:
         """Whether raw bytes reach the disk STAGE_MARGIN times faster than the encoder turns
-        them into frames. Until both rates are known: yes (what a fast disk wants, and a slow
-        one shows itself within the first FLUSH_EVERY bytes)."""
-        disk, enc = self.behind.disk.value, self.encode.value
-        return disk is None or enc is None or disk > STAGE_MARGIN * enc
+        them into frames (ENCODE_PRIOR until the encoder was timed). Until the disk's rate is
+        known (``probe`` at mount): yes, what a fast disk wants."""
+        disk = self.behind.disk.value
+        enc = ENCODE_PRIOR if self.encode.value is None else self.encode.value
+        return disk is None or disk > STAGE_MARGIN * enc
+
+    def load(self, directory: Path) -> None:
+        """The disk's rate the last probe of this store measured, if it is recent: a mount
+        then writes no probe."""
+        try:
+            saved = json.loads((directory / PACE).read_text())
+            if time.time() - float(saved["time"]) < PROBE_KEEP_S:
+                self.behind.disk.value = float(saved["disk_Bps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    def probe(self, directory: Path) -> None:
+        """Time a PROBE_BYTES write and fdatasync in ``directory`` (the store's disk) as the
+        disk's first sample, unless it has one (blocking: run it on a thread at mount). A
+        dump through passthrough decides at its first create whether it stages, before any
+        pack was written: without this, a slow disk would show itself only after it."""
+        path = directory / PROBE_NAME
+        with contextlib.suppress(OSError):  # what a daemon killed while it probed left
+            path.unlink(missing_ok=True)
+        if self.behind.disk.value is not None:
+            return
+        block = bytes(range(256)) * 4096  # 1 MiB, not zeros: some file systems skip those
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                t = time.monotonic()
+                for _ in range(PROBE_BYTES // len(block)):
+                    os.write(fd, block)
+                os.fdatasync(fd)
+                seconds = time.monotonic() - t
+            finally:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.info("cannot time the disk (%s): staging decided by the packs' writes", exc)
+            return
+        if self.behind.disk.value is None:
+            self.behind.disk.add(PROBE_BYTES, seconds)
+        with contextlib.suppress(OSError):  # a hint for the next mount, no more
+            (directory / PACE).write_text(json.dumps(
+                {"disk_Bps": PROBE_BYTES / seconds, "time": time.time()}) + "\n")
+        log.info("disk takes %.0f MB/s (%d MiB written and synced at mount): staging %s",
+                 PROBE_BYTES / seconds / 1e6, PROBE_BYTES >> 20,
+                 "pays" if self.staging_pays() else "does not pay")
 
     def describe(self) -> dict[str, float | bool | None]:
         return {"disk_MBps": self.behind.disk.mbps(), "encode_MBps": self.encode.mbps(),

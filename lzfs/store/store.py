@@ -139,6 +139,7 @@ class Store:
             # node never stages: its manifests name the frames it wrote
             self.stage_backlog: int | None = None
             self.pace = Pace(self.packs.behind)  # whether staging pays on this disk
+            self.pace.load(self.root)
         except BaseException:
             self.lock.release()
             raise

@@ -170,3 +170,39 @@ def test_settling_does_not_count_in_the_encoders_rate(tmp_path, monkeypatch):
         trio.run(main)
     finally:
         store.close()
+
+
+def test_before_the_encoder_is_timed_a_slow_disk_does_not_stage(tmp_path):
+    """A dump through passthrough decides at its first create, before anything was encoded
+    (and settling is not timed): the encoder's prior decides against a 200 MB/s disk."""
+    packs = PackSet(tmp_path)
+    p = pace.Pace(packs.behind)
+    assert p.staging_pays()  # nothing known: what a fast disk wants
+    p.behind.disk.add(200 << 20, 1.0)
+    assert not p.staging_pays()  # 210 MB/s against the prior's 250
+    p.behind.disk.value = 2e9
+    assert p.staging_pays()
+    p.encode.add(64 << 20, 0.05)  # 1.3 GB/s measured: the measurement wins over the prior
+    assert not p.staging_pays()
+
+
+def test_a_mount_times_its_disk_once_and_the_next_mount_reads_it(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    packs = PackSet(tmp_path)
+    p = pace.Pace(packs.behind)
+    p.probe(tmp_path)
+    assert p.behind.disk.value is not None and p.behind.disk.value > 0
+    assert not (tmp_path / pace.PROBE_NAME).exists()  # the probe file is gone
+    assert "written and synced at mount" in caplog.text
+    again = pace.Pace(PackSet(tmp_path).behind)
+    again.load(tmp_path)
+    assert again.behind.disk.value == p.behind.disk.value
+    caplog.clear()
+    again.probe(tmp_path)  # known: no second probe
+    assert "written and synced" not in caplog.text
+    (tmp_path / pace.PACE).write_text('{"disk_Bps": 1e9, "time": 0}')  # too old: ignored
+    stale = pace.Pace(PackSet(tmp_path).behind)
+    stale.load(tmp_path)
+    assert stale.behind.disk.value is None
