@@ -167,8 +167,10 @@ class Pace:
         if self.behind.disk.value is None:
             self.behind.disk.add(PROBE_BYTES, seconds)
         with contextlib.suppress(OSError):  # a hint for the next mount, no more
-            (directory / PACE).write_text(json.dumps(
-                {"disk_Bps": PROBE_BYTES / seconds, "time": time.time()}) + "\n")
+            fd = os.open(directory / PACE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:  # private, like every store file
+                f.write(json.dumps({"disk_Bps": PROBE_BYTES / seconds, "time": time.time()})
+                        + "\n")
         log.info("disk takes %.0f MB/s (%d MiB written and synced at mount): staging %s",
                  PROBE_BYTES / seconds / 1e6, PROBE_BYTES >> 20,
                  "pays" if self.staging_pays() else "does not pay")
