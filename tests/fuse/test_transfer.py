@@ -66,12 +66,21 @@ def test_existing_names_and_wrong_places_are_refused(mounted, tmp_path):
     assert "neither inside an lzfs mount nor STORE/NAME of a store" in res.stderr
 
 
+def _interruptible() -> None:
+    """Ctrl-C as at a terminal: a test run may ignore or block SIGINT (libraries do, in
+    threads), and a child inherits both; then Python installs no KeyboardInterrupt handler, or
+    the signal never arrives, and the import runs to its end."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_import_leaves_nothing_behind(mounted, tmp_path):
     plain = tmp_path / "plain"
     _plain_snapshot(plain, 400 << 20, 3)
     for _ in range(3):  # an interrupt that came after the last byte interrupts nothing: again
         proc = subprocess.Popen([sys.executable, "-m", "lzfs", "import", "-q", str(plain),
-                                 str(mounted.mnt / "big")], stderr=subprocess.PIPE, text=True)
+                                 str(mounted.mnt / "big")], stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_interruptible)
         deadline = time.monotonic() + 60
         while not any(p.name.startswith(".big.partial") for p in mounted.mnt.iterdir()):
             assert time.monotonic() < deadline
