@@ -39,7 +39,7 @@ PYFUSE3_VERSION=3.5.0
 PYFUSE3_SHA256=88399a9494b88603230bba300f4ba9ad63fece5ed514ca3633d555a0c6a42b24
 CYTHON_VERSION=3.2.4
 PATCH=$HERE/pyfuse3-$PYFUSE3_VERSION-lzfs.patch
-LOCAL_VERSION=$PYFUSE3_VERSION+lzfs2
+LOCAL_VERSION=$PYFUSE3_VERSION+lzfs3
 STAMP=$PREFIX/.lzfs-libfuse-$FUSE_UPSTREAM
 
 log() { echo "build-fuse [${SECONDS}s]: $*" >&2; }
@@ -112,7 +112,7 @@ have_pyfuse3() {
 import sys, subprocess, importlib.metadata as md
 import pyfuse3
 assert md.version('pyfuse3') == sys.argv[2]
-assert all(hasattr(pyfuse3, n) for n in ('backing_open', 'backing_close', 'passthrough_supported'))
+assert all(hasattr(pyfuse3, n) for n in ('backing_open', 'backing_close', 'passthrough_supported', 'fast_read_map'))
 assert hasattr(pyfuse3.Operations, 'fallocate')
 ldd = subprocess.run(['ldd', pyfuse3.__file__], capture_output=True, text=True).stdout
 assert sys.argv[1] + '/lib/libfuse3.so' in ldd, ldd
