@@ -25,6 +25,8 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import xxhash
+
 from lzfs.objectstore.protocol import Backend, Counters, RemoteError
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,10 @@ class SegmentCache:
         self._lru: OrderedDict[tuple[str, int], int] = OrderedDict()  # (key, idx) -> bytes
         self._bytes = 0
         self._inflight: dict[tuple[str, int], Future[bytes]] = {}
+        # XXH3 of the bytes each segment fetched by this mount holds, and of those a frame of
+        # it failed its check on (drop): the same bytes fetched again are not kept
+        self._digests: dict[tuple[str, int], int] = {}
+        self._bad: dict[tuple[str, int], int] = {}
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lzfs-get")
         self._scan()
 
@@ -122,6 +128,9 @@ class SegmentCache:
                 if size is not None:
                     self._bytes -= size
                 self._inflight.pop((key, i), None)  # a fetch under way keeps no file
+                bad = self._digests.pop((key, i), None)
+                if bad is not None:
+                    self._bad[(key, i)] = bad
             self._path((key, i)).unlink(missing_ok=True)
 
     def _fetching(self, key: str, idx: int) -> Future[bytes]:
@@ -164,9 +173,15 @@ class SegmentCache:
                 fut.set_exception(exc)
                 return
             self.counters.got(len(data))
+            digest = xxhash.xxh3_64_intdigest(data)
             try:
                 with self._lock:
-                    if self._inflight.get(seg) is fut:  # not dropped meanwhile
+                    # not dropped meanwhile, and not the bytes a check of it failed on (a
+                    # reader fetching it again for a good frame of it, after another dropped
+                    # it for a damaged one): they are served, never kept
+                    if self._inflight.get(seg) is fut and self._bad.get(seg) != digest:
+                        self._bad.pop(seg, None)
+                        self._digests[seg] = digest
                         self._lru[seg] = len(data)
                         self._bytes += len(data)
                         self._evict()
@@ -199,6 +214,7 @@ class SegmentCache:
             with self._lock:
                 if self._inflight.get(seg) is fut and seg in self._lru:
                     self._bytes -= self._lru.pop(seg)
+                    self._digests.pop(seg, None)
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
 
@@ -207,6 +223,7 @@ class SegmentCache:
         while self._bytes > self.limit and len(self._lru) > 1:
             seg, size = self._lru.popitem(last=False)
             self._bytes -= size
+            self._digests.pop(seg, None)
             try:
                 self._path(seg).unlink(missing_ok=True)
             except OSError as exc:  # the cache disk failing: the segment is forgotten anyway

@@ -63,6 +63,32 @@ def test_segment_cache_reads_ranges_and_stays_under_its_limit(tmp_path):
         again.close()
 
 
+def test_bytes_a_check_failed_on_are_not_cached_again_until_they_change(tmp_path):
+    """A reader that fetches a segment again for a good frame of it, after another reader
+    dropped it for a damaged one, gets the bytes but the cache keeps no copy; once the object
+    holds other bytes (repaired), they are cached as usual."""
+    backend = DirBackend(tmp_path / "bucket")
+    bad = random.Random(2).randbytes(SEGMENT)
+    backend.put("packs/p.pack", bad)
+    cache = SegmentCache(backend, tmp_path / "cache", limit=4 * SEGMENT)
+    try:
+        assert cache.read("packs/p.pack", 0, 100) == bad[:100]
+        assert cache.describe()["cached_bytes"] == SEGMENT
+        cache.drop("packs/p.pack", 0, 100)  # a frame in it failed its check
+        assert cache.read("packs/p.pack", 500, 100) == bad[500:600]  # another frame of it
+        assert cache.describe()["cached_bytes"] == 0
+        assert not list((tmp_path / "cache").rglob("0*"))
+        good = random.Random(3).randbytes(SEGMENT)
+        backend.put("packs/p.pack", good)
+        assert cache.read("packs/p.pack", 0, 100) == good[:100]
+        assert cache.describe()["cached_bytes"] == SEGMENT
+        gets = cache.counters.gets
+        assert cache.read("packs/p.pack", 0, 100) == good[:100]
+        assert cache.counters.gets == gets
+    finally:
+        cache.close()
+
+
 def test_unknown_store_urls_are_refused():
     with pytest.raises(RemoteError, match="unknown object store"):
         open_backend("gs://bucket/x")
