@@ -35,6 +35,7 @@ from lzfs.core.metrics import REFRESH, Metrics
 from lzfs.core.options import MountOptions
 from lzfs.core.policy import SETTLE_IDLE, STAGE_BACKLOG, STAGE_HEADROOM
 from lzfs.core.prefetch import FrameCache
+from lzfs.core.readmap import ReadWindows, Replier
 from lzfs.criu.cow import read_page_by_page
 from lzfs.criu.images import IMAGE_LIMIT
 from lzfs.errors import CorruptDataError
@@ -56,7 +57,8 @@ class Core:
                  invalidate: Callable[[int], None] = lambda ino: None,
                  hooks: Callable[[Core], Hooks] | None = None,
                  on_first_open: Callable[[], None] | None = None,
-                 passthrough: Passthrough | None = None) -> None:
+                 passthrough: Passthrough | None = None,
+                 replier: Replier | None = None) -> None:
         """``stop`` ends the serving loop (pyfuse3.terminate under a mount). ``staging``:
         whether this store may stage at all (a cluster node's manifests name the frames it
         wrote, so it never does; ``opts.stage`` is the user's say). ``invalidate`` makes the
@@ -65,7 +67,9 @@ class Core:
         builds what a cluster node adds to the mount (LocalHooks: nothing). ``on_first_open``
         runs once, at the first open: by then the kernel has the mount's INIT reply, which
         would undo settings made earlier (the daemon sets the readahead there).
-        ``passthrough`` registers staging files with the kernel (fuse/passthrough.py)."""
+        ``passthrough`` registers staging files with the kernel (fuse/passthrough.py);
+        ``replier`` answers READs of mapped files from the frame cache without the core
+        (fuse/fastread.py, core/readmap.py)."""
         self.store = store
         self.stop = stop
         self.opts = opts
@@ -83,6 +87,8 @@ class Core:
         self.ns = store.ns
         self.ns.ensure_root()
         self.cache = FrameCache(store, opts.cache_mb << 20)
+        self.windows = ReadWindows(replier)
+        self.windows.serve_from(self.cache.buffers)
         self.files: dict[int, FileMap] = {}
         # inodes whose bytes changed where the kernel's page cache of them could not see it
         # (through passthrough, to a staging file): their next cached open drops that cache
@@ -394,6 +400,7 @@ class Core:
                 fm.backing = Backing(ino, self.store.staging.open(ino))
                 fm.backing.synced = True
             fm.nursery = self.nursery
+            fm.windows = self.windows
             self.files[ino] = fm
         return fm
 
@@ -407,6 +414,7 @@ class Core:
             if not (writable and fm.opens == 1 and fm.live_size() == 0 and not fm.exts
                     and not fm.dirty and self._stage_through_kernel()):
                 return None
+            self.windows.forget(ino)
             fm.backing = Backing(ino, self.store.staging.create(ino))
             self.invalidate(ino)
         if fm.backing.backing_id is None:
@@ -489,6 +497,7 @@ class Core:
             if fm.backing is not None and not fm.backing.synced:
                 return  # kept until a commit has synced its staging file
             del self.files[ino]
+            self.windows.forget(ino)
             fm.release_backing()
 
     def sizes(self, node: Inode) -> tuple[int, int]:
@@ -579,6 +588,7 @@ class Core:
         if self.store.staging.has(ino):
             self.store.staging.remove(ino)
         self.ns.delete(ino)
+        self.windows.forget(ino)
         fm = self.files.pop(ino, None)
         if fm is not None:
             fm.gone = True
@@ -590,6 +600,7 @@ class Core:
         """Store-wide figures with this mount's cache and request counters (.lzfs/stats)."""
         st: dict[str, Any] = asdict(self.store.stats())
         st["cache"] = self.cache.describe()
+        st["fast_reads"] = self.windows.figures()
         if self.store.stage_backlog is not None:
             st["pace"] = self.store.pace.describe()
         st["open_files"] = len(self.files)

@@ -29,6 +29,7 @@ import trio
 from lzfs.core.backing import Backing
 from lzfs.core.policy import BATCH, MAX_PENDING, SETTLE_BYTES
 from lzfs.core.prefetch import FrameCache, Readahead
+from lzfs.core.readmap import ReadWindows
 from lzfs.errors import CorruptDataError
 from lzfs.store.blockmap import Coverage, Run
 from lzfs.store.codec import PAGE
@@ -89,6 +90,9 @@ class FileMap:
         self.open_gen = 0  # counts opens: a settle that saw another number must start over
         self._settling: _Settling | None = None
         self._reply = bytearray()  # reused by FUSE reads (_reply_buffer)
+        # reads the kernel may get answered without the core (core/readmap.py); told
+        # through _changed() before the runs, the size or the pending bytes change
+        self.windows: ReadWindows | None = None
 
     @classmethod
     def load(cls, ino: int, size: int, store: Store, cache: FrameCache,
@@ -195,6 +199,9 @@ class FileMap:
             if ahead is not None:
                 self.cache.prefetch(self.frames_between(*ahead))
         frames = await self.cache.get(list(dict.fromkeys(p[1] for p in parts)))
+        if (ra is not None and reply and self.windows is not None and self.backing is None
+                and not self.dirty):
+            self.windows.offer(self.ino, self.size, self.exts, ra)
         if len(parts) == 1 and pend is None and parts[0][3] == end - off:
             _, fid, src, n = parts[0]
             return memoryview(frames[fid])[src:src + n]
@@ -249,10 +256,17 @@ class FileMap:
 
     # ---- writing ---------------------------------------------------------------------------
 
+    def _changed(self) -> None:
+        """The file's bytes, size or runs are about to change: the kernel's READs of it must
+        come to the core until it is mapped again (core/readmap.py)."""
+        if self.windows is not None:
+            self.windows.forget(self.ino)
+
     async def write(self, off: int, data: bytes) -> None:
         self.check_error()
         if not data:
             return
+        self._changed()
         if self.backing is not None:  # an open the kernel did not pass through
             await self.backing.write(off, data)
             self.size = max(self.size, off + len(data))
@@ -282,6 +296,7 @@ class FileMap:
             self.check_error()
 
     def _append(self, data: bytes) -> None:
+        self._changed()  # again: a read may have mapped the file while the writer waited
         self._pend.append(data)
         self._pend_len += len(data)
 
@@ -421,6 +436,7 @@ class FileMap:
                 if self.opens or self.gone:
                     break  # a reader came (or the file went): its new frames go to gc
                 gone = self.exts[i:j]
+                self._changed()
                 self.store.maps.delete(self.ino, gone)
                 self.cover.remove(gone)
                 self.store.maps.insert(self.ino, new)
@@ -484,6 +500,7 @@ class FileMap:
         with pages that were stored in order) extends it instead of adding a row."""
         if not new:
             return
+        self._changed()
         maps = self.store.maps
         if self.exts and new[0].off >= self.exts[-1].off:
             last = self.exts[-1]
@@ -513,6 +530,7 @@ class FileMap:
         gone = self.exts[lo:hi]
         if not gone:
             return
+        self._changed()
         self.store.maps.delete(self.ino, gone)
         self.cover.remove(gone)
         del self.exts[lo:hi]
@@ -527,6 +545,7 @@ class FileMap:
         if not r.off < pos < r.end:
             return
         k = pos - r.off
+        self._changed()
         head = Run(r.off, k, r.frame, r.foff)
         tail = Run(pos, r.len - k, r.frame, r.foff + k)
         # in place, never through _add_exts: its merge of a run that continues the one before
@@ -571,6 +590,7 @@ class FileMap:
         self._persist_now()
 
     async def truncate(self, size: int) -> None:
+        self._changed()
         if self.backing is not None:
             self.backing.truncate(size)
             self.size = size
@@ -582,6 +602,7 @@ class FileMap:
                 self._split_at(size)
                 i = bisect_right(self.offs, size - 1) if size > 0 else 0
                 self._remove_exts(i, len(self.exts))
+            self._changed()  # a file made longer changes no run
             self.size = size
             self._pend_off = max(self._pend_off, size) if self._pend_len else size
             self._persist_now()
@@ -590,6 +611,7 @@ class FileMap:
         """fallocate(PUNCH_HOLE | KEEP_SIZE): [off, off+length) reads as zeros from now on and
         holds no frame (CRIU's --auto-dedup gives back what it restored). Whole pages lose
         their runs; the pages at the two ends are written again with their bytes zeroed."""
+        self._changed()
         if self.backing is not None:
             self.backing.punch(off, length)
             self._persist_now()

@@ -65,6 +65,10 @@ class MountOptions:
     passthrough: bool = _opt(True, "never write a dump through FUSE passthrough: every byte "
                                    "goes through the daemon (docs/format.md, staging files)",
                              flag="--no-passthrough")
+    fast_reads: bool = _opt(True, "answer every read in the daemon's request handler, never "
+                                  "from the frame cache inside the FUSE callback (slower; "
+                                  "for comparison, docs/format.md, the data path)",
+                            flag="--no-fast-reads")
     allow_other: bool = _opt(False, "let users other than the mounter in (kernel permission "
                                     "checks apply)")
     nonempty: bool = _opt(False, "mount over a directory that holds files (they are hidden "

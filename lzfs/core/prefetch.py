@@ -14,6 +14,8 @@ GIL, so the worker decodes while the trio thread answers FUSE.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -39,28 +41,41 @@ class FrameCache:
         self.budget = budget
         self._frames: OrderedDict[int, bytes] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()  # _put runs on decoding threads too
         self._inflight: dict[int, trio.Event] = {}
         self._failed: dict[int, CorruptDataError] = {}
-        self._prefetch_limiter = trio.CapacityLimiter(1)
+        # decoding threads ahead of readers: one per core, so that a restore decodes on both
+        # while fast reads (core/readmap.py) leave the request thread nearly idle
+        self._prefetch_limiter = trio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
         self.nursery: trio.Nursery | None = None
         self.hits = self.misses = self.prefetched = 0
 
+    @property
+    def buffers(self) -> dict[int, bytes]:
+        """The decoded frames by id, for READs answered without the core (core/readmap.py):
+        read under the GIL only, never written there."""
+        return self._frames
+
     def _put(self, frame_id: int, data: bytes) -> None:
-        if frame_id in self._frames:
-            return
-        self._frames[frame_id] = data
-        self._bytes += len(data)
-        while self._bytes > self.budget and len(self._frames) > 1:
-            _, old = self._frames.popitem(last=False)
-            self._bytes -= len(old)
+        """Add a decoded frame (any thread: the decoding threads add each frame as it is
+        done, so that READs answered without the core find it before its batch is over)."""
+        with self._lock:
+            if frame_id in self._frames:
+                return
+            self._frames[frame_id] = data
+            self._bytes += len(data)
+            while self._bytes > self.budget and len(self._frames) > 1:
+                _, old = self._frames.popitem(last=False)
+                self._bytes -= len(old)
 
     def drop(self, frame_ids: Iterable[int]) -> None:
         """Forget frames gc removed (their ids never come back, but nothing stale stays)."""
-        for f in frame_ids:
-            self._failed.pop(f, None)
-            data = self._frames.pop(f, None)
-            if data is not None:
-                self._bytes -= len(data)
+        with self._lock:
+            for f in frame_ids:
+                self._failed.pop(f, None)
+                data = self._frames.pop(f, None)
+                if data is not None:
+                    self._bytes -= len(data)
 
     def _decode_batch(self, locs: list[tuple[int, FrameLoc]], warm: bool = False
                       ) -> list[tuple[int, bytes | CorruptDataError]]:
@@ -72,9 +87,12 @@ class FrameCache:
         out: list[tuple[int, bytes | CorruptDataError]] = []
         for fid, loc in locs:
             try:
-                out.append((fid, self.store.read_frame(loc)))
+                data = self.store.read_frame(loc)
             except CorruptDataError as exc:
                 out.append((fid, exc))
+                continue
+            self._put(fid, data)
+            out.append((fid, data))
         return out
 
     async def _decode(self, frame_ids: list[int], limiter: trio.CapacityLimiter | None) -> None:
@@ -97,11 +115,9 @@ class FrameCache:
                                   local=False)
             results = await trio.to_thread.run_sync(self._decode_batch, locs, True,
                                                     limiter=limiter)
-            for fid, res in results:
+            for fid, res in results:  # decoded frames are in the cache already
                 if isinstance(res, CorruptDataError):
                     self._failed[fid] = res
-                else:
-                    self._put(fid, res)
         finally:
             for f, ev in events.items():
                 del self._inflight[f]
@@ -114,7 +130,9 @@ class FrameCache:
         for f in frame_ids:
             data = self._frames.get(f)
             if data is not None:
-                self._frames.move_to_end(f)
+                with self._lock:
+                    if f in self._frames:
+                        self._frames.move_to_end(f)
                 out[f] = data
                 self.hits += 1
             else:
@@ -156,8 +174,6 @@ class FrameCache:
         (_, res), = self._decode_batch([(frame_id, loc)])
         if isinstance(res, CorruptDataError):
             self._failed[frame_id] = res
-        else:
-            self._put(frame_id, res)
         return True
 
     def prefetch(self, frame_ids: list[int]) -> None:
@@ -197,9 +213,10 @@ class FrameCache:
 class _Stream:
     """One sequential reader within a handle: where it goes next and how far ahead to decode."""
 
-    __slots__ = ("issued_to", "next_off", "seen", "window")
+    __slots__ = ("issued_to", "last_off", "next_off", "seen", "window")
 
-    def __init__(self, end: int, window: int) -> None:
+    def __init__(self, off: int, end: int, window: int) -> None:
+        self.last_off = off
         self.next_off = end
         self.window = window
         self.issued_to = end
@@ -230,7 +247,7 @@ class Readahead:
         i = next((k for k, st in enumerate(self.streams)
                   if st.next_off <= off <= st.next_off + st.window), None)
         if i is None:
-            s = _Stream(end, self.MIN_WINDOW)
+            s = _Stream(off, end, self.MIN_WINDOW)
             self.streams.insert(0, s)
             del self.streams[self.STREAMS:]
             if off != 0:
@@ -243,6 +260,7 @@ class Readahead:
         if s.seen > 1:
             s.window = min(s.window * 2, self.MAX_WINDOW)
         s.seen += 1
+        s.last_off = off
         s.next_off = end
         target = end + s.window
         start = max(s.issued_to, end)
@@ -250,3 +268,16 @@ class Readahead:
             return None
         s.issued_to = target
         return start, target
+
+    def bound(self) -> tuple[int, int] | None:
+        """How far the stream the last read advanced may be read without the core
+        (core/readmap.py): from that read's start to half a window short of what was
+        prefetched for it, so the read that crosses the bound comes back to ``advise`` while
+        the other half is still being decoded; None if nothing was prefetched ahead of it."""
+        if not self.streams:
+            return None
+        s = self.streams[0]
+        hi = s.issued_to - s.window // 2
+        if hi <= s.next_off:
+            return None
+        return s.last_off, hi

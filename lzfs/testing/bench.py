@@ -199,6 +199,13 @@ class InlineMount(LzfsMount):
     options = ("-o", "nopassthrough")
 
 
+class PyReadMount(LzfsMount):
+    """lzfs with every read answered by the daemon's Python handler (-o nofast_reads): the
+    read path before fast reads (method ``lzfs-pyread``)."""
+
+    options = ("-o", "nofast_reads")
+
+
 class ClusterMounts(LzfsMount):
     """Two nodes of one bucket: dumps go through node a; the first remount after them is node
     b with an empty cache, so the restore fetches everything from the object store."""
@@ -291,8 +298,9 @@ def run_method(  # noqa: C901 - every method and profile of the bench, in one pl
         return run_container(method, work, size, throttle)
     work.mkdir(parents=True)
     procs = start_processes(work, profile, size)
-    fs = {"lzfs": LzfsMount, "lzfs-inline": InlineMount, "s3": ClusterMounts}[method](
-        work, throttle) if method in ("lzfs", "lzfs-inline", "s3") else None
+    fs = {"lzfs": LzfsMount, "lzfs-inline": InlineMount, "lzfs-pyread": PyReadMount,
+          "s3": ClusterMounts}[method](
+        work, throttle) if method in ("lzfs", "lzfs-inline", "lzfs-pyread", "s3") else None
     base = fs.mnt if fs else work / "images"
     base.mkdir(exist_ok=True)
     dirs = [base / f"snap{i}" for i in range(len(procs))]
@@ -611,7 +619,7 @@ def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
     if args.throttle_mbps is None:
         args.throttle_mbps = 200
     methods = (args.methods or "plain,lz4,lzfs,s3").split(",")
-    unknown = sorted(set(methods) - {"plain", "lz4", "lzfs", "lzfs-inline", "s3"})
+    unknown = sorted(set(methods) - {"plain", "lz4", "lzfs", "lzfs-inline", "lzfs-pyread", "s3"})
     if unknown:
         ap.error(f"unknown method(s) {', '.join(unknown)}: choose from plain, lz4, lzfs, s3")
     if "plain" not in methods:

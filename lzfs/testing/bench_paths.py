@@ -5,7 +5,9 @@ server").
 ``lazy``: one llm process dumped, then brought back four ways: ``plain`` (a full restore from
 a plain directory, the baseline of every ratio), ``plain-lazy`` (`criu lazy-pages` beside
 `criu restore --lazy-pages`, from a plain directory), ``lzfs-lazy`` (the same from a remounted
-lzfs store) and ``lzfs`` (a full restore from lzfs). For each: the time until `criu restore`
+lzfs store) and ``lzfs`` (a full restore from lzfs); ``lzfs-lazy-pyread`` is ``lzfs-lazy``
+with every read answered by the daemon's Python handler (``-o nofast_reads``, the read path
+before fast reads). For each: the time until `criu restore`
 returns, until the process has answered a request that touches a tenth of its memory (a
 server's first answer), and until it has touched all of it (checksummed: intact). The
 lazy-pages daemon is started before the clock (an operator starts it in advance); the clock
@@ -33,6 +35,7 @@ from lzfs.testing import bench_read
 from lzfs.testing.bench import (
     WORK_ROOT,
     LzfsMount,
+    PyReadMount,
     Throttle,
     criu,
     drop_caches,
@@ -43,6 +46,7 @@ from lzfs.testing.criu import Workload, free_port, start_lazy_pages, start_page_
 from lzfs.units import human
 
 LAZY_METHODS = ("plain", "plain-lazy", "lzfs-lazy", "lzfs")
+LAZY_EXTRA = ("lzfs-lazy-pyread",)  # on request only
 SERVER_METHODS = ("plain", "lzfs")
 FIRST = 0.1  # the share of memory a server's first answer touches
 LAZY_KEYS = ("restore_s", "first_s", "all_s")
@@ -59,7 +63,8 @@ def _durable(fs: LzfsMount | None, base: Path, throttle: Throttle) -> None:
 def run_lazy(method: str, work: Path, size: int, throttle: Throttle) -> dict:
     work.mkdir(parents=True)
     w = Workload.start(work / "ctl", size=str(size), profile="llm", seed=10)
-    fs = LzfsMount(work, throttle) if method.startswith("lzfs") else None
+    mount = PyReadMount if method.endswith("-pyread") else LzfsMount
+    fs = mount(work, throttle) if method.startswith("lzfs") else None
     try:
         first = w.ask_checksum(fraction=FIRST)
         snap = (fs.mnt if fs else work / "images") / "snap"
@@ -70,7 +75,7 @@ def run_lazy(method: str, work: Path, size: int, throttle: Throttle) -> dict:
         if fs:
             fs.umount()
             fs.mount()
-        lazy = method.endswith("-lazy")
+        lazy = "-lazy" in method
         drop_caches()
         server = start_lazy_pages(snap, throttle.prefix(), verbose=False) if lazy else None
         try:
@@ -223,8 +228,9 @@ def main(profile: str, size: int, rounds: int, mbps: int, out: Path, methods: li
 
 def methods_for(profile: str, given: str | None) -> list[str]:
     """The methods of a profile (all by default); exits with a one-line error on others."""
-    allowed = LAZY_METHODS if profile == "lazy" else SERVER_METHODS
-    methods = given.split(",") if given else list(allowed)
+    default = LAZY_METHODS if profile == "lazy" else SERVER_METHODS
+    allowed = default + LAZY_EXTRA if profile == "lazy" else default
+    methods = given.split(",") if given else list(default)
     unknown = [m for m in methods if m not in allowed]
     if unknown or "plain" not in methods:
         sys.exit(f"bench: --profile {profile} takes methods {', '.join(allowed)} "

@@ -43,6 +43,7 @@ from lzfs.store.layout import mkfs
 from lzfs.store.namespace import ROOT_INODE
 from lzfs.store.store import Store
 from lzfs.testing.exerciser import Mismatch
+from lzfs.testing.fastread_model import ModelReplier
 
 MODES = ("plain", "stage", "passthrough", "node")
 DIR = "ex"  # the directory (a snapshot, on a node) that holds the file under test
@@ -293,6 +294,7 @@ class OpsTarget:
         assert mode in MODES, mode
         self.mode = mode
         self.work = work
+        self.fast = ModelReplier()  # the core's fast-read maps, checked at every read
         if mode == "node":
             from lzfs.cluster.bucket import remote_mkfs
             from lzfs.objectstore.backend import open_backend
@@ -349,12 +351,14 @@ class OpsTarget:
             assert node is not None
             return ClusterSync(core, node, 0)
 
+        self.fast.clear()  # a mount of its own, as pyfuse3.close() leaves it
         core = Core(store, self._failed,
                     MountOptions(commit_interval=COMMIT_INTERVAL, settle_idle=SETTLE_IDLE,
                                  stage_backlog=0 if self.mode == "stage" else None),
                     staging=self.mode in ("stage", "passthrough"),
                     hooks=hooks if node is not None else None,
-                    passthrough=_KernelStandIn() if self.mode == "passthrough" else None)
+                    passthrough=_KernelStandIn() if self.mode == "passthrough" else None,
+                    replier=self.fast)
         self.ops = LzfsOperations(core)
         self._served = trio.Event()
         self._unmount = trio.Event()
@@ -470,7 +474,14 @@ class OpsTarget:
         self._call(self._mwrite, new_size, lo, pages)
 
     async def _read(self, off: int, n: int) -> bytes:
-        return bytes(await self.ops.read(self.fh, off, n))
+        """A READ through the handler; what pyfuse3's fast reads would have answered instead
+        from the maps the core registered (the model of them) must be the same bytes."""
+        fast = self.fast.answer(self.ops.handles[self.fh].ino, off, n)
+        got = bytes(await self.ops.read(self.fh, off, n))
+        if fast is not None and fast != got:
+            raise AssertionError(f"a fast read of [{off}, +{n}) would answer other bytes than "
+                                 f"the handler: a map outlived a change of the file")
+        return got
 
     def read(self, off: int, n: int) -> bytes:
         if self.kernel_fd >= 0:
