@@ -78,22 +78,19 @@ class FrameCache:
                     self._bytes -= len(data)
 
     def _decode_batch(self, locs: list[tuple[int, FrameLoc]], warm: bool = False
-                      ) -> list[tuple[int, bytes | CorruptDataError]]:
-        """Read, verify and decode frames (a worker thread); ``warm``: first ask the kernel
-        to read the whole batch ahead (its fadvise calls cost the request thread 2% of a
-        restore when they were made there)."""
+                      ) -> dict[int, CorruptDataError]:
+        """Read, verify and decode frames into the cache (a worker thread); returns the ones
+        that failed. ``warm``: first ask the kernel to read the whole batch ahead (its fadvise
+        calls cost the request thread 2% of a restore when they were made there)."""
         if warm:
             self.store.packs.warm([(loc.pack, loc.off, loc.rlen) for _, loc in locs])
-        out: list[tuple[int, bytes | CorruptDataError]] = []
+        failed: dict[int, CorruptDataError] = {}
         for fid, loc in locs:
             try:
-                data = self.store.read_frame(loc)
+                self._put(fid, self.store.read_frame(loc))
             except CorruptDataError as exc:
-                out.append((fid, exc))
-                continue
-            self._put(fid, data)
-            out.append((fid, data))
-        return out
+                failed[fid] = exc
+        return failed
 
     async def _decode(self, frame_ids: list[int], limiter: trio.CapacityLimiter | None) -> None:
         """Decode frames not cached or in flight; marks them in flight meanwhile."""
@@ -113,11 +110,9 @@ class FrameCache:
             # that still wait for the decoding thread; local ones are warmed by that thread
             self.store.packs.warm([(loc.pack, loc.off, loc.rlen) for _, loc in locs],
                                   local=False)
-            results = await trio.to_thread.run_sync(self._decode_batch, locs, True,
-                                                    limiter=limiter)
-            for fid, res in results:  # decoded frames are in the cache already
-                if isinstance(res, CorruptDataError):
-                    self._failed[fid] = res
+            # decoded frames are in the cache already
+            self._failed.update(await trio.to_thread.run_sync(self._decode_batch, locs, True,
+                                                              limiter=limiter))
         finally:
             for f, ev in events.items():
                 del self._inflight[f]
@@ -171,9 +166,7 @@ class FrameCache:
             return True
         if loc.pack >= REMOTE_BASE or self.store.packs.remote is not None:
             return False
-        (_, res), = self._decode_batch([(frame_id, loc)])
-        if isinstance(res, CorruptDataError):
-            self._failed[frame_id] = res
+        self._failed.update(self._decode_batch([(frame_id, loc)]))
         return True
 
     def prefetch(self, frame_ids: list[int]) -> None:

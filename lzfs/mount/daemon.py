@@ -21,6 +21,7 @@ import trio
 from lzfs.core.core import Core
 from lzfs.core.options import MountOptions
 from lzfs.errors import LzfsError
+from lzfs.fuse.fastread import PATCHED as FAST_READS
 from lzfs.fuse.fastread import KernelReplies
 from lzfs.fuse.operations import LzfsOperations
 from lzfs.fuse.passthrough import KernelPassthrough
@@ -82,7 +83,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = 
         core = Core(store, pyfuse3.terminate, opts, staging=node is None,
                     invalidate=_forget_attrs, hooks=hooks, on_first_open=readahead,
                     passthrough=KernelPassthrough(),
-                    replier=KernelReplies() if opts.fast_reads else None)
+                    replier=KernelReplies() if opts.fast_reads and FAST_READS else None)
         core.time_the_disk()
         # listen before mounting: a port in use fails the mount, not a live daemon
         url = serve_metrics(opts.metrics, core.metrics.registry) if opts.metrics else None
