@@ -199,6 +199,9 @@ class SegmentCache:
         """Write a fetched segment's file, under its final name only while it is still this
         fetch's and in the LRU (decided under the lock, so a later fetch of the same segment
         is never overwritten); else it leaves no file."""
+        with self._lock:  # dropped (a check failed on it) or evicted already: no disk write
+            if self._inflight.get(seg) is not fut or seg not in self._lru:
+                return
         path = self._path(seg)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
         try:
