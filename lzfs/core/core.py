@@ -39,6 +39,7 @@ from lzfs.core.readmap import ReadWindows, Replier
 from lzfs.criu.cow import read_page_by_page
 from lzfs.criu.images import IMAGE_LIMIT
 from lzfs.errors import CorruptDataError
+from lzfs.store import codec
 from lzfs.store.namespace import ROOT_INODE, FsError, Inode
 from lzfs.store.space import SpaceGuard
 from lzfs.store.store import Store
@@ -609,6 +610,7 @@ class Core:
         st["passthrough"] = ("on" if self.passthrough.available() and self.opts.passthrough
                              else "off: " + ("--no-passthrough" if self.passthrough.available()
                                              else self.passthrough.why_not()))
+        st["decoder"] = "native" if codec.NATIVE else "python"
         st["requests"] = {f"{op}<={size}": n
                           for (op, size), n in sorted(self.request_sizes.items())}
         remote = self.hooks.describe()

@@ -28,6 +28,7 @@ from lzfs.fuse.passthrough import KernelPassthrough
 from lzfs.mount.mounts import READ_AHEAD_KB, set_readahead
 from lzfs.mount.spawn import check_mountpoint
 from lzfs.objectstore.backend import is_remote
+from lzfs.store import codec
 from lzfs.store.store import Store, domain_seed
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,14 @@ def _forget_attrs(ino: int) -> None:
     """The kernel forgets an inode's cached attributes (no writeback cache: never blocks)."""
     with contextlib.suppress(OSError):  # an inode the kernel does not know: nothing cached
         pyfuse3.invalidate_inode(ino, attr_only=True)
+
+
+def _say_how_frames_decode() -> None:
+    """Once in the log, when the native decoder is not used (``decoder`` in `lzfs stats`)."""
+    if not codec.NATIVE:
+        log.warning("frames are decoded in Python (%s): reads cost more CPU",
+                    "LZFS_PYTHON_DECODE is set" if os.environ.get("LZFS_PYTHON_DECODE")
+                    else "lzfs/store/_codec.c was not built; run scripts/setup")
 
 
 def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = -1) -> None:
@@ -97,6 +106,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = 
         raise
     log.info("mounted %s on %s%s", store.root, mnt,
              f" (dedup domain {opts.domain!r})" if opts.domain else "")
+    _say_how_frames_decode()
     if url:
         log.info("Prometheus metrics at http://%s/metrics", url)
     if ready_fd >= 0:

@@ -139,6 +139,10 @@ def stats_text(st: dict[str, Any]) -> str:
         rows.append(("passthrough", st["passthrough"] + (
             " (dumps go to staging files at the disk's speed)" if st["passthrough"] == "on"
             else " (dumps go through the daemon)")))
+    if "decoder" in st:
+        rows.append(("frame decoder", st["decoder"] + (
+            " (checks and decompresses without the GIL)" if st["decoder"] == "native"
+            else " (lzfs/store/_codec.c not in use: reads cost more CPU)")))
     if st.get("staged"):
         rows.append(("staged", f"{human(st['staged'])} written raw by a dump, compressed and "
                                f"deduplicated when the daemon is idle"))

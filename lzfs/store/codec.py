@@ -15,7 +15,10 @@ giving up page-granular dedup.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -23,6 +26,16 @@ import lz4.block
 import xxhash
 
 from lzfs.errors import CorruptDataError
+
+_native_decode: Callable[[bytes | memoryview, int], tuple[int, int, bytes]] | None = None
+# LZFS_PYTHON_DECODE=1 decodes in Python although the native module is there: the A/B of
+# docs/benchmarks.md ("Native decoding"), and a way around a suspected fault in the C code
+if not os.environ.get("LZFS_PYTHON_DECODE"):
+    # lzfs/store/_codec.c, built by `pip install` (scripts/setup); without a C compiler or
+    # liblz4-dev it is not there, and the Python reference decodes
+    with contextlib.suppress(ImportError):
+        from lzfs.store._codec import decode_record as _native_decode
+NATIVE = _native_decode is not None
 
 PAGE = 4096
 FRAME_MAX = 256 * 1024
@@ -173,7 +186,7 @@ def parse_frame_header(buf: bytes | memoryview) -> FrameHeader:
     return FrameHeader(codec, raw_len, stored_len, checksum, blocks)
 
 
-def decode_frame(record: bytes, seed: int = 0) -> tuple[FrameHeader, bytes]:
+def decode_frame(record: bytes | memoryview, seed: int = 0) -> tuple[FrameHeader, bytes]:
     """Decode a whole frame record and verify it: payload checksum, then every block's content
     hash. Any mismatch raises CorruptDataError; wrong bytes are never returned."""
     head = parse_frame_header(record)
@@ -192,3 +205,17 @@ def decode_frame(record: bytes, seed: int = 0) -> tuple[FrameHeader, bytes]:
             raise CorruptDataError(f"block at frame offset {pos} fails its content hash")
         pos += n
     return head, raw
+
+
+def decode_record(record: bytes | memoryview, seed: int = 0) -> tuple[int, int, bytes]:
+    """(raw length, stored length, raw bytes) of a frame record, verified as by
+    :func:`decode_frame`, which it is the fast form of: the read path needs no block table, and
+    the native decoder checks and decompresses with the GIL released, so the decoding threads
+    run beside pyfuse3's request thread instead of taking turns with it."""
+    if _native_decode is None:
+        head, raw = decode_frame(record, seed)
+        return head.raw_len, head.stored_len, raw
+    try:
+        return _native_decode(record, seed)
+    except ValueError as exc:
+        raise CorruptDataError(str(exc)) from None

@@ -31,7 +31,7 @@ import trio
 from lzfs.errors import CorruptDataError
 from lzfs.store import chunker, layout
 from lzfs.store.blockmap import BlockMaps, FrameShape, Run
-from lzfs.store.codec import FRAME_MAX, FrameHeader, block_hash, decode_frame, encode_frame_parts
+from lzfs.store.codec import FRAME_MAX, FrameHeader, block_hash, decode_record, encode_frame_parts
 from lzfs.store.db import MetaDB
 from lzfs.store.frames import FrameTable
 from lzfs.store.grid import Segment
@@ -341,7 +341,7 @@ class Store:
         """Read, verify and decompress one frame (any thread)."""
         record = self.packs.read(loc.pack, loc.off, loc.rlen)
         try:
-            head, raw = decode_frame(record, loc.seed)
+            raw_len, stored_len, raw = decode_record(record, loc.seed)
         except CorruptDataError:
             self.packs.distrust(loc.pack, loc.off, loc.rlen)  # a cached GET: never again
             # An own pack that was uploaded: gc may have punched this frame out of the local
@@ -350,11 +350,11 @@ class Store:
             if again is None:
                 raise
             try:
-                head, raw = decode_frame(again, loc.seed)
+                raw_len, stored_len, raw = decode_record(again, loc.seed)
             except CorruptDataError:
                 self.packs.distrust(loc.pack, loc.off, loc.rlen)  # its cached GET as well
                 raise
-        if head.raw_len != loc.raw or head.stored_len != loc.stored:
+        if raw_len != loc.raw or stored_len != loc.stored:
             raise CorruptDataError("frame header disagrees with the frame table")
         return raw
 

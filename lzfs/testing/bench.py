@@ -128,6 +128,7 @@ def dir_bytes(d: Path) -> int:
 
 class LzfsMount:
     options: tuple[str, ...] = ()  # more `lzfs mount` options
+    env: tuple[tuple[str, str], ...] = ()  # more environment for the daemon
 
     def __init__(self, work: Path, throttle: Throttle) -> None:
         self.work = work
@@ -147,7 +148,7 @@ class LzfsMount:
     def mount(self) -> None:
         # in the throttled cgroup from its start: the daemon times its disk at mount
         sh(*self.throttle.prefix(), sys.executable, "-m", "lzfs", "mount", str(self.store),
-           str(self.mnt), *self.options)
+           str(self.mnt), *self.options, env={**os.environ, **dict(self.env)})
         self.throttle.add(self.pid())
 
     def pid(self) -> int:
@@ -204,6 +205,13 @@ class PyReadMount(LzfsMount):
     read path before fast reads (method ``lzfs-pyread``)."""
 
     options = ("-o", "nofast_reads")
+
+
+class PyDecodeMount(LzfsMount):
+    """lzfs decoding frames in Python (LZFS_PYTHON_DECODE=1): the decode path before the
+    native decoder (method ``lzfs-pydecode``)."""
+
+    env = (("LZFS_PYTHON_DECODE", "1"),)
 
 
 class ClusterMounts(LzfsMount):
@@ -273,6 +281,12 @@ class ClusterMounts(LzfsMount):
             self.server.stop()
 
 
+# the methods that restore from an lzfs mount, and how each mounts it
+MOUNTS: dict[str, type[LzfsMount]] = {
+    "lzfs": LzfsMount, "lzfs-inline": InlineMount, "lzfs-pyread": PyReadMount,
+    "lzfs-pydecode": PyDecodeMount, "s3": ClusterMounts}
+
+
 def _children_cpu_s() -> float:
     """CPU seconds of the commands this process ran and waited for (CRIU, lz4, sync)."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -298,9 +312,7 @@ def run_method(  # noqa: C901 - every method and profile of the bench, in one pl
         return run_container(method, work, size, throttle)
     work.mkdir(parents=True)
     procs = start_processes(work, profile, size)
-    fs = {"lzfs": LzfsMount, "lzfs-inline": InlineMount, "lzfs-pyread": PyReadMount,
-          "s3": ClusterMounts}[method](
-        work, throttle) if method in ("lzfs", "lzfs-inline", "lzfs-pyread", "s3") else None
+    fs = MOUNTS[method](work, throttle) if method in MOUNTS else None
     base = fs.mnt if fs else work / "images"
     base.mkdir(exist_ok=True)
     dirs = [base / f"snap{i}" for i in range(len(procs))]
@@ -601,7 +613,9 @@ def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
                     help="throttled storage bandwidth in MB/s (0: unthrottled run only; "
                          "default 200; lazy and page-server run unthrottled unless given)")
     ap.add_argument("--methods", default=None,
-                    help="default plain,lz4,lzfs,s3; lazy: plain,plain-lazy,lzfs-lazy,lzfs; "
+                    help="default plain,lz4,lzfs,s3 (also lzfs-inline, lzfs-pyread, "
+                         "lzfs-pydecode); "
+                         "lazy: plain,plain-lazy,lzfs-lazy,lzfs; "
                          "page-server: plain,lzfs")
     ap.add_argument("--rounds", type=int, default=3,
                     help="runs of every method, interleaved; medians are reported (default 3)")
@@ -619,9 +633,10 @@ def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
     if args.throttle_mbps is None:
         args.throttle_mbps = 200
     methods = (args.methods or "plain,lz4,lzfs,s3").split(",")
-    unknown = sorted(set(methods) - {"plain", "lz4", "lzfs", "lzfs-inline", "lzfs-pyread", "s3"})
+    unknown = sorted(set(methods) - {"plain", "lz4", *MOUNTS})
     if unknown:
-        ap.error(f"unknown method(s) {', '.join(unknown)}: choose from plain, lz4, lzfs, s3")
+        ap.error(f"unknown method(s) {', '.join(unknown)}: choose from plain, lz4, "
+                 f"{', '.join(MOUNTS)}")
     if "plain" not in methods:
         ap.error("--methods must include plain: every figure is a ratio to it")
     if args.rounds < 1:

@@ -7,7 +7,8 @@ a plain directory, the baseline of every ratio), ``plain-lazy`` (`criu lazy-page
 `criu restore --lazy-pages`, from a plain directory), ``lzfs-lazy`` (the same from a remounted
 lzfs store) and ``lzfs`` (a full restore from lzfs); ``lzfs-lazy-pyread`` is ``lzfs-lazy``
 with every read answered by the daemon's Python handler (``-o nofast_reads``, the read path
-before fast reads). For each: the time until `criu restore`
+before fast reads), ``lzfs-lazy-pydecode`` with frames decoded in Python
+(``LZFS_PYTHON_DECODE=1``, before the native decoder). For each: the time until `criu restore`
 returns, until the process has answered a request that touches a tenth of its memory (a
 server's first answer), and until it has touched all of it (checksummed: intact). The
 lazy-pages daemon is started before the clock (an operator starts it in advance); the clock
@@ -35,6 +36,7 @@ from lzfs.testing import bench_read
 from lzfs.testing.bench import (
     WORK_ROOT,
     LzfsMount,
+    PyDecodeMount,
     PyReadMount,
     Throttle,
     criu,
@@ -46,7 +48,7 @@ from lzfs.testing.criu import Workload, free_port, start_lazy_pages, start_page_
 from lzfs.units import human
 
 LAZY_METHODS = ("plain", "plain-lazy", "lzfs-lazy", "lzfs")
-LAZY_EXTRA = ("lzfs-lazy-pyread",)  # on request only
+LAZY_EXTRA = ("lzfs-lazy-pyread", "lzfs-lazy-pydecode")  # on request only
 SERVER_METHODS = ("plain", "lzfs")
 FIRST = 0.1  # the share of memory a server's first answer touches
 LAZY_KEYS = ("restore_s", "first_s", "all_s")
@@ -63,7 +65,8 @@ def _durable(fs: LzfsMount | None, base: Path, throttle: Throttle) -> None:
 def run_lazy(method: str, work: Path, size: int, throttle: Throttle) -> dict:
     work.mkdir(parents=True)
     w = Workload.start(work / "ctl", size=str(size), profile="llm", seed=10)
-    mount = PyReadMount if method.endswith("-pyread") else LzfsMount
+    mount = (PyReadMount if method.endswith("-pyread") else
+             PyDecodeMount if method.endswith("-pydecode") else LzfsMount)
     fs = mount(work, throttle) if method.startswith("lzfs") else None
     try:
         first = w.ask_checksum(fraction=FIRST)

@@ -1,0 +1,3 @@
+# The native half of lzfs/store/codec.py (lzfs/store/_codec.c).
+def decode_record(record: bytes | bytearray | memoryview, seed: int, /
+                  ) -> tuple[int, int, bytes]: ...
