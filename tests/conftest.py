@@ -160,7 +160,8 @@ def store_path(tmp_path: Path) -> Path:
     return path
 
 
-def _mounted(tmp: Path) -> Mounted:
+def _mounted(tmp: Path, options: tuple[str, ...] = ()) -> Mounted:
+    """A fresh store in ``tmp`` mounted by a real daemon with ``options``."""
     reason = fuse_unusable_reason()
     if reason:
         pytest.skip(reason)
@@ -168,7 +169,7 @@ def _mounted(tmp: Path) -> Mounted:
     mkfs(store)
     mnt = tmp / "mnt"
     mnt.mkdir()
-    m = Mounted(store, mnt)
+    m = Mounted(store, mnt, options)
     m.mount()
     return m
 

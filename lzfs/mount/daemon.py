@@ -52,10 +52,8 @@ def _forget_attrs(ino: int) -> None:
 
 def _say_how_frames_decode() -> None:
     """Once in the log, when the native decoder is not used (``decoder`` in `lzfs stats`)."""
-    if not codec.NATIVE:
-        log.warning("frames are decoded in Python (%s): reads cost more CPU",
-                    "LZFS_PYTHON_DECODE is set" if os.environ.get("LZFS_PYTHON_DECODE")
-                    else "lzfs/store/_codec.c was not built; run scripts/setup")
+    if codec.WHY_PYTHON:
+        log.warning("frames are decoded in Python (%s): reads cost more CPU", codec.WHY_PYTHON)
 
 
 def serve(store_path: str, mountpoint: str, opts: MountOptions, ready_fd: int = -1) -> None:

@@ -30,11 +30,14 @@ from lzfs.errors import CorruptDataError
 _native_decode: Callable[[bytes | memoryview, int], tuple[int, int, bytes]] | None = None
 # LZFS_PYTHON_DECODE=1 decodes in Python although the native module is there: the A/B of
 # docs/benchmarks.md ("Native decoding"), and a way around a suspected fault in the C code
+WHY_PYTHON: str | None = "LZFS_PYTHON_DECODE is set"  # None while the native decoder is used
 if not os.environ.get("LZFS_PYTHON_DECODE"):
     # lzfs/store/_codec.c, built by `pip install` (scripts/setup); without a C compiler or
     # liblz4-dev it is not there, and the Python reference decodes
+    WHY_PYTHON = "lzfs/store/_codec.c was not built; run scripts/setup"
     with contextlib.suppress(ImportError):
         from lzfs.store._codec import decode_record as _native_decode
+        WHY_PYTHON = None
 NATIVE = _native_decode is not None
 
 PAGE = 4096

@@ -34,10 +34,9 @@ from statistics import median
 
 from lzfs.testing import bench_read
 from lzfs.testing.bench import (
+    MOUNTS,
     WORK_ROOT,
     LzfsMount,
-    PyDecodeMount,
-    PyReadMount,
     Throttle,
     criu,
     drop_caches,
@@ -65,9 +64,8 @@ def _durable(fs: LzfsMount | None, base: Path, throttle: Throttle) -> None:
 def run_lazy(method: str, work: Path, size: int, throttle: Throttle) -> dict:
     work.mkdir(parents=True)
     w = Workload.start(work / "ctl", size=str(size), profile="llm", seed=10)
-    mount = (PyReadMount if method.endswith("-pyread") else
-             PyDecodeMount if method.endswith("-pydecode") else LzfsMount)
-    fs = mount(work, throttle) if method.startswith("lzfs") else None
+    # lzfs-lazy-pyread mounts as lzfs-pyread does; plain and plain-lazy mount nothing
+    fs = MOUNTS[method.replace("-lazy", "")](work, throttle) if method.startswith("lzfs") else None
     try:
         first = w.ask_checksum(fraction=FIRST)
         snap = (fs.mnt if fs else work / "images") / "snap"

@@ -13,7 +13,7 @@ import pytest
 
 from lzfs.core.backing import punch_hole
 from lzfs.fuse.fastread import PATCHED
-from tests.conftest import Mounted
+from tests.conftest import Mounted, _mounted
 
 pytestmark = pytest.mark.skipif(not PATCHED, reason="pyfuse3 without fast reads "
                                 "(scripts/setup builds it: third_party/build-fuse.sh)")
@@ -111,12 +111,7 @@ def test_a_change_is_never_answered_from_the_map_made_before_it(mounted):
 
 
 def test_without_fast_reads_the_handler_answers_every_read(tmp_path):
-    from lzfs.store.layout import mkfs
-
-    mkfs(tmp_path / "store")
-    (tmp_path / "mnt").mkdir()
-    m = Mounted(tmp_path / "store", tmp_path / "mnt", ("-o", "nofast_reads"))
-    m.mount()
+    m = _mounted(tmp_path, ("-o", "nofast_reads"))
     try:
         data = _content()
         _write_settled(m, data)

@@ -9,8 +9,7 @@ import os
 
 import pytest
 
-from lzfs.store.layout import mkfs
-from tests.conftest import Mounted
+from tests.conftest import Mounted, _mounted
 
 MiB = 1 << 20
 
@@ -28,10 +27,7 @@ def _stats(m: Mounted) -> dict:
 def test_a_mount_reads_back_every_byte_and_names_its_decoder(tmp_path, monkeypatch, decoder):
     if decoder == "python":
         monkeypatch.setenv("LZFS_PYTHON_DECODE", "1")  # the daemon inherits it
-    mkfs(tmp_path / "store")
-    (tmp_path / "mnt").mkdir()
-    m = Mounted(tmp_path / "store", tmp_path / "mnt")
-    m.mount()
+    m = _mounted(tmp_path)
     try:
         data = _content()
         (m.mnt / "pages-1.img").write_bytes(data)

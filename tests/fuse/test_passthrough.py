@@ -15,7 +15,7 @@ import pytest
 
 from lzfs.core.backing import punch_hole
 from lzfs.fuse.passthrough import PATCHED
-from tests.conftest import Mounted, lzfs_cmd
+from tests.conftest import Mounted, _mounted, lzfs_cmd
 
 pytestmark = pytest.mark.skipif(not PATCHED, reason="pyfuse3 without passthrough "
                                 "(scripts/setup builds it: third_party/build-fuse.sh)")
@@ -87,12 +87,7 @@ def test_mmap_truncate_and_punching_holes_work_on_staged_and_settled_files(mount
 
 
 def test_without_passthrough_every_byte_goes_through_the_daemon(tmp_path):
-    from lzfs.store.layout import mkfs
-
-    mkfs(tmp_path / "store")
-    (tmp_path / "mnt").mkdir()
-    m = Mounted(tmp_path / "store", tmp_path / "mnt", ("-o", "nopassthrough"))
-    m.mount()
+    m = _mounted(tmp_path, ("-o", "nopassthrough"))
     try:
         assert _stats(m)["passthrough"] == "off: --no-passthrough"
         (m.mnt / "f").write_bytes(os.urandom(3 << 20))
