@@ -73,7 +73,8 @@ def run_lazy(method: str, work: Path, size: int, throttle: Throttle) -> dict:
         criu(throttle, "dump", snap, "-t", str(w.pid), "--shell-job")
         _durable(fs, snap, throttle)
         w.wait_gone()
-        if fs:
+        if fs:  # restored from its packs, as the full-restore profile is: a settler still
+            fs.settle()  # encoding the dump's staging files would share the cores with it
             fs.umount()
             fs.mount()
         lazy = "-lazy" in method
