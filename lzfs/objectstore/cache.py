@@ -144,7 +144,10 @@ class SegmentCache:
         seg = (key, idx)
         with self._lock:
             fut = self._inflight.get(seg)
-            if fut is not None:
+            # a fetch still writing its file is waited for; not one whose GET returned and
+            # whose segment was evicted or not kept since: it will leave no file, and its
+            # bytes may be the ones a check failed on
+            if fut is not None and not (fut.done() and seg not in self._lru):
                 return fut
             if seg in self._lru:
                 if not refetch:
