@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lzfs.objectstore.protocol import Backend, NoSuchObject, ObjectInfo, RemoteError
+from lzfs.objectstore.protocol import Backend, NoSuchObject, ObjectInfo, RemoteError, fill
 
 
 def is_remote(spec: str) -> bool:
@@ -74,6 +74,14 @@ class DirBackend:
             with open(self._path(key), "rb") as f:
                 f.seek(offset)
                 return f.read() if length is None else f.read(length)
+        except FileNotFoundError:
+            raise NoSuchObject(f"{self.url}/{key}: no such object") from None
+
+    def get_into(self, key: str, offset: int, buf: memoryview) -> int:
+        try:
+            with open(self._path(key), "rb", buffering=0) as f:
+                f.seek(offset)
+                return fill(f.readinto, buf)
         except FileNotFoundError:
             raise NoSuchObject(f"{self.url}/{key}: no such object") from None
 

@@ -8,9 +8,13 @@ of a restore is in flight as parallel GETs; a segment already being fetched is w
 fetched twice. Eviction is least-recently-used by whole segment.
 
 A segment goes to the readers waiting for it as soon as its GET returns; it is written to the
-cache disk after that, off their path. Cached bytes are not trusted more than remote ones:
-every frame read from them is verified by its checksum and content hashes (store.read_frame),
-and a segment that fails is dropped.
+cache disk after that, off their path. Its bytes arrive in a buffer the cache reuses
+(``_Fetched``): readers copy their frame out of it while it is in flight, and read the file
+once it is kept. A fresh 4 MiB buffer per GET cost more CPU in page faults than the socket
+copy itself.
+
+Cached bytes are not trusted more than remote ones: every frame read from them is verified by
+its checksum and content hashes (store.read_frame), and a segment that fails is dropped.
 """
 
 from __future__ import annotations
@@ -35,6 +39,18 @@ SEGMENT = 4 << 20
 WORKERS = 8
 
 
+class _Fetched:
+    """A fetched segment's bytes (``view``) in a pooled buffer, until ``gone``: then the buffer
+    is another fetch's, and readers read the segment's file instead. Both flags and the copy
+    out of ``view`` are under the cache's lock."""
+
+    __slots__ = ("gone", "view")
+
+    def __init__(self, buf: bytearray, n: int) -> None:
+        self.view = memoryview(buf)[:n]
+        self.gone = False
+
+
 class SegmentCache:
     def __init__(self, backend: Backend, directory: Path, limit: int,
                  counters: Counters | None = None) -> None:
@@ -49,7 +65,8 @@ class SegmentCache:
         self._lock = threading.Lock()
         self._lru: OrderedDict[tuple[str, int], int] = OrderedDict()  # (key, idx) -> bytes
         self._bytes = 0
-        self._inflight: dict[tuple[str, int], Future[bytes]] = {}
+        self._inflight: dict[tuple[str, int], Future[_Fetched]] = {}
+        self._free: list[bytearray] = []  # buffers of segments kept or dropped, for reuse
         # XXH3 of the bytes each segment fetched by this mount holds, and of those a frame of
         # it failed its check on (drop): the same bytes fetched again are not kept
         self._digests: dict[tuple[str, int], int] = {}
@@ -93,10 +110,21 @@ class SegmentCache:
         for i, fut in pending:
             lo, hi = max(off - i * SEGMENT, 0), min(end - i * SEGMENT, SEGMENT)
             data = self._read_cached((key, i), lo, hi) if fut is None else None
+            for _ in range(3):  # a buffer recycled and its file evicted, twice: not likely
+                if data is not None:
+                    break
+                data = self._copy((fut or self._fetching(key, i)).result(), lo, hi)
+                if data is None:  # its fetch is over: the file, if it was kept
+                    data = self._read_cached((key, i), lo, hi)
+                    fut = None
             if data is None:
-                data = (fut or self._fetching(key, i)).result()[lo:hi]
+                raise RemoteError(f"{key}: segment {i} went from the cache while being read")
             parts.append(data)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _copy(self, got: _Fetched, lo: int, hi: int) -> bytes | None:
+        with self._lock:
+            return None if got.gone else bytes(got.view[lo:hi])
 
     def _read_cached(self, seg: tuple[str, int], lo: int, hi: int) -> bytes | None:
         try:
@@ -133,13 +161,13 @@ class SegmentCache:
                     self._bad[(key, i)] = bad
             self._path((key, i)).unlink(missing_ok=True)
 
-    def _fetching(self, key: str, idx: int) -> Future[bytes]:
+    def _fetching(self, key: str, idx: int) -> Future[_Fetched]:
         """The fetch of a segment whose cached copy is gone (evicted under us)."""
         fut = self._segment(key, idx, refetch=True)
         assert fut is not None  # refetch never answers "cached"
         return fut
 
-    def _segment(self, key: str, idx: int, refetch: bool = False) -> Future[bytes] | None:
+    def _segment(self, key: str, idx: int, refetch: bool = False) -> Future[_Fetched] | None:
         """None when the segment is cached, else the future of its fetch."""
         seg = (key, idx)
         with self._lock:
@@ -164,17 +192,23 @@ class SegmentCache:
             self.peak_inflight = max(self.peak_inflight, len(self._inflight))
             return fut
 
-    def _fetch(self, seg: tuple[str, int], fut: Future[bytes]) -> None:
+    def _fetch(self, seg: tuple[str, int], fut: Future[_Fetched]) -> None:
         """GET a segment and hand it to its readers, then write it to the cache: readers (a
         restore) do not wait for the disk. The segment takes its place in the LRU when its
         GET returns, and stays in ``_inflight`` (so readers take it from the future) until
-        its file is in place; a segment evicted or dropped meanwhile leaves no file."""
+        its file is in place; a segment evicted or dropped meanwhile leaves no file. Then its
+        buffer goes back to the pool."""
+        with self._lock:
+            buf = self._free.pop() if self._free else bytearray(SEGMENT)
+        got, kept = None, False
         try:
             try:
-                data = self.backend.get(seg[0], seg[1] * SEGMENT, SEGMENT)
+                n = self.backend.get_into(seg[0], seg[1] * SEGMENT, memoryview(buf))
             except Exception as exc:  # noqa: BLE001 - its readers raise it
                 fut.set_exception(exc)
                 return
+            got = _Fetched(buf, n)
+            data = got.view
             self.counters.got(len(data))
             digest = xxhash.xxh3_64_intdigest(data)
             try:
@@ -189,22 +223,28 @@ class SegmentCache:
                         self._bytes += len(data)
                         self._evict()
             finally:
-                fut.set_result(data)
-            self._keep(seg, fut, data)
+                fut.set_result(got)
+            kept = self._keep(seg, fut, data)
         finally:
             with self._lock:
                 if self._inflight.get(seg) is fut:
                     del self._inflight[seg]
                 if not fut.done():  # something above failed: its readers must not hang
                     fut.set_exception(RemoteError(f"fetching {seg[0]}@{seg[1]} failed"))
+                if got is None or kept:  # else readers may still come for its bytes
+                    if got is not None:
+                        got.gone = True
+                    if len(self._free) < WORKERS:
+                        self._free.append(buf)
 
-    def _keep(self, seg: tuple[str, int], fut: Future[bytes], data: bytes) -> None:
+    def _keep(self, seg: tuple[str, int], fut: Future[_Fetched], data: memoryview) -> bool:
         """Write a fetched segment's file, under its final name only while it is still this
         fetch's and in the LRU (decided under the lock, so a later fetch of the same segment
-        is never overwritten); else it leaves no file."""
+        is never overwritten); else it leaves no file. Whether it did: a segment without a
+        file keeps its buffer for the readers holding its future."""
         with self._lock:  # dropped (a check failed on it) or evicted already: no disk write
             if self._inflight.get(seg) is not fut or seg not in self._lru:
-                return
+                return False
         path = self._path(seg)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
         try:
@@ -214,7 +254,7 @@ class SegmentCache:
             with self._lock:
                 if self._inflight.get(seg) is fut and seg in self._lru:
                     os.rename(tmp, path)
-                    return
+                    return True
         except OSError as exc:  # the cache disk: readers have their bytes; next time a GET
             log.warning("cannot keep segment %s@%d in the cache: %s", seg[0], seg[1], exc)
             with self._lock:
@@ -223,6 +263,7 @@ class SegmentCache:
                     self._digests.pop(seg, None)
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+        return False
 
     def _evict(self) -> None:
         """Drop least recently used segments past the limit (caller holds the lock)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,11 +39,26 @@ class Backend(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def put_file(self, key: str, path: Path) -> None: ...
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes: ...
+    # up to len(buf) bytes from offset into buf, the count (0 past the end): the segment
+    # cache reuses its buffers, as fresh memory is what a GET of 4 MiB costs most
+    def get_into(self, key: str, offset: int, buf: memoryview) -> int: ...
     def head(self, key: str) -> ObjectInfo | None: ...
     def list(self, prefix: str, start_after: str = "") -> list[ObjectInfo]: ...
     def delete(self, key: str) -> None: ...
     def touch(self, key: str) -> None: ...
     def check(self) -> None: ...
+
+
+def fill(readinto: Callable[[memoryview], int | None], buf: memoryview) -> int:
+    """Read into ``buf`` until it is full or the source ends (a 0 read); the count. Files and
+    sockets both hand back less than asked for at times."""
+    got = 0
+    while got < len(buf):
+        k = readinto(buf[got:])
+        if not k:
+            break
+        got += k
+    return got
 
 
 class Counters:
