@@ -49,6 +49,13 @@ class Handle:
     content: bytes | None = None  # a .lzfs file's bytes as they were at open
 
 
+def _file_mode(mode: int) -> int:
+    """A regular file's mode without setuid and setgid. lzfs asks the kernel to leave killing
+    them on a write to it (``handle_killpriv_v2``), and keeps none to kill: a store of CRIU
+    images has no use for them, and FUSE mounts are nosuid."""
+    return mode & ~(stat.S_ISUID | stat.S_ISGID) if stat.S_ISREG(mode) else mode
+
+
 class LzfsOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
@@ -56,6 +63,10 @@ class LzfsOperations(pyfuse3.Operations):
     # files then go to staging files without a byte through this process (Core.backing_for)
     enable_passthrough = True
     max_backing_stack_depth = 1  # staging files may sit on overlayfs (a container's disk)
+    # lzfs clears setuid/setgid and security.capability itself (a regular file never has
+    # them: _file_mode), so the kernel sets SB_NOSEC: without it, every write to a file
+    # first asked this process for security.capability, a round trip per splice of a dump
+    handle_killpriv_v2 = True
 
     def __init__(self, core: Core) -> None:
         super().__init__()
@@ -73,7 +84,7 @@ class LzfsOperations(pyfuse3.Operations):
         a.st_ino = node.id
         a.entry_timeout = ENTRY_TIMEOUT
         a.attr_timeout = ATTR_TIMEOUT
-        a.st_mode = node.mode
+        a.st_mode = _file_mode(node.mode)  # also of a file a version before this stored
         a.st_nlink = node.nlink
         a.st_uid = node.uid
         a.st_gid = node.gid
@@ -199,7 +210,7 @@ class LzfsOperations(pyfuse3.Operations):
                 await self.core.truncate(inode, attr.st_size)
                 changes["mtime_ns"] = t
             if fields.update_mode:
-                changes["mode"] = (node.mode & ~0o7777) | (attr.st_mode & 0o7777)
+                changes["mode"] = _file_mode((node.mode & ~0o7777) | (attr.st_mode & 0o7777))
             if fields.update_uid:
                 changes["uid"] = attr.st_uid
             if fields.update_gid:
@@ -231,7 +242,8 @@ class LzfsOperations(pyfuse3.Operations):
             self._guard(parent_inode, name)
             if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
                 raise FsError(errno.EPERM)  # no device nodes in a snapshot store
-            node = self.ns.create(parent_inode, name, mode & ~ctx.umask, ctx.uid, ctx.gid, rdev)
+            node = self.ns.create(parent_inode, name, _file_mode(mode & ~ctx.umask), ctx.uid,
+                                  ctx.gid, rdev)
             return self._counted(node)
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> Attrs:
@@ -386,7 +398,8 @@ class LzfsOperations(pyfuse3.Operations):
                      ) -> tuple[pyfuse3.FileInfo, Attrs]:
         with _errno(self.core.metrics):
             self._guard(parent_inode, name)
-            node = self.ns.create(parent_inode, name, stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
+            node = self.ns.create(parent_inode, name,
+                                  _file_mode(stat.S_IFREG | (mode & ~ctx.umask & 0o7777)),
                                   ctx.uid, ctx.gid)
             self.core.created(parent_inode)
             self.core.opened(node.id)

@@ -67,6 +67,12 @@ def test_truncate_chmod_utimens_statfs_link(mounted):
     assert p.read_bytes() == data[:100_000] + bytes(100_000)
     os.chmod(p, 0o600)
     assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    os.chmod(p, 0o6750)  # a regular file keeps no setuid/setgid (handle_killpriv_v2)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o750
+    os.chmod(p, 0o600)
+    (mounted.mnt / "shared").mkdir()
+    os.chmod(mounted.mnt / "shared", 0o2775)  # a directory does (group inheritance)
+    assert stat.S_IMODE((mounted.mnt / "shared").stat().st_mode) == 0o2775
     os.utime(p, ns=(1_000_000_000, 2_000_000_000))
     assert p.stat().st_mtime_ns == 2_000_000_000
     os.link(p, mounted.mnt / "g")
