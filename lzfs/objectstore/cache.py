@@ -110,21 +110,23 @@ class SegmentCache:
         for i, fut in pending:
             lo, hi = max(off - i * SEGMENT, 0), min(end - i * SEGMENT, SEGMENT)
             data = self._read_cached((key, i), lo, hi) if fut is None else None
-            for _ in range(3):  # a buffer recycled and its file evicted, twice: not likely
-                if data is not None:
-                    break
-                data = self._copy((fut or self._fetching(key, i)).result(), lo, hi)
-                if data is None:  # its fetch is over: the file, if it was kept
-                    data = self._read_cached((key, i), lo, hi)
-                    fut = None
-            if data is None:
-                raise RemoteError(f"{key}: segment {i} went from the cache while being read")
-            parts.append(data)
+            parts.append(data if data is not None else self._read_fetched(key, i, fut, lo, hi))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _copy(self, got: _Fetched, lo: int, hi: int) -> bytes | None:
-        with self._lock:
-            return None if got.gone else bytes(got.view[lo:hi])
+    def _read_fetched(self, key: str, idx: int, fut: Future[_Fetched] | None, lo: int,
+                      hi: int) -> bytes:
+        """Bytes [lo, hi) of a segment from its fetch (``fut``, or a new one). A fetch that is
+        over has handed its buffer on and left the file, unless that was evicted since."""
+        for _ in range(3):  # a buffer recycled and its file evicted, twice: not likely
+            got = (fut or self._fetching(key, idx)).result()
+            with self._lock:
+                if not got.gone:
+                    return bytes(got.view[lo:hi])
+            data = self._read_cached((key, idx), lo, hi)
+            if data is not None:
+                return data
+            fut = None
+        raise RemoteError(f"{key}: segment {idx} went from the cache while being read")
 
     def _read_cached(self, seg: tuple[str, int], lo: int, hi: int) -> bytes | None:
         try:
@@ -208,7 +210,7 @@ class SegmentCache:
                 fut.set_exception(exc)
                 return
             got = _Fetched(buf, n)
-            data = got.view
+            data = got.view  # what the readers share, and the file is written from
             self.counters.got(len(data))
             digest = xxhash.xxh3_64_intdigest(data)
             try:
