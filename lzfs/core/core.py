@@ -425,11 +425,11 @@ class Core:
         return fm.backing.backing_id
 
     def restore_starts(self, ino: int) -> None:
-        """CRIU opened ``ino`` to read it: a restore of its snapshot starts. Ask the disk for
-        the snapshot's pages images now (the packs their frames lie in, POSIX_FADV_WILLNEED,
-        on a worker thread), while CRIU reads its small images and builds the process tree:
-        on slow storage that time is otherwise lost to the restore (it stood 0.5-0.8 s
-        idle at 200 MB/s). Once per directory per mount."""
+        """CRIU opened ``ino`` to read it: a restore of its snapshot starts. Have the disk
+        read the snapshot's pages images from now on (FrameCache.stream), while CRIU reads
+        its small images and builds the process tree: on slow storage that time is
+        otherwise lost to the restore (it stood 0.5-0.8 s idle at 200 MB/s). Once per
+        directory per mount."""
         entry = self.ns.dentry_of(ino)
         if entry is not None:
             now = time.monotonic()
@@ -454,7 +454,7 @@ class Core:
             with contextlib.suppress(CorruptDataError):  # lost: its reader gets the EIO
                 loc = self.store.frame_loc(f)
                 locs.append((loc.pack, loc.off, loc.rlen))
-        self.nursery.start_soon(partial(trio.to_thread.run_sync, self.store.packs.warm, locs))
+        self.cache.stream(locs)
 
     def kernel_cache_valid(self, ino: int) -> bool:
         """Whether the kernel may keep what it cached of ``ino`` for an open through the page

@@ -195,9 +195,7 @@ class FileMap:
         if self._pend_len and p_lo < p_hi:
             pend = (p_lo - off, self._pending_slice(p_lo, p_hi))
         if ra is not None:
-            ahead = ra.advise(off, end)
-            if ahead is not None:
-                self.cache.prefetch(self.frames_between(*ahead))
+            self._read_ahead(ra, off, end)
         frames = await self.cache.get(list(dict.fromkeys(p[1] for p in parts)))
         if (ra is not None and reply and self.windows is not None and self.backing is None
                 and not self.dirty):
@@ -231,15 +229,39 @@ class FileMap:
             filled = max(filled, dst + m)
         return out
 
-    def frames_between(self, lo: int, hi: int) -> list[int]:
-        """Frame ids of the extents overlapping [lo, hi), in file order, without repeats."""
+    def frames_ahead(self, lo: int, want: int) -> tuple[list[int], int]:
+        """Frame ids of the next ``want`` bytes of stored pages from ``lo`` on, in file order
+        without repeats, and the offset they reach. Pages that store nothing (zeros, holes)
+        are stepped over rather than counted: a model server's zeroed KV cache is a third of
+        its image, and CRIU reads through it at memory speed, so a window counted in file
+        bytes ran dry inside it and left the decoding threads idle meanwhile."""
         i = max(bisect_right(self.offs, lo) - 1, 0)
         out: dict[int, None] = {}
         exts = self.exts
-        while i < len(exts) and exts[i].off < hi:
-            out[exts[i].frame] = None
+        got = 0
+        reach = lo
+        while i < len(exts) and got < want:
+            e = exts[i]
+            s = max(lo, e.off)
+            if s < e.off + e.len:
+                n = min(e.off + e.len - s, want - got)
+                out[e.frame] = None
+                got += n
+                reach = s + n
             i += 1
-        return list(out)
+        if got < want:  # the last stored page is in: the window reaches the end of the file
+            reach = max(lo + want, self.size)
+        return list(out), reach
+
+    def _read_ahead(self, ra: Readahead, off: int, end: int) -> None:
+        """Tell the reader's readahead about a read of [off, end), and start decoding the
+        window it asks for."""
+        ahead = ra.advise(off, end)
+        if ahead is None:
+            return
+        fids, reach = self.frames_ahead(ahead[0], ahead[1] - ahead[0])
+        ra.reached(reach)
+        self.cache.prefetch(fids)
 
     def _pending_slice(self, lo: int, hi: int) -> bytes:
         """Bytes [lo, hi) of the file from the pending list (absolute offsets)."""

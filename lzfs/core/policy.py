@@ -6,6 +6,9 @@ shows them without importing the core."""
 COMMIT_INTERVAL = 5.0   # seconds between background commits while anything changed
 SETTLE_IDLE = 1.0       # staged data is settled once no request came for this long
 CACHE_MB = 128          # decoded frames kept in memory (prefetch.FrameCache)
+# a restore's packs are read into the page cache ahead of its decoding by at most this much
+# (FrameCache.stream)
+STREAM_LEAD = 256 << 20
 
 BATCH = 4 << 20         # a file map encodes once this much is pending
 MAX_PENDING = 16 << 20  # writers wait beyond this

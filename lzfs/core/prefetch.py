@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import trio
 
+from lzfs.core.policy import STREAM_LEAD
 from lzfs.errors import CorruptDataError
 from lzfs.store.packs import REMOTE_BASE
 from lzfs.store.store import FrameLoc, Store
@@ -28,6 +29,8 @@ from lzfs.store.store import FrameLoc, Store
 log = logging.getLogger(__name__)
 
 BATCH_BYTES = 4 << 20  # raw bytes of frames decoded per thread hand-off
+STREAM_STEP = 4 << 20  # pack bytes read into the page cache per thread call (stream)
+STREAM_GIVE_UP = 5.0   # seconds without decoding progress after which a stream stops
 
 
 class FrameCache:
@@ -49,6 +52,7 @@ class FrameCache:
         self._prefetch_limiter = trio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
         self.nursery: trio.Nursery | None = None
         self.hits = self.misses = self.prefetched = 0
+        self.read_bytes = 0  # record bytes of the frames decoded so far (pace of stream())
 
     @property
     def buffers(self) -> dict[int, bytes]:
@@ -88,6 +92,7 @@ class FrameCache:
         for fid, loc in locs:
             try:
                 self._put(fid, self.store.read_frame(loc))
+                self.read_bytes += loc.rlen
             except CorruptDataError as exc:
                 failed[fid] = exc
         return failed
@@ -192,6 +197,51 @@ class FrameCache:
         if batch:
             self.nursery.start_soon(self._background, batch)
 
+    def stream(self, locs: list[tuple[int, int, int]]) -> None:
+        """A restore starts: read the packs of its pages images, (pack, off, length) in the
+        order CRIU will want them, into the page cache (remote packs: fetch them into the
+        node's cache) from now on, up to STREAM_LEAD ahead of what has been decoded.
+
+        CRIU first reads its small images and builds the process tree (0.5-2.5 s of a 1 GiB
+        restore), then reads through a model server's zeroed KV cache at memory speed: the
+        disk has nothing to do in both unless asked ahead. Asked for all at once, though
+        (POSIX_FADV_WILLNEED over the snapshot), a slow disk queued hundreds of MiB and CRIU's
+        own reads of the files it maps waited 2.5 s behind them (measured at 200 MB/s), so
+        this reads a few MiB per step and waits for each."""
+        if self.nursery is None or not locs:
+            return
+        self.store.packs.warm(locs, local=False)
+        runs = self.store.packs.local_runs(locs)
+        if runs:
+            self.nursery.start_soon(self._stream, runs)
+
+    async def _stream(self, runs: list[tuple[int, int, int]]) -> None:
+        packs = self.store.packs
+        base, done = self.read_bytes, 0
+        try:
+            for pack, lo, hi in runs:
+                for at in range(lo, hi, STREAM_STEP):
+                    if not await self._stream_may_go_on(base, done):
+                        return
+                    step = min(hi, at + STREAM_STEP) - at
+                    await trio.to_thread.run_sync(packs.read_through, pack, at, at + step)
+                    done += step
+        except Exception:  # a hint, like a prefetch: the reads that need the bytes report
+            log.exception("reading a restore's packs ahead failed")
+
+    async def _stream_may_go_on(self, base: int, done: int) -> bool:
+        """Wait while the stream is STREAM_LEAD ahead of the decoding; False when the
+        decoding made no progress for STREAM_GIVE_UP seconds (the restore is over, or
+        stopped: nothing will read the rest)."""
+        last, since = self.read_bytes, trio.current_time()
+        while done - (self.read_bytes - base) > STREAM_LEAD:
+            if self.read_bytes != last:
+                last, since = self.read_bytes, trio.current_time()
+            elif trio.current_time() - since > STREAM_GIVE_UP:
+                return False
+            await trio.sleep(0.01)
+        return True
+
     async def _background(self, frame_ids: list[int]) -> None:
         try:
             await self._decode(frame_ids, self._prefetch_limiter)
@@ -261,6 +311,13 @@ class Readahead:
             return None
         s.issued_to = target
         return start, target
+
+    def reached(self, to: int) -> None:
+        """The prefetch ``advise`` just asked for went on to ``to`` (past pages that store
+        nothing, FileMap.frames_ahead): the stream it was for counts as issued that far."""
+        if self.streams:
+            s = self.streams[0]
+            s.issued_to = max(s.issued_to, to)
 
     def bound(self) -> tuple[int, int] | None:
         """How far the stream the last read advanced may be read without the core
