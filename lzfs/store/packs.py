@@ -184,7 +184,7 @@ class PackSet:
             self.remote.warm(locs)
         if not local:
             return
-        for pack, lo, hi in self.local_runs(locs):
+        for pack, lo, hi in self.local_runs(sorted(locs)):  # the fewest requests
             fd = self._reader(pack)
             if fd is None:
                 continue
