@@ -102,9 +102,9 @@ def test_a_missing_frame_of_a_random_read_decodes_without_a_thread(tmp_path):
         store.close()
 
 
-def _written(tmp_path, data: bytes):
-    """A store holding one file of ``data``, its frames out of the cache, its packs synced
-    and out of the page cache: (store, cache, file map, pack path)."""
+def _written(tmp_path):
+    """A fresh store, its frame cache, and an empty file map in it (store, cache, file map);
+    ``_flushed`` writes the file."""
     mkfs(tmp_path / "s")
     store = Store(tmp_path / "s")
     cache = FrameCache(store, 256 * MiB)
@@ -113,6 +113,8 @@ def _written(tmp_path, data: bytes):
 
 
 async def _flushed(store, cache, fm, data: bytes) -> None:
+    """Write ``data`` as the file, then drop its frames from the cache and its packs (synced)
+    from the page cache, as after a remount with caches dropped."""
     await fm.write(0, data)
     await fm.flush()
     store.sync_packs()
@@ -129,7 +131,7 @@ def test_the_window_steps_over_pages_that_store_nothing(tmp_path):
     """A model server's zeroed KV cache stores nothing: a window counted in file bytes ran
     dry inside it, and the frames past it were decoded only once the reader got there."""
     data = os.urandom(2 * MiB) + bytes(96 * MiB) + os.urandom(2 * MiB)
-    store, cache, fm = _written(tmp_path, data)
+    store, cache, fm = _written(tmp_path)
 
     async def main():
         await _flushed(store, cache, fm, data)
@@ -167,7 +169,7 @@ def test_warm_and_read_through_read_the_whole_range(tmp_path):
     """POSIX_FADV_WILLNEED reads at most the device's readahead size per call: one call over
     24 MiB read 8 MiB here (128 KiB on many disks), and the rest stayed on disk."""
     data = os.urandom(48 * MiB)
-    store, cache, fm = _written(tmp_path, data)
+    store, cache, fm = _written(tmp_path)
     trio.run(_flushed, store, cache, fm, data)
     try:
         [pack] = list((store.root / "packs").iterdir())
@@ -193,7 +195,7 @@ def test_a_restore_stream_goes_in_order_and_keeps_its_lead(tmp_path, monkeypatch
     monkeypatch.setattr(prefetch, "STREAM_STEP", MiB)
     monkeypatch.setattr(prefetch, "STREAM_GIVE_UP", 0.5)
     data = os.urandom(32 * MiB)
-    store, cache, fm = _written(tmp_path, data)
+    store, cache, fm = _written(tmp_path)
     steps: list[tuple[int, int, int]] = []
     real = store.packs.read_through
 
