@@ -36,6 +36,13 @@ REMOTE_BASE = 1 << 40
 FADVISE_CHUNK = 128 << 10
 
 
+def _will_need(fd: int, lo: int, hi: int) -> None:
+    """Ask the kernel to read [lo, hi) of ``fd`` into the page cache, in pieces it reads
+    whole (FADVISE_CHUNK)."""
+    for at in range(lo, hi, FADVISE_CHUNK):
+        os.posix_fadvise(fd, at, min(FADVISE_CHUNK, hi - at), os.POSIX_FADV_WILLNEED)
+
+
 class RemotePacks(Protocol):
     """Where frames of packs with ids >= REMOTE_BASE are read from (lzfs.cluster.node)."""
 
@@ -188,8 +195,7 @@ class PackSet:
             fd = self._reader(pack)
             if fd is None:
                 continue
-            for at in range(lo, hi, FADVISE_CHUNK):  # the kernel reads at most its readahead
-                os.posix_fadvise(fd, at, min(FADVISE_CHUNK, hi - at), os.POSIX_FADV_WILLNEED)
+            _will_need(fd, lo, hi)
 
     @staticmethod
     def local_runs(locs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
@@ -215,8 +221,7 @@ class PackSet:
         fd = self._reader(pack_id)
         if fd is None or hi <= lo:
             return
-        for at in range(lo, hi, FADVISE_CHUNK):
-            os.posix_fadvise(fd, at, min(FADVISE_CHUNK, hi - at), os.POSIX_FADV_WILLNEED)
+        _will_need(fd, lo, hi)
         os.pread(fd, 1, hi - 1)
 
     def sizes(self) -> dict[int, int]:
